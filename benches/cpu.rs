@@ -1,0 +1,2 @@
+//! CPU benchmarks (placeholder).
+fn main() {}

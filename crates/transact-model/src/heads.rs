@@ -1,0 +1,3 @@
+//! Ranking heads (placeholder: being written).
+/// The heads.
+pub struct RankingHeads;

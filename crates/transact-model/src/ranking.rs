@@ -1,0 +1,3 @@
+//! The whole ranking model (placeholder: being written).
+/// The ranking model.
+pub struct RankingModel;

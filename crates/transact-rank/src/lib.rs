@@ -1,0 +1,1 @@
+//! The TransAct ranking API (work in progress).

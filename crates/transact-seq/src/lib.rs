@@ -1,0 +1,25 @@
+//! User action sequences for TransAct.
+//!
+//! This crate owns the first stage of the data path: actions come in, are
+//! validated, persisted and kept per user (newest first on read), and a
+//! ranking request reads the newest `N` of them.
+//!
+//! - [`Action`], [`ActionType`], [`Surface`] and [`ActionVocab`]: what one
+//!   action is and which action types a deployment accepts.
+//! - [`SequenceStore`]: the trait every store implements (the embedded one
+//!   here; a Redis-backed one later).
+//! - [`SequenceBuf`]: a reusable struct-of-arrays buffer that reads fill.
+//! - [`EmbeddedStore`]: an in-process store persisted to a directory
+//!   (append-only checksummed log plus periodic snapshots).
+//!
+//! It depends on no other crate of the workspace.
+
+mod action;
+mod embedded;
+mod error;
+mod store;
+
+pub use action::{Action, ActionType, ActionVocab, ItemId, Surface, UserId};
+pub use embedded::{EmbeddedStore, OpenReport, StoreConfig, SyncPolicy};
+pub use error::SeqError;
+pub use store::{SequenceBuf, SequenceStore};

@@ -1,0 +1,2 @@
+//! The `transact` command-line tool.
+fn main() {}
