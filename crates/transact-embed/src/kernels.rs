@@ -251,6 +251,132 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// `exp(x)` to about 2 ulp, written so that loops over it vectorise
+/// (no libm call): Cephes' polynomial on `x - n·ln2`, scaled by `2^n`
+/// built from the exponent bits. Inputs below -87 give 0 (so `-inf` maps
+/// to 0); inputs above 88 saturate at `exp(88)`; NaN gives a finite value
+/// (callers pass finite inputs or `-inf`).
+#[inline(always)]
+pub fn exp_approx(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two so that `n · LN2_HI` is exact.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 · 2^23: adding it rounds to an integer held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    // max/min rather than clamp: a NaN input must not panic or poison the bit tricks.
+    #[allow(clippy::manual_clamp)]
+    let xc = x.max(-87.0).min(88.0);
+    let shifted = xc * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    let n_bits = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let r2 = r * r;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
+        * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let y = p * r2 + r + 1.0;
+    let pow2 = f32::from_bits(((n_bits + 127) << 23) as u32);
+    if x < -87.0 { 0.0 } else { y * pow2 }
+}
+
+/// Sum of a slice with eight independent partial sums (vectorises; the
+/// rounding differs slightly from a left-to-right sum).
+#[inline]
+pub fn sum_fast(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += c[i];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for &v in tail {
+        s += v;
+    }
+    s
+}
+
+/// Maximum of a slice (`-inf` for an empty one), with eight lanes.
+#[inline]
+pub fn max_fast(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    let mut m = acc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for &v in tail {
+        m = m.max(v);
+    }
+    m
+}
+
+/// Softmax of one row in place using [`exp_approx`]: same contract as
+/// [`softmax_row`] (`-inf` → 0, an all-`-inf` row → zeros), several times faster.
+#[inline]
+pub fn softmax_row_fast(row: &mut [f32]) {
+    let max = max_fast(row);
+    if max == f32::NEG_INFINITY {
+        row.fill(0.0);
+        return;
+    }
+    for v in row.iter_mut() {
+        *v = exp_approx(*v - max);
+    }
+    let inv = 1.0 / sum_fast(row);
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// LayerNorm of one row in place, like [`layer_norm_row`] but with lane-wise
+/// partial sums so that it vectorises (d = 64–96 rows are the common case).
+/// Missing or short `gain`/`bias` entries leave the tail unscaled/unshifted.
+#[inline]
+pub fn layer_norm_row_fast(row: &mut [f32], gain: Option<&[f32]>, bias: Option<&[f32]>, eps: f32) {
+    let d = row.len();
+    if d == 0 {
+        return;
+    }
+    let inv_d = 1.0 / d as f32;
+    let mean = sum_fast(row) * inv_d;
+    let mut acc = [0.0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            let t = c[i] - mean;
+            acc[i] += t * t;
+        }
+    }
+    let mut var = sum_fast(&acc);
+    for &v in tail {
+        var += (v - mean) * (v - mean);
+    }
+    let rstd = 1.0 / (var * inv_d + eps).sqrt();
+    for v in row.iter_mut() {
+        *v = (*v - mean) * rstd;
+    }
+    if let Some(g) = gain {
+        for (v, &g) in row.iter_mut().zip(g) {
+            *v *= g;
+        }
+    }
+    if let Some(b) = bias {
+        for (v, &b) in row.iter_mut().zip(b) {
+            *v += b;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,5 +447,45 @@ mod tests {
         let a: Vec<f32> = (0..19).map(|i| i as f32).collect();
         let want: f32 = a.iter().map(|x| x * x).sum();
         assert_eq!(dot(&a, &a), want);
+    }
+
+    #[test]
+    fn exp_approx_is_close_to_exp() {
+        let mut worst = 0.0f32;
+        for i in -8700..8799 {
+            let x = i as f32 * 0.01 + 0.003;
+            let want = x.exp();
+            let rel = ((exp_approx(x) - want) / want).abs();
+            worst = worst.max(rel);
+        }
+        assert!(worst < 1e-6, "worst relative error {worst}");
+        assert_eq!(exp_approx(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_approx(0.0), 1.0);
+    }
+
+    #[test]
+    fn fast_softmax_and_layer_norm_match_the_plain_ones() {
+        let base: Vec<f32> = (0..37).map(|i| ((i * 13 % 17) as f32 - 8.0) * 0.7).collect();
+        let mut a = base.clone();
+        let mut b = base.clone();
+        a[3] = f32::NEG_INFINITY;
+        b[3] = f32::NEG_INFINITY;
+        softmax_row(&mut a);
+        softmax_row_fast(&mut b);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-6);
+        }
+        assert_eq!(b[3], 0.0);
+        let g: Vec<f32> = (0..37).map(|i| 1.0 + i as f32 * 0.01).collect();
+        let bias: Vec<f32> = (0..37).map(|i| i as f32 * -0.02).collect();
+        let mut a = base.clone();
+        let mut b = base;
+        layer_norm_row(&mut a, Some(&g), Some(&bias), 1e-5);
+        layer_norm_row_fast(&mut b, Some(&g), Some(&bias), 1e-5);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
+        assert_eq!(max_fast(&[]), f32::NEG_INFINITY);
+        assert_eq!(sum_fast(&[1.0; 19]), 19.0);
     }
 }
