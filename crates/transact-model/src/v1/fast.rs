@@ -1,0 +1,720 @@
+//! The request-level, de-duplicated forward.
+//!
+//! One request holds one user sequence and `B` candidates. What it shares:
+//!
+//! 1. **Packing.** The mask is the same for every candidate, masked keys are
+//!    never attended to and masked output rows are zero, so the encoder runs
+//!    on the `S_e` unmasked positions only; outputs are scattered back.
+//! 2. **First layer, input projection.** With early fusion a token is
+//!    `[x_t ; e_c]`, so `W·[x_t ; e_c] + b = W_x·x_t + (W_c·e_c + b)`: the
+//!    user part `U = X·W_xᵀ` once per request, the candidate part once per
+//!    candidate.
+//! 3. **First layer, attention.** Per head, the score of query `t` and key
+//!    `s` is `(uq_t + cq)·(uk_s + ck)`. The terms `uq_t·ck` and `cq·ck` do not
+//!    depend on `s`, so the softmax over `s` drops them: the probabilities are
+//!    `softmax_s(A[t,s] + r[s])` with `A = Uq·Ukᵀ` shared by all candidates and
+//!    `r = cq·Ukᵀ` one vector per candidate (`ck` is not needed at all). Hence
+//!    `P[t,s] = E[t,s]·w[s] / Σ_s E[t,s]·w[s]` with `E = exp(A - rowmax)` (per
+//!    request) and `w = exp(r - max)` (per candidate), and since probability
+//!    rows sum to 1, `P·(Uv + 1·cvᵀ) = P·Uv + cv`. The numerators and
+//!    denominators for a chunk of candidates then come out of one GEMM against
+//!    the per-request table `G[(t, j), s] = E[t,s]·Uv[s,j]` (plus a column of
+//!    `E` for the denominator): no per-candidate exponentials over `S_e²`.
+//!    Should a denominator underflow (extreme scores), that row is recomputed
+//!    directly.
+//! 4. **Later layers** are per token: candidates are processed in chunks of
+//!    `≈ 1,500` token rows so every projection is one large GEMM, chunks are
+//!    spread over the rayon pool, and each chunk's GEMMs run single-threaded.
+//! 5. **No allocation per request** in steady state: scratch buffers come from
+//!    pools owned by the model and only grow. (The `gemm` crate still
+//!    allocates its small packing buffers inside each call.)
+//!
+//! Weights are re-laid out once at load ([`FastWeights`]): the query rows of
+//! every `in_proj` are pre-scaled by `1/sqrt(d/h)`, the first layer's
+//! `in_proj` is split into its user and candidate columns, and every
+//! `out_proj` is split into per-head column blocks, so that every operand of
+//! every GEMM is contiguous.
+
+use rayon::prelude::*;
+use transact_embed::kernels::{self, Par, RhsLayout};
+
+use super::{EncoderLayer, Params, TransActV1, V1Request, check_window, is_masked, kernel_error};
+use crate::{ModelError, V1Config};
+
+/// Target token rows per chunk of candidates (a chunk's activations stay in L2).
+const CHUNK_ROWS: usize = 1600;
+/// Most candidates per chunk.
+const MAX_CHUNK: usize = 64;
+/// Smallest softmax denominator trusted from the factored first-layer
+/// attention; below it the row is recomputed directly.
+const MIN_DENOMINATOR: f32 = 1e-25;
+
+/// Weights re-laid out for the fast path.
+#[derive(Clone, Debug)]
+pub(crate) struct FastWeights {
+    /// Per layer: `in_proj_weight` `[3d × d]` with the query rows scaled by `1/sqrt(d/h)`.
+    in_w: Vec<Vec<f32>>,
+    /// Per layer: `in_proj_bias` `[3d]`, query part scaled likewise.
+    in_b: Vec<Vec<f32>>,
+    /// Per layer: `out_proj.weight` split by head, `h` blocks of `[d × d/h]`.
+    out_w_heads: Vec<Vec<f32>>,
+    /// First layer with early fusion: the user columns `[3d × (d_act + d_item)]` of `in_w[0]`.
+    first_user: Vec<f32>,
+    /// First layer with early fusion: the candidate columns `[3d × d_item]` of `in_w[0]`.
+    first_cand: Vec<f32>,
+}
+
+impl FastWeights {
+    /// Derives the fast layouts from the reference-shaped parameters.
+    pub(crate) fn derive(cfg: &V1Config, p: &Params) -> Result<Self, ModelError> {
+        let d = cfg.d_model();
+        let h = cfg.nhead;
+        let dh = d / h;
+        let scale = 1.0 / (dh as f32).sqrt();
+        let mut fw = FastWeights {
+            in_w: Vec::new(),
+            in_b: Vec::new(),
+            out_w_heads: Vec::new(),
+            first_user: Vec::new(),
+            first_cand: Vec::new(),
+        };
+        for (i, l) in p.layers.iter().enumerate() {
+            ModelError::check_len(&format!("layer {i} in_proj_weight"), 3 * d * d, l.in_proj_weight.len())?;
+            ModelError::check_len(&format!("layer {i} in_proj_bias"), 3 * d, l.in_proj_bias.len())?;
+            ModelError::check_len(&format!("layer {i} out_proj.weight"), d * d, l.out_proj_weight.len())?;
+            let mut w = l.in_proj_weight.clone();
+            w[..d * d].iter_mut().for_each(|v| *v *= scale);
+            let mut b = l.in_proj_bias.clone();
+            b[..d].iter_mut().for_each(|v| *v *= scale);
+            let mut heads = vec![0.0f32; d * d];
+            for head in 0..h {
+                let block = &mut heads[head * d * dh..(head + 1) * d * dh];
+                for (o, dst) in block.chunks_exact_mut(dh).enumerate() {
+                    dst.copy_from_slice(&l.out_proj_weight[o * d + head * dh..][..dh]);
+                }
+            }
+            fw.in_w.push(w);
+            fw.in_b.push(b);
+            fw.out_w_heads.push(heads);
+        }
+        if cfg.concat_candidate_emb {
+            let du = cfg.action_emb_dim + cfg.item_emb_dim;
+            let di = cfg.item_emb_dim;
+            let w0 = fw.in_w.first().map(Vec::as_slice).unwrap_or(&[]);
+            for row in w0.chunks_exact(d) {
+                fw.first_user.extend_from_slice(&row[..du]);
+                fw.first_cand.extend_from_slice(&row[du..du + di]);
+            }
+        }
+        Ok(fw)
+    }
+}
+
+/// Per-request scratch: the packed sequence and the shared first-layer tables.
+#[derive(Default, Debug)]
+pub(crate) struct RequestScratch {
+    /// Embedding row of each of the `n` given positions.
+    rows: Vec<usize>,
+    /// Kept (unmasked) positions, ascending; always starts with 0.
+    keep: Vec<usize>,
+    /// `[S_e × (d_act + d_item)]` packed user tokens `[E_act(a_t) ; e_t]`.
+    xu: Vec<f32>,
+    /// First layer: `[3 × h × S_e × d_h]` user parts of q (scaled), k, v.
+    u: Vec<f32>,
+    /// First layer: `[h × Q × S_e]` scaled user–user scores `A`.
+    a: Vec<f32>,
+    /// First layer: `[d_h × S_e]` one head's `Uv`, transposed.
+    vt: Vec<f32>,
+    /// First layer: `[h × Q·(d_h + 1) × S_e]` the table `G` (with the `E` column).
+    g: Vec<f32>,
+}
+
+/// Per-chunk scratch (one chunk of candidates on one thread).
+#[derive(Default, Debug)]
+pub(crate) struct ChunkScratch {
+    x: Vec<f32>,
+    y: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    hid: Vec<f32>,
+    scores: Vec<f32>,
+    cq: Vec<f32>,
+    cv: Vec<f32>,
+    r: Vec<f32>,
+    w: Vec<f32>,
+    nd: Vec<f32>,
+    prob: Vec<f32>,
+    pooled: Vec<f32>,
+    pooled_out: Vec<f32>,
+}
+
+/// The leading `n` values of `v`, growing it if needed (never shrinking, so
+/// reuse does not reallocate).
+fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+/// Sizes of one request.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    d: usize,
+    di: usize,
+    du: usize,
+    h: usize,
+    dh: usize,
+    ff: usize,
+    /// Model sequence length `S`.
+    s: usize,
+    /// Packed length `S_e`.
+    se: usize,
+    /// Kept output positions `K`.
+    k: usize,
+    /// Query rows of the last layer: `S_e`, or only the packed rows below `K`
+    /// when there is no max-pool.
+    q_last: usize,
+    od: usize,
+    eps: f32,
+}
+
+/// `kernels::linear` with the error mapped.
+#[allow(clippy::too_many_arguments)]
+fn linear(
+    m: usize,
+    d_in: usize,
+    d_out: usize,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<(), ModelError> {
+    kernels::linear(m, d_in, d_out, x, w, b, y, Par::Seq).map_err(kernel_error)
+}
+
+/// `kernels::matmul` (single-threaded) with the error mapped.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    rhs: RhsLayout,
+    c: &mut [f32],
+    accumulate: bool,
+) -> Result<(), ModelError> {
+    kernels::matmul(m, n, k, a, b, rhs, c, accumulate, Par::Seq).map_err(kernel_error)
+}
+
+/// A sub-slice, or an internal error instead of a panic.
+fn part(v: &[f32], start: usize, len: usize) -> Result<&[f32], ModelError> {
+    v.get(start..start + len).ok_or_else(|| internal("slice out of range"))
+}
+
+fn part_mut(v: &mut [f32], start: usize, len: usize) -> Result<&mut [f32], ModelError> {
+    v.get_mut(start..start + len).ok_or_else(|| internal("slice out of range"))
+}
+
+fn internal(what: &str) -> ModelError {
+    ModelError::BadInput { name: "internal".into(), detail: what.into() }
+}
+
+impl TransActV1 {
+    /// Scores one request: `out` (`B × output_dim`) receives, per candidate,
+    /// `[out_linear(maxpool(y)) ; y_0 … y_{K-1}]` for the encoder output `y`
+    /// of the sequence fused with that candidate (inference masks: padding,
+    /// or `request_time - t < 0`; position 0 is never masked; masked rows of
+    /// `y` are zero).
+    ///
+    /// Errors (nothing is computed): wrong lengths, `n > seq_len`, `B = 0`,
+    /// non-finite embeddings, an action id outside the vocabulary (in
+    /// [`crate::VocabMode::Padded`]; the reference mode treats it as padding).
+    ///
+    /// ```
+    /// use transact_model::{TransActV1, V1Config, V1Request};
+    ///
+    /// let cfg = V1Config {
+    ///     seq_len: 4,
+    ///     latest_n_emb: 2,
+    ///     action_emb_dim: 4,
+    ///     item_emb_dim: 4,
+    ///     ..V1Config::default()
+    /// };
+    /// let model = TransActV1::new_random(cfg, 7)?;
+    /// // Three actions, newest first; the oldest is padding.
+    /// let req = V1Request {
+    ///     action_types: &[1, 2, -1],
+    ///     item_embeddings: &[0.1; 3 * 4],
+    ///     action_times_ms: &[1_000, 900, 0],
+    ///     request_time_ms: 2_000,
+    ///     candidates: &[0.5; 2 * 4], // B = 2
+    /// };
+    /// let mut out = vec![0.0; 2 * model.output_dim()];
+    /// model.forward_request(&req, &mut out)?;
+    /// assert_eq!(model.output_dim(), (2 + 1) * 12);
+    /// assert!(out.iter().all(|v| v.is_finite()));
+    /// # Ok::<(), transact_model::ModelError>(())
+    /// ```
+    pub fn forward_request(&self, req: &V1Request<'_>, out: &mut [f32]) -> Result<(), ModelError> {
+        self.forward_request_with_window(req, 0, out)
+    }
+
+    /// [`TransActV1::forward_request`] with the training-mode time mask:
+    /// positions with `request_time - t < time_window_ms` are masked
+    /// (`0` is the inference rule `< 0`; a negative window is an error).
+    pub fn forward_request_with_window(
+        &self,
+        req: &V1Request<'_>,
+        time_window_ms: i64,
+        out: &mut [f32],
+    ) -> Result<(), ModelError> {
+        check_window(time_window_ms)?;
+        let b = self.check_request(req, out)?;
+        let mut rq = self.request_pool.take();
+        let res = self.request_inner(req, time_window_ms, b, out, &mut rq);
+        self.request_pool.put(rq);
+        res
+    }
+
+    /// Checks lengths and values; returns `B`.
+    fn check_request(&self, req: &V1Request<'_>, out: &[f32]) -> Result<usize, ModelError> {
+        let cfg = &self.cfg;
+        let di = cfg.item_emb_dim;
+        let n = req.action_types.len();
+        if n > cfg.seq_len {
+            return Err(ModelError::BadInput {
+                name: "action_types".into(),
+                detail: format!("{n} actions given, more than seq_len {}", cfg.seq_len),
+            });
+        }
+        ModelError::check_len("item_embeddings", n * di, req.item_embeddings.len())?;
+        ModelError::check_len("action_times_ms", n, req.action_times_ms.len())?;
+        let nc = req.candidates.len();
+        if nc == 0 {
+            return Err(ModelError::BadInput {
+                name: "candidates".into(),
+                detail: "no candidates (B = 0)".into(),
+            });
+        }
+        if nc % di != 0 {
+            return Err(ModelError::BadInput {
+                name: "candidates".into(),
+                detail: format!("{nc} values is not a multiple of item_emb_dim {di}"),
+            });
+        }
+        let b = nc / di;
+        ModelError::check_len("out", b * cfg.output_dim(), out.len())?;
+        ModelError::check_finite("item_embeddings", req.item_embeddings)?;
+        ModelError::check_finite("candidates", req.candidates)?;
+        Ok(b)
+    }
+
+    fn request_inner(
+        &self,
+        req: &V1Request<'_>,
+        window: i64,
+        b: usize,
+        out: &mut [f32],
+        rq: &mut RequestScratch,
+    ) -> Result<(), ModelError> {
+        let cfg = &self.cfg;
+        let (da, di) = (cfg.action_emb_dim, cfg.item_emb_dim);
+        let du = da + di;
+        // Rows and mask.
+        rq.rows.clear();
+        rq.keep.clear();
+        for (p, &id) in req.action_types.iter().enumerate() {
+            rq.rows.push(self.action_row(id, p)?);
+        }
+        rq.keep.push(0);
+        for p in 1..rq.rows.len() {
+            let t = req.action_times_ms.get(p).copied().unwrap_or(0);
+            if !is_masked(p, rq.rows[p], req.request_time_ms, t, window) {
+                rq.keep.push(p);
+            }
+        }
+        let se = rq.keep.len();
+        let k = cfg.kept_positions();
+        let k_eff = rq.keep.iter().take_while(|&&p| p < k).count();
+        let d = cfg.d_model();
+        let dm = Dims {
+            d,
+            di,
+            du,
+            h: cfg.nhead,
+            dh: d / cfg.nhead,
+            ff: cfg.dim_feedforward,
+            s: cfg.seq_len,
+            se,
+            k,
+            q_last: if cfg.concat_max_pool { se } else { k_eff },
+            od: cfg.output_dim(),
+            eps: cfg.layer_norm_eps,
+        };
+        // Packed user tokens.
+        let xu = sized(&mut rq.xu, se * du);
+        for (tok, &p) in xu.chunks_exact_mut(du).zip(&rq.keep) {
+            let row = rq.rows.get(p).copied().unwrap_or(0);
+            tok[..da].copy_from_slice(self.action_embedding(row));
+            match req.item_embeddings.get(p * di..(p + 1) * di) {
+                Some(e) => tok[da..].copy_from_slice(e),
+                None => tok[da..].fill(0.0),
+            }
+        }
+
+        if !cfg.concat_candidate_emb {
+            // Tokens do not depend on the candidate: encode once, copy B times.
+            let mut cs = self.chunk_pool.take();
+            let res = self.encode_shared(&dm, rq, &mut cs, out);
+            self.chunk_pool.put(cs);
+            return res;
+        }
+
+        let layers = self.params.layers.len();
+        let q1 = if layers == 1 { dm.q_last } else { se };
+        self.prepare_first_layer(&dm, q1, rq)?;
+
+        let threads = rayon::current_num_threads().max(1);
+        let target = (CHUNK_ROWS / se).clamp(1, MAX_CHUNK);
+        let n_chunks = b.div_ceil(target).max(threads.min(b));
+        let bc = b.div_ceil(n_chunks);
+        let rq: &RequestScratch = rq;
+        let run = |(cands, o): (&[f32], &mut [f32])| -> Result<(), ModelError> {
+            let mut cs = self.chunk_pool.take();
+            let res = self.run_chunk(&dm, rq, q1, cands, o, &mut cs);
+            self.chunk_pool.put(cs);
+            res
+        };
+        if b.div_ceil(bc) <= 1 {
+            run((req.candidates, out))
+        } else {
+            req.candidates
+                .par_chunks(bc * di)
+                .zip(out.par_chunks_mut(bc * dm.od))
+                .try_for_each(run)
+        }
+    }
+
+    /// Per request, first layer: `U` (user parts of q, k, v), the scores
+    /// `A = Uq·Ukᵀ` and the table `G` for the first `q1` packed query rows.
+    fn prepare_first_layer(&self, dm: &Dims, q1: usize, rq: &mut RequestScratch) -> Result<(), ModelError> {
+        let Dims { d, du, h, dh, se, .. } = *dm;
+        let fw = &self.fast;
+        let u = sized(&mut rq.u, 3 * h * se * dh);
+        let xu = part(&rq.xu, 0, se * du)?;
+        for kind in 0..3 {
+            for head in 0..h {
+                let w = part(&fw.first_user, (kind * d + head * dh) * du, dh * du)?;
+                let dst = part_mut(u, (kind * h + head) * se * dh, se * dh)?;
+                linear(se, du, dh, xu, w, None, dst)?;
+            }
+        }
+        let u: &[f32] = u;
+        let a = sized(&mut rq.a, h * q1 * se);
+        let vt = sized(&mut rq.vt, dh * se);
+        let gw = q1 * (dh + 1) * se;
+        let g = sized(&mut rq.g, h * gw);
+        for head in 0..h {
+            let uq = part(u, head * se * dh, q1 * dh)?;
+            let uk = part(u, (h + head) * se * dh, se * dh)?;
+            let uv = part(u, (2 * h + head) * se * dh, se * dh)?;
+            let ah = part_mut(a, head * q1 * se, q1 * se)?;
+            matmul(q1, se, dh, uq, uk, RhsLayout::NxK, ah, false)?;
+            for (s, row) in uv.chunks_exact(dh).enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    vt[j * se + s] = v;
+                }
+            }
+            let gh = part_mut(g, head * gw, gw)?;
+            for (t, arow) in ah.chunks_exact(se).enumerate() {
+                let max = kernels::max_fast(arow);
+                let block = &mut gh[t * (dh + 1) * se..(t + 1) * (dh + 1) * se];
+                let (vals, erow) = block.split_at_mut(dh * se);
+                for (e, &av) in erow.iter_mut().zip(arow) {
+                    *e = kernels::exp_approx(av - max);
+                }
+                for (dst, vrow) in vals.chunks_exact_mut(se).zip(vt.chunks_exact(se)) {
+                    for ((o, &e), &v) in dst.iter_mut().zip(erow.iter()).zip(vrow) {
+                        *o = e * v;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One chunk of candidates through every layer, then into `out`.
+    fn run_chunk(
+        &self,
+        dm: &Dims,
+        rq: &RequestScratch,
+        q1: usize,
+        cands: &[f32],
+        out: &mut [f32],
+        cs: &mut ChunkScratch,
+    ) -> Result<(), ModelError> {
+        let bc = cands.len() / dm.di;
+        self.first_layer_chunk(dm, rq, q1, cands, bc, cs)?;
+        let layers = self.params.layers.len();
+        let mut rows = q1;
+        for l in 1..layers {
+            let q = if l + 1 == layers { dm.q_last } else { dm.se };
+            self.layer_chunk(l, dm, bc, rows, q, cs)?;
+            rows = q;
+        }
+        self.write_outputs(dm, &rq.keep, bc, rows, cs, out)
+    }
+
+    /// Without early fusion: the sequence is encoded once and its output
+    /// copied to every candidate.
+    fn encode_shared(
+        &self,
+        dm: &Dims,
+        rq: &RequestScratch,
+        cs: &mut ChunkScratch,
+        out: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let n = dm.se * dm.d;
+        part_mut(sized(&mut cs.x, n), 0, n)?.copy_from_slice(part(&rq.xu, 0, n)?);
+        let layers = self.params.layers.len();
+        let mut rows = dm.se;
+        for l in 0..layers {
+            let q = if l + 1 == layers { dm.q_last } else { dm.se };
+            self.layer_chunk(l, dm, 1, rows, q, cs)?;
+            rows = q;
+        }
+        let (first, rest) = out.split_at_mut(dm.od.min(out.len()));
+        self.write_outputs(dm, &rq.keep, 1, rows, cs, first)?;
+        for o in rest.chunks_exact_mut(dm.od) {
+            o.copy_from_slice(first);
+        }
+        Ok(())
+    }
+
+    /// First layer for a chunk of `bc` candidates (early fusion), from the
+    /// per-request tables; leaves `[bc·q1 × d]` in `cs.x`.
+    fn first_layer_chunk(
+        &self,
+        dm: &Dims,
+        rq: &RequestScratch,
+        q1: usize,
+        cands: &[f32],
+        bc: usize,
+        cs: &mut ChunkScratch,
+    ) -> Result<(), ModelError> {
+        let Dims { d, di, du, h, dh, se, .. } = *dm;
+        let fw = &self.fast;
+        let in_b = self.fast.in_b.first().ok_or_else(|| internal("no layers"))?;
+        let m = bc * q1;
+        let attn = sized(&mut cs.attn, h * m * dh);
+        let cq = sized(&mut cs.cq, bc * dh);
+        let cv = sized(&mut cs.cv, bc * dh);
+        let r = sized(&mut cs.r, bc * se);
+        let w = sized(&mut cs.w, bc * se);
+        let nd = sized(&mut cs.nd, q1 * (dh + 1) * bc);
+        let prob = sized(&mut cs.prob, se);
+        let gw = q1 * (dh + 1) * se;
+        for head in 0..h {
+            // Candidate parts of this head's query and value (biases included).
+            let wq = part(&fw.first_cand, head * dh * di, dh * di)?;
+            let wv = part(&fw.first_cand, (2 * d + head * dh) * di, dh * di)?;
+            linear(bc, di, dh, cands, wq, Some(part(in_b, head * dh, dh)?), cq)?;
+            linear(bc, di, dh, cands, wv, Some(part(in_b, 2 * d + head * dh, dh)?), cv)?;
+            let uk = part(&rq.u, (h + head) * se * dh, se * dh)?;
+            matmul(bc, se, dh, cq, uk, RhsLayout::NxK, r, false)?;
+            for (rrow, wrow) in r.chunks_exact(se).zip(w.chunks_exact_mut(se)) {
+                let max = kernels::max_fast(rrow);
+                for (wv, &rv) in wrow.iter_mut().zip(rrow) {
+                    *wv = kernels::exp_approx(rv - max);
+                }
+            }
+            // nd[(t, j), c] = Σ_s G[(t, j), s] · w[c, s]
+            let g = part(&rq.g, head * gw, gw)?;
+            matmul(q1 * (dh + 1), bc, se, g, w, RhsLayout::NxK, nd, false)?;
+            let ah = part(&rq.a, head * q1 * se, q1 * se)?;
+            let uv = part(&rq.u, (2 * h + head) * se * dh, se * dh)?;
+            let attn_h = part_mut(attn, head * m * dh, m * dh)?;
+            for c in 0..bc {
+                let cvc = &cv[c * dh..(c + 1) * dh];
+                for t in 0..q1 {
+                    let base = t * (dh + 1);
+                    let den = nd[(base + dh) * bc + c];
+                    let dst = &mut attn_h[(c * q1 + t) * dh..(c * q1 + t + 1) * dh];
+                    if den >= MIN_DENOMINATOR && den.is_finite() {
+                        let inv = 1.0 / den;
+                        for (j, o) in dst.iter_mut().enumerate() {
+                            *o = nd[(base + j) * bc + c] * inv + cvc[j];
+                        }
+                    } else {
+                        // Extreme scores: softmax this row directly.
+                        let arow = &ah[t * se..(t + 1) * se];
+                        for ((p, &av), &rv) in prob.iter_mut().zip(arow).zip(&r[c * se..]) {
+                            *p = av + rv;
+                        }
+                        kernels::softmax_row(prob);
+                        dst.copy_from_slice(cvc);
+                        for (&p, vrow) in prob.iter().zip(uv.chunks_exact(dh)) {
+                            for (o, &v) in dst.iter_mut().zip(vrow) {
+                                *o += p * v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Residual input [x_t ; e_c] plus the out_proj bias, then the projection.
+        let layer = self.params.layers.first().ok_or_else(|| internal("no layers"))?;
+        let y = sized(&mut cs.y, m * d);
+        for (c, ychunk) in y.chunks_exact_mut(q1 * d).enumerate() {
+            let cand = part(cands, c * di, di)?;
+            for (t, row) in ychunk.chunks_exact_mut(d).enumerate() {
+                row[..du].copy_from_slice(part(&rq.xu, t * du, du)?);
+                row[du..].copy_from_slice(cand);
+                kernels::add_assign(row, &layer.out_proj_bias);
+            }
+        }
+        let out_heads = fw.out_w_heads.first().ok_or_else(|| internal("no layers"))?;
+        for head in 0..h {
+            let a_h = part(attn, head * m * dh, m * dh)?;
+            let wo = part(out_heads, head * d * dh, d * dh)?;
+            matmul(m, d, dh, a_h, wo, RhsLayout::NxK, y, true)?;
+        }
+        finish_layer(layer, dm, m, y, &mut cs.hid, &mut cs.x)
+    }
+
+    /// A standard encoder layer for a chunk of `bc` candidates: input
+    /// `[bc·rows × d]` in `cs.x`, output `[bc·q × d]` (the first `q` rows of
+    /// each candidate, `q ≤ rows`) back in `cs.x`.
+    fn layer_chunk(
+        &self,
+        l: usize,
+        dm: &Dims,
+        bc: usize,
+        rows: usize,
+        q: usize,
+        cs: &mut ChunkScratch,
+    ) -> Result<(), ModelError> {
+        let Dims { d, h, dh, .. } = *dm;
+        let layer = self.params.layers.get(l).ok_or_else(|| internal("layer index"))?;
+        let in_w = self.fast.in_w.get(l).ok_or_else(|| internal("layer index"))?;
+        let in_b = self.fast.in_b.get(l).ok_or_else(|| internal("layer index"))?;
+        let out_heads = self.fast.out_w_heads.get(l).ok_or_else(|| internal("layer index"))?;
+        let m_in = bc * rows;
+        let m = bc * q;
+        let x = part(&cs.x, 0, m_in * d)?;
+        // Per head q, k, v: [3 × h × m_in × d_h].
+        let qkv = sized(&mut cs.qkv, 3 * h * m_in * dh);
+        for kind in 0..3 {
+            for head in 0..h {
+                let off = kind * d + head * dh;
+                let dst = part_mut(qkv, (kind * h + head) * m_in * dh, m_in * dh)?;
+                linear(m_in, d, dh, x, part(in_w, off * d, dh * d)?, Some(part(in_b, off, dh)?), dst)?;
+            }
+        }
+        let attn = sized(&mut cs.attn, h * m * dh);
+        let scores = sized(&mut cs.scores, q * rows);
+        for c in 0..bc {
+            for head in 0..h {
+                let qh = part(qkv, head * m_in * dh + c * rows * dh, q * dh)?;
+                let kh = part(qkv, (h + head) * m_in * dh + c * rows * dh, rows * dh)?;
+                let vh = part(qkv, (2 * h + head) * m_in * dh + c * rows * dh, rows * dh)?;
+                matmul(q, rows, dh, qh, kh, RhsLayout::NxK, scores, false)?;
+                for row in scores.chunks_exact_mut(rows) {
+                    kernels::softmax_row_fast(row);
+                }
+                let dst = part_mut(attn, head * m * dh + c * q * dh, q * dh)?;
+                matmul(q, dh, rows, scores, vh, RhsLayout::KxN, dst, false)?;
+            }
+        }
+        let y = sized(&mut cs.y, m * d);
+        for c in 0..bc {
+            for t in 0..q {
+                let row = part_mut(y, (c * q + t) * d, d)?;
+                row.copy_from_slice(part(x, (c * rows + t) * d, d)?);
+                kernels::add_assign(row, &layer.out_proj_bias);
+            }
+        }
+        for head in 0..h {
+            let a_h = part(attn, head * m * dh, m * dh)?;
+            let wo = part(out_heads, head * d * dh, d * dh)?;
+            matmul(m, d, dh, a_h, wo, RhsLayout::NxK, y, true)?;
+        }
+        finish_layer(layer, dm, m, y, &mut cs.hid, &mut cs.x)
+    }
+
+    /// Scatters the packed outputs of `bc` candidates (`rows` rows each in
+    /// `cs.x`) into `out`: the max-pool through `out_linear`, then the kept
+    /// positions (zero where masked).
+    fn write_outputs(
+        &self,
+        dm: &Dims,
+        keep: &[usize],
+        bc: usize,
+        rows: usize,
+        cs: &mut ChunkScratch,
+        out: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let Dims { d, s, se, k, od, .. } = *dm;
+        let x = part(&cs.x, 0, bc * rows * d)?;
+        let off = if self.cfg.concat_max_pool { d } else { 0 };
+        for c in 0..bc {
+            let y = part(x, c * rows * d, rows * d)?;
+            let o = part_mut(out, c * od, od)?;
+            let kept = &mut o[off..];
+            kept.fill(0.0);
+            for (i, &p) in keep.iter().enumerate().take_while(|&(i, &p)| p < k && i < rows) {
+                part_mut(kept, p * d, d)?.copy_from_slice(part(y, i * d, d)?);
+            }
+        }
+        if let Some((w, b)) = &self.params.out_linear {
+            let pooled = sized(&mut cs.pooled, bc * d);
+            for (c, prow) in pooled.chunks_exact_mut(d).enumerate() {
+                // Masked rows are zeros and take part in the max.
+                prow.fill(if se < s { 0.0 } else { f32::NEG_INFINITY });
+                for row in part(x, c * rows * d, rows * d)?.chunks_exact(d) {
+                    for (m, &v) in prow.iter_mut().zip(row) {
+                        *m = m.max(v);
+                    }
+                }
+            }
+            let pooled_out = sized(&mut cs.pooled_out, bc * d);
+            linear(bc, d, d, pooled, w, Some(b), pooled_out)?;
+            for c in 0..bc {
+                part_mut(out, c * od, d)?.copy_from_slice(part(pooled_out, c * d, d)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The rest of a post-norm layer: `y` holds `x + attention(x)` (`m × d`);
+/// computes `x1 = LN1(y)`, then `LN2(x1 + W2·relu(W1·x1 + b1) + b2)` into `out`.
+fn finish_layer(
+    layer: &EncoderLayer,
+    dm: &Dims,
+    m: usize,
+    y: &mut [f32],
+    hid: &mut Vec<f32>,
+    out: &mut Vec<f32>,
+) -> Result<(), ModelError> {
+    let Dims { d, ff, eps, .. } = *dm;
+    for row in y.chunks_exact_mut(d) {
+        kernels::layer_norm_row_fast(row, Some(&layer.norm1_weight), Some(&layer.norm1_bias), eps);
+    }
+    let hid = sized(hid, m * ff);
+    linear(m, d, ff, y, &layer.linear1_weight, Some(&layer.linear1_bias), hid)?;
+    kernels::relu(hid);
+    let out = sized(out, m * d);
+    for (o, yr) in out.chunks_exact_mut(d).zip(y.chunks_exact(d)) {
+        for ((ov, &yv), &bv) in o.iter_mut().zip(yr).zip(&layer.linear2_bias) {
+            *ov = yv + bv;
+        }
+    }
+    matmul(m, d, ff, hid, &layer.linear2_weight, RhsLayout::NxK, out, true)?;
+    for row in out.chunks_exact_mut(d) {
+        kernels::layer_norm_row_fast(row, Some(&layer.norm2_weight), Some(&layer.norm2_bias), eps);
+    }
+    Ok(())
+}
