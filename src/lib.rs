@@ -1,4 +1,21 @@
-//! TransAct: sequence-aware ranking (placeholder facade).
+//! TransAct: sequence-aware ranking in Rust.
+//!
+//! A Rust implementation of Pinterest's TransAct (realtime user action
+//! sequences) and the TransAct V2 encoder block. The data path, and the crate
+//! that owns each step:
+//!
+//! 1. actions → per-user sequences: [`seq`] (`transact-seq`)
+//! 2. item embeddings, CPU math kernels: [`embed`] (`transact-embed`)
+//! 3. the model on the CPU (V1, V2 block, ranking heads, weights): [`model`]
+//!    (`transact-model`)
+//! 4. the ranking API composing them: [`rank`] (`transact-rank`)
+//!
+//! This facade re-exports those crates, and holds the `transact` CLI, the
+//! demo world ([`world`]) and the benchmark cases ([`bench`]).
+
+pub mod bench;
+pub mod world;
+
 pub use transact_embed as embed;
 pub use transact_model as model;
 pub use transact_rank as rank;

@@ -1,2 +1,288 @@
 //! The `transact` command-line tool.
-fn main() {}
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use transact::bench::{self, BenchResult, StoreReadCase, V1Case};
+use transact::model::parity;
+use transact::model::{HeadsConfig, RankingModel, V1Config};
+use transact::rank::{Candidate, RankRequest, Ranker, RankerConfig};
+use transact::seq::{EmbeddedStore, SequenceStore, StoreConfig, SyncPolicy};
+use transact::world::{World, WorldConfig};
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+/// TransAct: sequence-aware ranking — store, model, ranking API.
+#[derive(Parser)]
+#[command(name = "transact", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a small world, store it, and rank candidates for a few users.
+    Demo(DemoArgs),
+    /// Check the V1 forward against files recorded from the reference PyTorch module.
+    Parity {
+        /// Parity files (safetensors: state_dict, inputs, expected output, config).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Largest absolute difference accepted.
+        #[arg(long, default_value_t = 1e-4)]
+        tolerance: f32,
+    },
+    /// Run the benchmark cases.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Store directory (default: a temporary directory removed afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Users in the generated world.
+    #[arg(long, default_value_t = 200)]
+    users: usize,
+    /// Items in the generated world.
+    #[arg(long, default_value_t = 5_000)]
+    items: usize,
+    /// Candidates ranked per request.
+    #[arg(long, default_value_t = 100)]
+    candidates: usize,
+    /// Users ranked for.
+    #[arg(long, default_value_t = 3)]
+    rank_users: usize,
+    /// Seed of the world and of a freshly initialised model.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Load the ranking model from this safetensors file instead of initialising one.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Save the model used to this safetensors file.
+    #[arg(long)]
+    save_model: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// The CPU cases: V1 forward, V2 block forward, 16k store read.
+    Cpu {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Timed runs per case (after warm-up).
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        /// Run only the named case.
+        #[arg(long)]
+        case: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo(args),
+        Command::Parity { files, tolerance } => run_parity(&files, tolerance),
+        Command::Bench { what: BenchWhat::Cpu { json, runs, case } } => {
+            bench_cpu(json, runs, case.as_deref())
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn demo(args: DemoArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    let temp;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().join("store")
+        }
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(1_700_000_000_000);
+    let world = World::generate(WorldConfig {
+        users: args.users,
+        items: args.items,
+        now_ms,
+        seed: args.seed,
+        ..WorldConfig::default()
+    })?;
+    println!(
+        "world: {} users, {} items in {} topics, item width {}",
+        world.config.users,
+        world.config.items,
+        world.config.topics,
+        world.config.item_emb_dim
+    );
+
+    let config = StoreConfig { sync: SyncPolicy::OnClose, ..StoreConfig::default() };
+    let (store, report) = EmbeddedStore::open(&dir, config)?;
+    println!("store: opened {} ({report:?})", dir.display());
+    let t0 = Instant::now();
+    let written = world.fill_store(&store)?;
+    store.sync()?;
+    println!(
+        "store: appended {written} actions for {} users in {:.0} ms",
+        store.user_count(),
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+
+    let model = match &args.model {
+        Some(path) => {
+            let m = RankingModel::load(path)?;
+            println!("model: loaded {}", path.display());
+            m
+        }
+        None => {
+            let v1 = V1Config { item_emb_dim: world.config.item_emb_dim, ..V1Config::default() };
+            let m = RankingModel::new_random(v1, HeadsConfig::default(), args.seed)?;
+            println!(
+                "model: initialised with seed {} (untrained: scores are not meaningful until \
+                 the model is trained)",
+                args.seed
+            );
+            m
+        }
+    };
+    let c = model.v1().config();
+    println!(
+        "model: TransAct V1 S={} d={} L={} heads={} K={} → {} features; ranking heads {:?}",
+        c.seq_len,
+        c.d_model(),
+        c.num_layer,
+        c.nhead,
+        c.latest_n_emb,
+        c.output_dim(),
+        model.head_names()
+    );
+    if let Some(path) = &args.save_model {
+        model.save(path)?;
+        println!("model: saved to {}", path.display());
+    }
+
+    let ranker = Ranker::new(
+        Arc::new(store),
+        Arc::new(world.items.clone()),
+        Arc::new(model),
+        RankerConfig::default(),
+    )?;
+    let users: Vec<u64> = (1..=args.rank_users.min(world.config.users) as u64).collect();
+    for &user in users.iter().chain(std::iter::once(&(world.config.users as u64 + 1000))) {
+        let slate = world.candidates_for(user, args.candidates, args.seed);
+        let req = RankRequest::new(user, now_ms, slate.into_iter().map(Candidate::Item).collect());
+        let t = Instant::now();
+        let resp = ranker.rank(&req)?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let known = ranker.store().history_len(user)?;
+        println!(
+            "\nuser {user}: {} stored actions, model read {}, ranked {} candidates on {} in {ms:.1} ms",
+            known,
+            resp.sequence_len,
+            resp.ranked.len(),
+            resp.backend
+        );
+        println!("  rank  item    utility  {}  on-interest", resp.heads.join("  "));
+        for (i, r) in resp.ranked.iter().take(5).enumerate() {
+            let probs: Vec<String> = r.probabilities.iter().map(|p| format!("{p:.3}")).collect();
+            println!(
+                "  {:>4}  {:>6}  {:>7.4}  {}  {}",
+                i + 1,
+                r.item_id,
+                r.utility,
+                probs.join("  "),
+                world.is_on_interest(user, r.item_id)
+            );
+        }
+    }
+    println!("\ndemo finished in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_parity(files: &[PathBuf], tolerance: f32) -> Result<ExitCode> {
+    let mut worst = 0.0f32;
+    for file in files {
+        let report = parity::check_parity_file(file)?;
+        println!("{}: {report:?}", file.display());
+        worst = worst.max(report.max_abs_diff);
+        if let Some(fast) = report.max_abs_diff_fast {
+            worst = worst.max(fast);
+        }
+    }
+    println!("largest absolute difference: {worst:e} (tolerance {tolerance:e})");
+    Ok(if worst <= tolerance { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {
+    let threads = rayon::current_num_threads();
+    let wanted = |name: &str| only.is_none_or(|o| o == name);
+    let mut results = Vec::new();
+    if wanted(V1Case::NAME) {
+        let mut case = V1Case::new()?;
+        let ms = bench::median_ms(runs, 3, || case.run())?;
+        results.push(BenchResult {
+            case: V1Case::NAME.into(),
+            median_ms: ms,
+            candidates_per_s: Some(bench::BATCH as f64 / (ms / 1e3)),
+            actions_per_s: None,
+            runs,
+            threads,
+        });
+    }
+    if wanted(StoreReadCase::NAME) {
+        let mut case = StoreReadCase::new()?;
+        let ms = bench::median_ms(runs.max(200), 20, || case.run().map(|_| ()))?;
+        results.push(BenchResult {
+            case: StoreReadCase::NAME.into(),
+            median_ms: ms,
+            candidates_per_s: None,
+            actions_per_s: Some(StoreReadCase::LEN as f64 / (ms / 1e3)),
+            runs: runs.max(200),
+            threads,
+        });
+    }
+    if results.is_empty() {
+        return Err(format!("no benchmark case named {:?}", only.unwrap_or_default()).into());
+    }
+    for r in &results {
+        if json {
+            println!("{}", serde_json::to_string(r)?);
+        } else {
+            println!(
+                "{:<16} median {:>9.3} ms  {}",
+                r.case,
+                r.median_ms,
+                match (r.candidates_per_s, r.actions_per_s) {
+                    (Some(c), _) => format!("{c:.0} candidates/s"),
+                    (_, Some(a)) => format!("{a:.0} actions/s"),
+                    _ => String::new(),
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,43 @@
+//! Where the model runs.
+
+use transact_model::{ModelError, RankingModel, V1Request};
+
+/// A device that scores one request with a [`RankingModel`].
+///
+/// Implementations must compute what [`CpuBackend`] computes (the GPU
+/// backend is tested against it).
+pub trait Backend: Send + Sync {
+    /// A short name for logs and responses (e.g. `cpu`, or the GPU adapter's name).
+    fn name(&self) -> String;
+
+    /// Writes `B × H` head logits for the candidates of `req`.
+    fn score(
+        &self,
+        model: &RankingModel,
+        req: &V1Request<'_>,
+        user_emb: Option<&[f32]>,
+        context: Option<&[f32]>,
+        logits: &mut [f32],
+    ) -> Result<(), ModelError>;
+}
+
+/// Runs the model on the CPU (all cores, through rayon).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuBackend;
+
+impl Backend for CpuBackend {
+    fn name(&self) -> String {
+        "cpu".to_string()
+    }
+
+    fn score(
+        &self,
+        model: &RankingModel,
+        req: &V1Request<'_>,
+        user_emb: Option<&[f32]>,
+        context: Option<&[f32]>,
+        logits: &mut [f32],
+    ) -> Result<(), ModelError> {
+        model.score(req, user_emb, context, logits)
+    }
+}

@@ -1,0 +1,132 @@
+//! The CPU benchmark cases, shared by `transact bench cpu` and the criterion
+//! benches in `benches/`, so both measure exactly the same work.
+
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use transact_model::{ModelError, TransActV1, V1Config, V1Request};
+use transact_seq::{
+    Action, ActionType, EmbeddedStore, SeqError, SequenceBuf, SequenceStore, StoreConfig, Surface,
+};
+
+/// Candidates per request in the model cases.
+pub const BATCH: usize = 256;
+
+/// V1 forward: B = 256, S = 100, d = 96, L = 2, K = 10, one user, full sequence.
+pub struct V1Case {
+    model: TransActV1,
+    action_types: Vec<i64>,
+    item_embeddings: Vec<f32>,
+    times: Vec<i64>,
+    candidates: Vec<f32>,
+    out: Vec<f32>,
+}
+
+impl V1Case {
+    /// Name used in reports.
+    pub const NAME: &'static str = "v1-b256-s100";
+
+    /// Builds the case with the reference defaults and random weights.
+    pub fn new() -> Result<Self, ModelError> {
+        let cfg = V1Config::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let s = cfg.seq_len;
+        let d = cfg.item_emb_dim;
+        let out = vec![0.0; BATCH * cfg.output_dim()];
+        Ok(Self {
+            action_types: (0..s).map(|_| rng.random_range(1..20)).collect(),
+            item_embeddings: (0..s * d).map(|_| rng.random_range(-0.5..0.5)).collect(),
+            times: (0..s as i64).map(|i| 1_000_000 - 1_000 * i).collect(),
+            candidates: (0..BATCH * d).map(|_| rng.random_range(-0.5..0.5)).collect(),
+            model: TransActV1::new_random(cfg, 3)?,
+            out,
+        })
+    }
+
+    /// One forward of the whole request.
+    pub fn run(&mut self) -> Result<(), ModelError> {
+        let req = V1Request {
+            action_types: &self.action_types,
+            item_embeddings: &self.item_embeddings,
+            action_times_ms: &self.times,
+            request_time_ms: 1_000_001,
+            candidates: &self.candidates,
+        };
+        self.model.forward_request(&req, &mut self.out)
+    }
+}
+
+/// Reading a full 16,384-action history, newest first, into a warm buffer.
+pub struct StoreReadCase {
+    store: EmbeddedStore,
+    buf: SequenceBuf,
+}
+
+impl StoreReadCase {
+    /// Name used in reports.
+    pub const NAME: &'static str = "store-read-16k";
+    /// History length.
+    pub const LEN: usize = 16_384;
+
+    /// An in-memory store holding one user with a full history.
+    pub fn new() -> Result<Self, SeqError> {
+        let store = EmbeddedStore::in_memory(StoreConfig::default());
+        let now = 1_700_000_000_000i64;
+        let actions: Vec<Action> = (0..Self::LEN as i64)
+            .map(|i| Action {
+                item_id: (i as u64).wrapping_mul(2_654_435_761) % 1_000_003,
+                action_type: ActionType((i % 3) as u16 + 1),
+                timestamp_ms: now - (Self::LEN as i64 - i) * 1_000,
+                surface: Surface((i % 4) as u16),
+            })
+            .collect();
+        store.append(1, &actions)?;
+        let mut buf = SequenceBuf::with_capacity(Self::LEN);
+        store.read_newest(1, Self::LEN, None, &mut buf)?;
+        Ok(Self { store, buf })
+    }
+
+    /// One read; returns the number of actions read.
+    pub fn run(&mut self) -> Result<usize, SeqError> {
+        self.store.read_newest(1, Self::LEN, None, &mut self.buf)
+    }
+}
+
+/// One benchmark result, as printed by `transact bench cpu --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    /// Case name.
+    pub case: String,
+    /// Median wall time of one run, ms.
+    pub median_ms: f64,
+    /// Candidates scored per second (model cases), `null` otherwise.
+    pub candidates_per_s: Option<f64>,
+    /// Actions read per second (store case), `null` otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actions_per_s: Option<f64>,
+    /// Timed runs after warm-up.
+    pub runs: usize,
+    /// Threads in the rayon pool.
+    pub threads: usize,
+}
+
+/// Times `f` (after `warmup` untimed runs) and returns the median in ms.
+pub fn median_ms<E>(
+    runs: usize,
+    warmup: usize,
+    mut f: impl FnMut() -> Result<(), E>,
+) -> Result<f64, E> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut samples = Vec::with_capacity(runs.max(1));
+    for _ in 0..runs.max(1) {
+        let t0 = Instant::now();
+        f()?;
+        samples.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[samples.len() / 2])
+}

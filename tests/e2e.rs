@@ -1,0 +1,146 @@
+//! End to end through the facade: actions into a persistent store, a model,
+//! ranking requests, a reopen.
+
+use std::sync::Arc;
+
+use transact::model::{HeadsConfig, RankingModel, V1Config};
+use transact::rank::{Candidate, RankError, RankRequest, Ranker, RankerConfig, UtilityWeights};
+use transact::seq::{EmbeddedStore, SequenceStore, StoreConfig};
+use transact::world::{World, WorldConfig};
+
+const NOW: i64 = 1_700_000_000_000;
+
+fn world() -> World {
+    World::generate(WorldConfig {
+        users: 12,
+        items: 400,
+        topics: 6,
+        item_emb_dim: 8,
+        actions_per_user: (5, 60),
+        now_ms: NOW,
+        seed: 3,
+    })
+    .expect("world")
+}
+
+fn model() -> RankingModel {
+    let v1 = V1Config {
+        seq_len: 16,
+        latest_n_emb: 4,
+        action_emb_dim: 8,
+        item_emb_dim: 8,
+        dim_feedforward: 16,
+        ..V1Config::default()
+    };
+    let heads = HeadsConfig { mlp_hidden: vec![16], ..HeadsConfig::default() };
+    RankingModel::new_random(v1, heads, 9).expect("model")
+}
+
+fn store_config() -> StoreConfig {
+    StoreConfig { clock: Arc::new(|| NOW), ..StoreConfig::default() }
+}
+
+#[test]
+fn store_rank_reopen_rank_gives_the_same_answer() {
+    let w = world();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = EmbeddedStore::open(dir.path(), store_config()).expect("open");
+    let n = w.fill_store(&store).expect("fill");
+    assert!(n > 0);
+    let items = Arc::new(w.items.clone());
+    let m = Arc::new(model());
+    let ranker = Ranker::new(Arc::new(store), items.clone(), m.clone(), RankerConfig::default())
+        .expect("ranker");
+
+    let slate = w.candidates_for(2, 20, 1);
+    let req = RankRequest::new(2, NOW + 1, slate.iter().copied().map(Candidate::Item).collect());
+    let first = ranker.rank(&req).expect("rank");
+    assert_eq!(first.ranked.len(), 20);
+    assert_eq!(first.heads, vec!["repin", "click", "hide"]);
+    assert!(first.sequence_len > 0 && first.sequence_len <= 16);
+    assert!(first.ranked.windows(2).all(|p| p[0].utility >= p[1].utility));
+    let mut ids: Vec<u64> = first.ranked.iter().map(|r| r.item_id).collect();
+    ids.sort_unstable();
+    let mut want = slate.clone();
+    want.sort_unstable();
+    assert_eq!(ids, want, "every candidate comes back exactly once");
+    for r in &first.ranked {
+        assert_eq!(r.probabilities.len(), 3);
+        assert!(r.probabilities.iter().all(|p| (0.0..=1.0).contains(p)));
+    }
+    drop(ranker);
+
+    let (store, report) = EmbeddedStore::open(dir.path(), store_config()).expect("reopen");
+    assert_eq!(store.user_count(), 12, "{report:?}");
+    let ranker =
+        Ranker::new(Arc::new(store), items, m, RankerConfig::default()).expect("ranker again");
+    let again = ranker.rank(&req).expect("rank again");
+    assert_eq!(first, again);
+}
+
+#[test]
+fn unknown_user_ranks_with_an_empty_sequence_and_bad_requests_are_errors() {
+    let w = world();
+    let store = EmbeddedStore::in_memory(store_config());
+    w.fill_store(&store).expect("fill");
+    let ranker = Ranker::new(
+        Arc::new(store),
+        Arc::new(w.items.clone()),
+        Arc::new(model()),
+        RankerConfig::default(),
+    )
+    .expect("ranker");
+
+    let resp = ranker
+        .rank(&RankRequest::new(9_999, NOW, vec![Candidate::Item(1), Candidate::Item(2)]))
+        .expect("unknown user is not an error");
+    assert_eq!(resp.sequence_len, 0);
+    assert_eq!(resp.ranked.len(), 2);
+
+    let empty = ranker.rank(&RankRequest::new(1, NOW, vec![]));
+    assert!(matches!(empty, Err(RankError::NoCandidates { user: 1 })));
+    let wrong_dim = ranker.rank(&RankRequest::new(
+        1,
+        NOW,
+        vec![Candidate::Embedding { item_id: 5, embedding: vec![0.1; 7] }],
+    ));
+    assert!(matches!(wrong_dim, Err(RankError::CandidateDimension { expected: 8, got: 7, .. })));
+    let nan = ranker.rank(&RankRequest::new(
+        1,
+        NOW,
+        vec![Candidate::Embedding { item_id: 5, embedding: vec![f32::NAN; 8] }],
+    ));
+    assert!(matches!(nan, Err(RankError::CandidateNonFinite { value_index: 0, .. })));
+    let unknown = ranker.rank(&RankRequest::new(1, NOW, vec![Candidate::Item(123_456)]));
+    let msg = unknown.expect_err("unknown candidate id").to_string();
+    assert!(msg.contains("123456"), "{msg}");
+}
+
+#[test]
+fn utility_weights_decide_the_order() {
+    let w = world();
+    let store = EmbeddedStore::in_memory(store_config());
+    w.fill_store(&store).expect("fill");
+    let store = Arc::new(store);
+    let items = Arc::new(w.items.clone());
+    let m = Arc::new(model());
+    let req = RankRequest::new(
+        3,
+        NOW,
+        w.candidates_for(3, 12, 5).into_iter().map(Candidate::Item).collect(),
+    );
+    let only_hide = RankerConfig {
+        utility: UtilityWeights(vec![("hide".into(), -1.0)]),
+        ..RankerConfig::default()
+    };
+    let ranker = Ranker::new(store.clone(), items.clone(), m.clone(), only_hide).expect("ranker");
+    let resp = ranker.rank(&req).expect("rank");
+    let hide: Vec<f32> = resp.ranked.iter().map(|r| r.probabilities[2]).collect();
+    assert!(hide.windows(2).all(|p| p[0] <= p[1]), "least likely hidden first: {hide:?}");
+
+    let unknown_head = RankerConfig {
+        utility: UtilityWeights(vec![("share".into(), 1.0)]),
+        ..RankerConfig::default()
+    };
+    assert!(Ranker::new(store, items, m, unknown_head).is_err());
+}
