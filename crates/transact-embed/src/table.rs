@@ -27,15 +27,18 @@ pub type ItemId = u64;
 /// Serialised (serde and file metadata) as `"f32"`, `"f16"`, `"int8_global"`,
 /// `"int8_per_row"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum Precision {
     /// Full precision, 4 bytes a value.
+    #[serde(rename = "f32")]
     F32,
     /// IEEE half precision, 2 bytes a value.
+    #[serde(rename = "f16")]
     F16,
     /// int8 with the global TransAct V2 scale 0.65 (values beyond ±0.65 clamp).
+    #[serde(rename = "int8_global")]
     Int8Global,
     /// int8 with one scale (`max |e|`) per row, plus 4 bytes a row.
+    #[serde(rename = "int8_per_row")]
     Int8PerRow,
 }
 
@@ -259,7 +262,7 @@ impl ItemTable {
                 got: data.len(),
             });
         }
-        table.reserve(ids.len());
+        table.try_reserve(ids.len())?;
         for (&id, row) in ids.iter().zip(data.chunks_exact(dim)) {
             if table.contains(id) {
                 return Err(EmbedError::DuplicateItem(id));
@@ -308,18 +311,33 @@ impl ItemTable {
         self.fallback.as_deref()
     }
 
-    /// Reserves room for `additional` more rows.
-    pub fn reserve(&mut self, additional: usize) {
-        self.index.reserve(additional);
-        self.ids.reserve(additional);
-        let values = additional.saturating_mul(self.dim);
+    /// Reserves room for `additional` more rows, so that bulk inserts do not
+    /// reallocate.
+    ///
+    /// # Errors
+    /// [`EmbedError::InvalidArgument`] if the capacity would overflow or the
+    /// allocation fails (nothing panics).
+    pub fn try_reserve(&mut self, additional: usize) -> Result<(), EmbedError> {
+        let fail = |e: std::collections::TryReserveError| {
+            EmbedError::InvalidArgument(format!(
+                "item table: cannot reserve {additional} rows: {e}"
+            ))
+        };
+        let values = additional.checked_mul(self.dim).ok_or_else(|| {
+            EmbedError::InvalidArgument(format!(
+                "item table: {additional} rows of width {} overflow",
+                self.dim
+            ))
+        })?;
+        self.index.try_reserve(additional).map_err(fail)?;
+        self.ids.try_reserve(additional).map_err(fail)?;
         match &mut self.storage {
-            Storage::F32(v) => v.reserve(values),
-            Storage::F16(v) => v.reserve(values),
-            Storage::Int8Global(v) => v.reserve(values),
+            Storage::F32(v) => v.try_reserve(values).map_err(fail),
+            Storage::F16(v) => v.try_reserve(values).map_err(fail),
+            Storage::Int8Global(v) => v.try_reserve(values).map_err(fail),
             Storage::Int8PerRow { codes, scales } => {
-                codes.reserve(values);
-                scales.reserve(additional);
+                codes.try_reserve(values).map_err(fail)?;
+                scales.try_reserve(additional).map_err(fail)
             }
         }
     }
@@ -566,7 +584,7 @@ impl ItemTable {
     /// [`EmbedError::OutOfRange`] converting to f16 a value beyond its range.
     pub fn to_precision(&self, precision: Precision) -> Result<ItemTable, EmbedError> {
         let mut out = ItemTable::new(self.dim, precision)?;
-        out.reserve(self.len());
+        out.try_reserve(self.len())?;
         let mut buf = vec![0.0f32; self.dim];
         for (row, &id) in self.ids.iter().enumerate() {
             self.decode_row(row, &mut buf);
@@ -617,7 +635,7 @@ impl ItemTable {
                 ids.len()
             )));
         }
-        table.index.reserve(ids.len());
+        table.try_reserve(ids.len())?;
         for (row, &id) in ids.iter().enumerate() {
             if table.index.insert(id, row as u32).is_some() {
                 return Err(EmbedError::DuplicateItem(id));
@@ -781,6 +799,9 @@ mod tests {
             })
         ));
         assert!(ItemTable::from_rows(0, Precision::F32, &[], &[]).is_err());
+        let mut t = ItemTable::new(4, Precision::F32).unwrap();
+        assert!(t.try_reserve(usize::MAX / 2).is_err());
+        t.try_reserve(10).unwrap();
         let empty = ItemTable::from_rows(2, Precision::F32, &[], &[]).unwrap();
         assert!(empty.is_empty());
     }
@@ -839,6 +860,11 @@ mod tests {
             assert_eq!(p.to_string(), p.as_str());
         }
         assert!("int4".parse::<Precision>().is_err());
+        for p in Precision::ALL {
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(json, format!("\"{}\"", p.as_str()));
+            assert_eq!(serde_json::from_str::<Precision>(&json).unwrap(), p);
+        }
         assert!(Precision::Int8PerRow.is_int8() && !Precision::F16.is_int8());
     }
 
