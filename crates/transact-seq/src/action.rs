@@ -26,7 +26,9 @@ impl ActionType {
 }
 
 /// Where an action happened (home feed, search, related items, ...), as a raw id.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Surface(pub u16);
 
 /// One user action.
@@ -63,7 +65,9 @@ impl ActionVocab {
         ids.sort_unstable();
         ids.dedup();
         if ids.is_empty() {
-            return Err(crate::SeqError::InvalidConfig("action vocabulary is empty".into()));
+            return Err(crate::SeqError::InvalidConfig(
+                "action vocabulary is empty".into(),
+            ));
         }
         if let Some(bad) = ids.iter().find(|&&id| id >= Self::MAX_ID) {
             return Err(crate::SeqError::InvalidConfig(format!(
@@ -103,6 +107,8 @@ impl ActionVocab {
 impl Default for ActionVocab {
     /// Raw ids `0..20`, the reference module's default vocabulary size.
     fn default() -> Self {
-        Self { ids: (0..20).collect() }
+        Self {
+            ids: (0..20).collect(),
+        }
     }
 }

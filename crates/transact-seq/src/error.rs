@@ -16,7 +16,9 @@ pub enum SeqError {
         action_type: ActionType,
     },
     /// The action's timestamp lies further in the future than the allowed clock skew.
-    #[error("user {user}: action timestamp {timestamp_ms} ms is {ahead_ms} ms in the future (allowed skew {max_skew_ms} ms)")]
+    #[error(
+        "user {user}: action timestamp {timestamp_ms} ms is {ahead_ms} ms in the future (allowed skew {max_skew_ms} ms)"
+    )]
     FutureTimestamp {
         /// The user the action was for.
         user: UserId,
@@ -34,6 +36,20 @@ pub enum SeqError {
         user: UserId,
         /// The rejected timestamp.
         timestamp_ms: i64,
+    },
+    /// One `append` call holds more actions than fit in one log record.
+    #[error(
+        "user {user}: {actions} actions encode to {bytes} bytes, more than the {max_bytes}-byte record limit (split the batch)"
+    )]
+    BatchTooLarge {
+        /// The user the actions were for.
+        user: UserId,
+        /// Actions in the call.
+        actions: usize,
+        /// Their encoded size.
+        bytes: usize,
+        /// The record size limit.
+        max_bytes: usize,
     },
     /// A configuration value is invalid.
     #[error("invalid store configuration: {0}")]

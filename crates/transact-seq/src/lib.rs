@@ -20,6 +20,9 @@ mod error;
 mod store;
 
 pub use action::{Action, ActionType, ActionVocab, ItemId, Surface, UserId};
-pub use embedded::{EmbeddedStore, OpenReport, StoreConfig, SyncPolicy};
+pub use embedded::{
+    Clock, DamageReason, EmbeddedStore, OpenReport, SkippedSnapshot, StoreConfig, StoreStats,
+    SyncPolicy, TailDamage, system_clock_ms,
+};
 pub use error::SeqError;
 pub use store::{SequenceBuf, SequenceStore};

@@ -1,0 +1,166 @@
+//! Store configuration: capacity, vocabulary, clock, durability.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::{ActionVocab, SeqError};
+
+/// The clock a store validates timestamps against: milliseconds since the
+/// Unix epoch.
+///
+/// Injected through [`StoreConfig::clock`] so tests can pin time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock in milliseconds since the Unix epoch (0 if the system
+/// clock is before the epoch).
+pub fn system_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// When appended records are forced to stable storage (`fdatasync`).
+///
+/// Every append is handed to the operating system before it returns, so a
+/// crash of the process alone loses nothing acknowledged; the policy decides
+/// what a power loss or kernel crash may lose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Sync before every `append` returns `Ok` (nothing acknowledged is lost).
+    #[default]
+    EveryAppend,
+    /// Sync once every `n` records (`0` behaves like `1`); up to `n - 1`
+    /// acknowledged records may be lost on power failure.
+    EveryN(u64),
+    /// Sync only on [`SequenceStore::sync`](crate::SequenceStore::sync),
+    /// snapshots, [`EmbeddedStore::close`](crate::EmbeddedStore::close) and drop.
+    OnClose,
+}
+
+/// Configuration of an [`EmbeddedStore`](crate::EmbeddedStore).
+///
+/// Build it with struct update syntax or the `with_*` methods:
+///
+/// ```
+/// use transact_seq::{StoreConfig, SyncPolicy};
+/// let config = StoreConfig::default()
+///     .with_capacity_per_user(1_000)
+///     .with_sync(SyncPolicy::EveryN(64))
+///     .with_clock(|| 1_700_000_000_000);
+/// assert_eq!(config.capacity_per_user, 1_000);
+/// assert_eq!((config.clock)(), 1_700_000_000_000);
+/// ```
+#[derive(Clone)]
+pub struct StoreConfig {
+    /// Most actions kept per user; the oldest is dropped when full. Must be at
+    /// least 1. Default 16,384.
+    pub capacity_per_user: usize,
+    /// The action types accepted by `append`. Default [`ActionVocab::default`].
+    pub vocab: ActionVocab,
+    /// How far (ms) a timestamp may lie ahead of [`StoreConfig::clock`].
+    /// Must not be negative. Default 24 hours.
+    pub max_future_skew_ms: i64,
+    /// When appends are synced to disk. Default [`SyncPolicy::EveryAppend`].
+    pub sync: SyncPolicy,
+    /// Take a snapshot after this many appended records; `0` means only on an
+    /// explicit [`EmbeddedStore::snapshot`](crate::EmbeddedStore::snapshot).
+    /// Default 100,000.
+    pub snapshot_every: u64,
+    /// The clock timestamps are checked against. Default [`system_clock_ms`].
+    pub clock: Clock,
+}
+
+impl StoreConfig {
+    /// Default per-user capacity.
+    pub const DEFAULT_CAPACITY_PER_USER: usize = 16_384;
+    /// Default allowed clock skew: 24 hours.
+    pub const DEFAULT_MAX_FUTURE_SKEW_MS: i64 = 24 * 3_600 * 1_000;
+    /// Default snapshot interval in records.
+    pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100_000;
+
+    /// Sets [`StoreConfig::capacity_per_user`].
+    pub fn with_capacity_per_user(mut self, capacity: usize) -> Self {
+        self.capacity_per_user = capacity;
+        self
+    }
+
+    /// Sets [`StoreConfig::vocab`].
+    pub fn with_vocab(mut self, vocab: ActionVocab) -> Self {
+        self.vocab = vocab;
+        self
+    }
+
+    /// Sets [`StoreConfig::max_future_skew_ms`].
+    pub fn with_max_future_skew_ms(mut self, ms: i64) -> Self {
+        self.max_future_skew_ms = ms;
+        self
+    }
+
+    /// Sets [`StoreConfig::sync`].
+    pub fn with_sync(mut self, sync: SyncPolicy) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Sets [`StoreConfig::snapshot_every`].
+    pub fn with_snapshot_every(mut self, records: u64) -> Self {
+        self.snapshot_every = records;
+        self
+    }
+
+    /// Sets [`StoreConfig::clock`].
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Checks the values that have a valid range.
+    pub fn validate(&self) -> Result<(), SeqError> {
+        if self.capacity_per_user == 0 {
+            return Err(SeqError::InvalidConfig(
+                "capacity_per_user must be at least 1".into(),
+            ));
+        }
+        if self.max_future_skew_ms < 0 {
+            return Err(SeqError::InvalidConfig(format!(
+                "max_future_skew_ms must not be negative (got {})",
+                self.max_future_skew_ms
+            )));
+        }
+        Ok(())
+    }
+
+    /// The same configuration with out-of-range values clamped into range.
+    pub(crate) fn clamped(mut self) -> Self {
+        self.capacity_per_user = self.capacity_per_user.max(1);
+        self.max_future_skew_ms = self.max_future_skew_ms.max(0);
+        self
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            capacity_per_user: Self::DEFAULT_CAPACITY_PER_USER,
+            vocab: ActionVocab::default(),
+            max_future_skew_ms: Self::DEFAULT_MAX_FUTURE_SKEW_MS,
+            sync: SyncPolicy::default(),
+            snapshot_every: Self::DEFAULT_SNAPSHOT_EVERY,
+            clock: Arc::new(system_clock_ms),
+        }
+    }
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("capacity_per_user", &self.capacity_per_user)
+            .field("vocab", &self.vocab)
+            .field("max_future_skew_ms", &self.max_future_skew_ms)
+            .field("sync", &self.sync)
+            .field("snapshot_every", &self.snapshot_every)
+            .field("clock", &format_args!("<fn() -> i64>"))
+            .finish()
+    }
+}

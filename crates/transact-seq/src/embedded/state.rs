@@ -1,0 +1,136 @@
+//! The in-memory state: sharded map from user to history.
+//!
+//! A read takes its shard's read lock just long enough to clone the user's
+//! `Arc`, then the user's own read lock; it never waits on other users or
+//! on the log. Only the store's single writer (holding the log lock) mutates.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::RwLock;
+
+use super::history::{Inserted, UserHistory};
+use crate::{Action, UserId};
+
+/// Number of shards of the user map (a power of two).
+const SHARD_BITS: u32 = 6;
+const SHARDS: usize = 1 << SHARD_BITS;
+
+/// A user's history, shared between the map and readers.
+pub(crate) type SharedHistory = Arc<RwLock<UserHistory>>;
+
+type Shard = RwLock<HashMap<UserId, SharedHistory>>;
+
+/// Every user's history, plus running totals.
+#[derive(Debug)]
+pub(crate) struct State {
+    shards: Box<[Shard]>,
+    users: AtomicUsize,
+    actions: AtomicU64,
+}
+
+impl State {
+    /// An empty state.
+    pub(crate) fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            users: AtomicUsize::new(0),
+            actions: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, user: UserId) -> &Shard {
+        // Fibonacci hashing spreads sequential ids over the shards.
+        let i = (user.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARD_BITS)) as usize;
+        &self.shards[i]
+    }
+
+    /// The user's history, if the user has any actions.
+    pub(crate) fn get(&self, user: UserId) -> Option<SharedHistory> {
+        self.shard(user).read().get(&user).cloned()
+    }
+
+    /// Users with at least one action.
+    pub(crate) fn user_count(&self) -> usize {
+        self.users.load(Ordering::Acquire)
+    }
+
+    /// Actions over all users.
+    pub(crate) fn action_count(&self) -> u64 {
+        self.actions.load(Ordering::Acquire)
+    }
+
+    /// Applies validated actions for one user. Callers serialise on the
+    /// store's writer lock, so a user missing here cannot appear meanwhile.
+    pub(crate) fn apply(&self, user: UserId, actions: &[Action], capacity: usize) {
+        if actions.is_empty() {
+            return;
+        }
+        let mut grew = 0u64;
+        if let Some(h) = self.get(user) {
+            let mut h = h.write();
+            for a in actions {
+                if h.insert(a, capacity) == Inserted::Grew {
+                    grew += 1;
+                }
+            }
+        } else {
+            // Build the history fully before publishing it, so readers never
+            // see a user without actions.
+            let mut h = UserHistory::new();
+            for a in actions {
+                h.insert(a, capacity);
+            }
+            grew = h.len() as u64;
+            self.shard(user)
+                .write()
+                .insert(user, Arc::new(RwLock::new(h)));
+            self.users.fetch_add(1, Ordering::AcqRel);
+        }
+        self.actions.fetch_add(grew, Ordering::AcqRel);
+    }
+
+    /// Adds a loaded user (replacing any previous history of that user).
+    pub(crate) fn install(&self, user: UserId, history: UserHistory) {
+        let n = history.len() as u64;
+        if n == 0 {
+            return;
+        }
+        let old = self
+            .shard(user)
+            .write()
+            .insert(user, Arc::new(RwLock::new(history)));
+        match old {
+            Some(old) => {
+                let was = old.read().len() as u64;
+                self.actions.fetch_sub(was, Ordering::AcqRel);
+            }
+            None => {
+                self.users.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        self.actions.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Every user with their history, sorted by user id.
+    pub(crate) fn sorted_users(&self) -> Vec<(UserId, SharedHistory)> {
+        let mut all = Vec::with_capacity(self.user_count());
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            all.extend(shard.iter().map(|(&u, h)| (u, Arc::clone(h))));
+        }
+        all.sort_unstable_by_key(|&(u, _)| u);
+        all
+    }
+
+    /// Every user id, sorted.
+    pub(crate) fn user_ids(&self) -> Vec<UserId> {
+        let mut ids = Vec::with_capacity(self.user_count());
+        for shard in self.shards.iter() {
+            ids.extend(shard.read().keys().copied());
+        }
+        ids.sort_unstable();
+        ids
+    }
+}
