@@ -48,10 +48,12 @@ pub(crate) fn recover(
     let capacity = config.capacity_per_user;
 
     // Newest usable starting point: a snapshot that checks out, or the empty
-    // state before log 0, whose chain of logs up to `newest` is complete (the
-    // newest log itself may be missing only when nothing follows the
-    // snapshot: it is then created empty).
-    let chain_complete = |base: u64| (base..newest).all(|g| listing.logs.contains_key(&g));
+    // state before log 0, whose chain of logs up to `newest` is complete (a
+    // log may be missing only when it is the snapshot's own and the newest
+    // generation, i.e. a crash right after the snapshot: it is created empty).
+    let chain_complete = |base: u64| {
+        (base..=newest).all(|g| listing.logs.contains_key(&g) || (g == base && g == newest))
+    };
     let mut skipped: Vec<SkippedSnapshot> = Vec::new();
     let mut start: Option<(Option<u64>, LoadedUsers)> = None;
     for (&g, path) in listing.snapshots.iter().rev() {
@@ -105,8 +107,8 @@ pub(crate) fn recover(
         let path = log_path(dir, g);
         let is_newest = g == newest;
         if !listing.logs.contains_key(&g) {
-            // Only the newest can be missing (checked above), and only when
-            // no record follows the snapshot.
+            // Only the starting snapshot's own log, when it is the newest
+            // (checked above): nothing was appended after the snapshot.
             writer = Some(LogWriter::create(dir, g, config.sync)?);
             continue;
         }
