@@ -249,8 +249,9 @@ impl EmbeddedStore {
     }
 
     /// Calls `f` on each of the user's actions, newest first; returns how
-    /// many. The user's history is read-locked meanwhile (appends for this
-    /// user wait), so keep `f` short.
+    /// many (0 for an unknown user). The user's history is read-locked
+    /// meanwhile: appends for this user wait, so keep `f` short, and do not
+    /// append to this store from inside it.
     pub fn for_each_action(&self, user: UserId, mut f: impl FnMut(&Action)) -> usize {
         let Some(h) = self.state.get(user) else {
             return 0;
