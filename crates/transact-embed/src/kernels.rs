@@ -272,8 +272,7 @@ pub fn exp_approx(x: f32) -> f32 {
     let n_bits = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let r2 = r * r;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
-        * r
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
         + 0.5;
@@ -286,6 +285,17 @@ pub fn exp_approx(x: f32) -> f32 {
 /// rounding differs slightly from a left-to-right sum).
 #[inline]
 pub fn sum_fast(x: &[f32]) -> f32 {
+    sum8(x)
+}
+
+/// Maximum of a slice (`-inf` for an empty one), with eight lanes.
+#[inline]
+pub fn max_fast(x: &[f32]) -> f32 {
+    max8(x)
+}
+
+#[inline(always)]
+fn sum8(x: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let chunks = x.chunks_exact(8);
     let tail = chunks.remainder();
@@ -301,9 +311,8 @@ pub fn sum_fast(x: &[f32]) -> f32 {
     s
 }
 
-/// Maximum of a slice (`-inf` for an empty one), with eight lanes.
-#[inline]
-pub fn max_fast(x: &[f32]) -> f32 {
+#[inline(always)]
+fn max8(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 8];
     let chunks = x.chunks_exact(8);
     let tail = chunks.remainder();
@@ -323,17 +332,80 @@ pub fn max_fast(x: &[f32]) -> f32 {
 /// [`softmax_row`] (`-inf` → 0, an all-`-inf` row → zeros), several times faster.
 #[inline]
 pub fn softmax_row_fast(row: &mut [f32]) {
-    let max = max_fast(row);
-    if max == f32::NEG_INFINITY {
-        row.fill(0.0);
+    softmax_rows_fast(row, row.len());
+}
+
+/// [`softmax_row_fast`] over each row of `x[rows × cols]`, in place, compiled
+/// for AVX2 + FMA when the CPU has them (checked once per call).
+pub fn softmax_rows_fast(x: &mut [f32], cols: usize) {
+    if cols == 0 {
         return;
     }
-    for v in row.iter_mut() {
-        *v = exp_approx(*v - max);
+    #[cfg(target_arch = "x86_64")]
+    match simd_level() {
+        Simd::Avx512 => {
+            // SAFETY: the CPU supports AVX-512F (checked at run time by `simd_level`).
+            unsafe { softmax_rows_avx512(x, cols) };
+            return;
+        }
+        Simd::Avx2 => {
+            // SAFETY: the CPU supports AVX2 and FMA (checked at run time by `simd_level`).
+            unsafe { softmax_rows_avx2(x, cols) };
+            return;
+        }
+        Simd::None => {}
     }
-    let inv = 1.0 / sum_fast(row);
-    for v in row.iter_mut() {
-        *v *= inv;
+    softmax_rows_body::<8>(x, cols);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn softmax_rows_avx512(x: &mut [f32], cols: usize) {
+    softmax_rows_body::<16>(x, cols);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_rows_avx2(x: &mut [f32], cols: usize) {
+    softmax_rows_body::<8>(x, cols);
+}
+
+#[inline(always)]
+fn softmax_rows_body<const L: usize>(x: &mut [f32], cols: usize) {
+    for row in x.chunks_exact_mut(cols) {
+        // Plain comparisons (no NaN bookkeeping) so the max vectorises.
+        let mut lanes = [f32::NEG_INFINITY; L];
+        let chunks = row.chunks_exact(L);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for i in 0..L {
+                lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
+            }
+        }
+        let mut max = f32::NEG_INFINITY;
+        for &v in lanes.iter().chain(tail) {
+            max = if v > max { v } else { max };
+        }
+        if max == f32::NEG_INFINITY {
+            row.fill(0.0);
+            continue;
+        }
+        for v in row.iter_mut() {
+            *v = exp_approx(*v - max);
+        }
+        let mut acc = [0.0f32; L];
+        let chunks = row.chunks_exact(L);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for i in 0..L {
+                acc[i] += c[i];
+            }
+        }
+        let sum: f32 = acc.iter().chain(tail).sum();
+        let inv = 1.0 / sum;
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
     }
 }
 
@@ -342,38 +414,197 @@ pub fn softmax_row_fast(row: &mut [f32]) {
 /// Missing or short `gain`/`bias` entries leave the tail unscaled/unshifted.
 #[inline]
 pub fn layer_norm_row_fast(row: &mut [f32], gain: Option<&[f32]>, bias: Option<&[f32]>, eps: f32) {
-    let d = row.len();
+    layer_norm_rows_fast(row, row.len(), gain, bias, eps);
+}
+
+/// [`layer_norm_row_fast`] over each row of `x[rows × d]`, in place, compiled
+/// for AVX2 + FMA when the CPU has them (checked once per call).
+pub fn layer_norm_rows_fast(
+    x: &mut [f32],
+    d: usize,
+    gain: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    eps: f32,
+) {
     if d == 0 {
         return;
     }
-    let inv_d = 1.0 / d as f32;
-    let mean = sum_fast(row) * inv_d;
-    let mut acc = [0.0f32; 8];
-    let chunks = row.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for i in 0..8 {
-            let t = c[i] - mean;
-            acc[i] += t * t;
+    #[cfg(target_arch = "x86_64")]
+    match simd_level() {
+        // Eight lanes measured faster than sixteen for d = 64–96 rows.
+        Simd::Avx512 | Simd::Avx2 => {
+            // SAFETY: the CPU supports AVX2 and FMA (checked at run time by `simd_level`).
+            unsafe { layer_norm_rows_avx2(x, d, gain, bias, eps) };
+            return;
+        }
+        Simd::None => {}
+    }
+    layer_norm_rows_body(x, d, gain, bias, eps);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn layer_norm_rows_avx2(
+    x: &mut [f32],
+    d: usize,
+    gain: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    eps: f32,
+) {
+    if let (Some(g), Some(b)) = (gain, bias) {
+        if g.len() >= d && b.len() >= d {
+            for row in x.chunks_exact_mut(d) {
+                // SAFETY: this function only runs on CPUs with AVX2 and FMA.
+                let (mean, rstd) = unsafe { row_moments_avx2(row, eps) };
+                for ((v, &g), &b) in row.iter_mut().zip(g).zip(b) {
+                    *v = (*v - mean) * rstd * g + b;
+                }
+            }
+            return;
         }
     }
-    let mut var = sum_fast(&acc);
-    for &v in tail {
-        var += (v - mean) * (v - mean);
+    layer_norm_rows_body(x, d, gain, bias, eps);
+}
+
+/// [`row_moments`] with explicit AVX2 (the compiler does not reliably
+/// vectorise the two running sums when the row length is not a constant).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row_moments_avx2(row: &[f32], eps: f32) -> (f32, f32) {
+    use std::arch::x86_64::{
+        _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps,
+        _mm256_storeu_ps, _mm256_sub_ps,
+    };
+    let n = row.len();
+    let Some(&shift) = row.first() else {
+        return (0.0, 0.0);
+    };
+    let full = n / 8;
+    let mut lanes1 = [0.0f32; 8];
+    let mut lanes2 = [0.0f32; 8];
+    // SAFETY: the loads read row[8·i .. 8·i + 8] with 8·i + 8 ≤ n; the stores
+    // write the two local 8-float arrays.
+    unsafe {
+        let vs = _mm256_set1_ps(shift);
+        let mut a1 = _mm256_setzero_ps();
+        let mut a2 = _mm256_setzero_ps();
+        for i in 0..full {
+            let t = _mm256_sub_ps(_mm256_loadu_ps(row.as_ptr().add(i * 8)), vs);
+            a1 = _mm256_add_ps(a1, t);
+            a2 = _mm256_fmadd_ps(t, t, a2);
+        }
+        _mm256_storeu_ps(lanes1.as_mut_ptr(), a1);
+        _mm256_storeu_ps(lanes2.as_mut_ptr(), a2);
     }
-    let rstd = 1.0 / (var * inv_d + eps).sqrt();
-    for v in row.iter_mut() {
-        *v = (*v - mean) * rstd;
+    let mut s1: f32 = lanes1.iter().sum();
+    let mut s2: f32 = lanes2.iter().sum();
+    for &v in &row[full * 8..] {
+        let t = v - shift;
+        s1 += t;
+        s2 += t * t;
     }
-    if let Some(g) = gain {
-        for (v, &g) in row.iter_mut().zip(g) {
-            *v *= g;
+    let inv_d = 1.0 / n as f32;
+    let mean_shifted = s1 * inv_d;
+    let var = (s2 * inv_d - mean_shifted * mean_shifted).max(0.0);
+    (shift + mean_shifted, 1.0 / (var + eps).sqrt())
+}
+
+/// Mean and reciprocal standard deviation of one row, in one pass: sums of
+/// `v - v₀` and its square (shifting by the first value keeps the variance
+/// accurate when the mean is large). `row` must not be empty.
+#[inline(always)]
+fn row_moments(row: &[f32], eps: f32) -> (f32, f32) {
+    const L: usize = 8;
+    let inv_d = 1.0 / row.len() as f32;
+    let shift = row[0];
+    let mut acc = [0.0f32; L];
+    let mut acc2 = [0.0f32; L];
+    for c in row.chunks_exact(L) {
+        for i in 0..L {
+            let t = c[i] - shift;
+            acc[i] += t;
+            acc2[i] += t * t;
         }
     }
-    if let Some(b) = bias {
-        for (v, &b) in row.iter_mut().zip(b) {
-            *v += b;
+    let (mut s1, mut s2) = (0.0f32, 0.0f32);
+    for i in 0..L {
+        s1 += acc[i];
+        s2 += acc2[i];
+    }
+    for &v in row.chunks_exact(L).remainder() {
+        let t = v - shift;
+        s1 += t;
+        s2 += t * t;
+    }
+    let mean_shifted = s1 * inv_d;
+    let var = (s2 * inv_d - mean_shifted * mean_shifted).max(0.0);
+    (shift + mean_shifted, 1.0 / (var + eps).sqrt())
+}
+
+/// LayerNorm rows with a full-length gain and bias, one fused output pass.
+#[inline(always)]
+fn layer_norm_rows_affine(x: &mut [f32], d: usize, gain: &[f32], bias: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(d) {
+        let (mean, rstd) = row_moments(row, eps);
+        for ((v, &g), &b) in row.iter_mut().zip(gain).zip(bias) {
+            *v = (*v - mean) * rstd * g + b;
         }
+    }
+}
+
+/// LayerNorm rows with optional (possibly short) gain and bias.
+#[inline(always)]
+fn layer_norm_rows_body(
+    x: &mut [f32],
+    d: usize,
+    gain: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    eps: f32,
+) {
+    if let (Some(g), Some(b)) = (gain, bias) {
+        if g.len() >= d && b.len() >= d {
+            layer_norm_rows_affine(x, d, g, b, eps);
+            return;
+        }
+    }
+    for row in x.chunks_exact_mut(d) {
+        let (mean, rstd) = row_moments(row, eps);
+        for v in row.iter_mut() {
+            *v = (*v - mean) * rstd;
+        }
+        if let Some(g) = gain {
+            for (v, &g) in row.iter_mut().zip(g) {
+                *v *= g;
+            }
+        }
+        if let Some(b) = bias {
+            for (v, &b) in row.iter_mut().zip(b) {
+                *v += b;
+            }
+        }
+    }
+}
+
+/// The widest vector extension the elementwise kernels may use.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    Avx512,
+    Avx2,
+    None,
+}
+
+/// Detected once per call (the standard library caches the CPUID query).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn simd_level() -> Simd {
+    use std::arch::is_x86_feature_detected as has;
+    if has!("avx512f") && has!("avx2") && has!("fma") {
+        Simd::Avx512
+    } else if has!("avx2") && has!("fma") {
+        Simd::Avx2
+    } else {
+        Simd::None
     }
 }
 
@@ -465,7 +696,9 @@ mod tests {
 
     #[test]
     fn fast_softmax_and_layer_norm_match_the_plain_ones() {
-        let base: Vec<f32> = (0..37).map(|i| ((i * 13 % 17) as f32 - 8.0) * 0.7).collect();
+        let base: Vec<f32> = (0..37)
+            .map(|i| ((i * 13 % 17) as f32 - 8.0) * 0.7)
+            .collect();
         let mut a = base.clone();
         let mut b = base.clone();
         a[3] = f32::NEG_INFINITY;
