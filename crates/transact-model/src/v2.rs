@@ -25,6 +25,8 @@
 //! `v2.out.bias [d]`; the config is JSON in the metadata entry
 //! [`V2_CONFIG_KEY`].
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub mod block;
 mod math;
 pub mod naive;
@@ -233,6 +235,7 @@ impl V2Encoder {
             cfg.causal,
             cfg.layer_norm_eps,
             s,
+            false,
         );
         if result.is_ok() {
             let k_out = cfg.latest_n_emb.min(cfg.seq_len);

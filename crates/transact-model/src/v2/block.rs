@@ -44,7 +44,7 @@ use rayon::prelude::*;
 use transact_embed::EmbedError;
 use transact_embed::kernels::{Par, RhsLayout, matmul};
 
-use super::math::{add_layer_norm, layer_norm_plain, softmax_prefix};
+use super::math::{add_layer_norm_rows, layer_norm_rows, softmax_prefix};
 use crate::weights::Tensor;
 use crate::{ModelError, TensorMap};
 
@@ -198,6 +198,11 @@ impl V2Block {
         &self.w2
     }
 
+    /// The folded score matrix `Wq Wkᵀ / √d`, `[d × d]`.
+    pub(crate) fn qk(&self) -> &[f32] {
+        &self.qk
+    }
+
     /// Writes the weights as `{prefix}wq|wk|wv` (`[d, d]`), `{prefix}w1`
     /// (`[d, f]`) and `{prefix}w2` (`[f, d]`).
     pub fn to_tensors(&self, prefix: &str, map: &mut TensorMap) {
@@ -269,6 +274,23 @@ pub fn blocks_forward(
     causal: bool,
     eps: f32,
 ) -> Result<(), ModelError> {
+    blocks_forward_with(blocks, x, batch, seq, lens, causal, eps, false)
+}
+
+/// [`blocks_forward`], optionally restricted to the portable code path
+/// (GEMMs through the `gemm` crate) even where AVX-512 kernels could run:
+/// lets the tests check both paths on one machine.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn blocks_forward_with(
+    blocks: &[V2Block],
+    x: &mut [f32],
+    batch: usize,
+    seq: usize,
+    lens: &[usize],
+    causal: bool,
+    eps: f32,
+    portable: bool,
+) -> Result<(), ModelError> {
     let Some(first) = blocks.first() else {
         return Ok(());
     };
@@ -285,7 +307,8 @@ pub fn blocks_forward(
     }
     let cs = chunk_size(batch, seq);
     let run = |(xc, lc): (&mut [f32], &[usize])| {
-        with_scratch(|s| run_chunk(blocks, xc, seq, lc, causal, eps, s)).map_err(kernel_err)
+        with_scratch(|s| run_chunk(blocks, xc, seq, lc, causal, eps, s, portable))
+            .map_err(kernel_err)
     };
     if cs >= batch {
         run((x, lens))
@@ -341,15 +364,17 @@ pub(crate) fn chunk_size(batch: usize, seq: usize) -> usize {
 #[derive(Default)]
 pub(crate) struct Scratch {
     /// Queries `x A`, `[rows × d]`.
-    qp: Vec<f32>,
+    pub(crate) qp: Vec<f32>,
     /// Values `x Wv`, `[rows × d]`.
-    v: Vec<f32>,
+    pub(crate) v: Vec<f32>,
     /// FFN hidden activations, `[rows × f]`.
-    h: Vec<f32>,
+    pub(crate) h: Vec<f32>,
     /// Attention scores of one query tile, `[tile × S]`.
-    scores: Vec<f32>,
+    pub(crate) scores: Vec<f32>,
     /// Attention output of one candidate, `[S × d]`.
-    att: Vec<f32>,
+    pub(crate) att: Vec<f32>,
+    /// One candidate's block input transposed, `[d × S]` (AVX-512 path).
+    pub(crate) xt: Vec<f32>,
     /// Token inputs of a chunk (used by the encoder).
     pub(crate) x: Vec<f32>,
     /// Max-pool rows of a chunk (used by the encoder).
@@ -376,8 +401,11 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     })
 }
 
-/// Runs every block over one chunk of candidates (`lens.len()` of them),
-/// choosing the widest instruction set the CPU has for the element-wise code.
+/// Runs every block over one chunk of candidates (`lens.len()` of them):
+/// with the AVX-512 kernels where the CPU and the shapes allow (and
+/// `portable` is false), otherwise with the `gemm` crate and element-wise
+/// code compiled for the widest instruction set the CPU has.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run_chunk(
     blocks: &[V2Block],
     x: &mut [f32],
@@ -386,11 +414,20 @@ pub(crate) fn run_chunk(
     causal: bool,
     eps: f32,
     s: &mut Scratch,
+    portable: bool,
 ) -> Result<(), EmbedError> {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
+        if !portable && super::avx512::available() && super::avx512::supports(blocks) {
+            // SAFETY: `available` checked AVX-512F, AVX2 and FMA just above.
+            return unsafe { super::avx512::run_chunk(blocks, x, seq, lens, causal, eps, s) };
+        }
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports every feature the function enables (checked just above).
             return unsafe { run_chunk_avx512(blocks, x, seq, lens, causal, eps, s) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -403,8 +440,13 @@ pub(crate) fn run_chunk(
 }
 
 #[cfg(target_arch = "x86_64")]
+/// The portable driver compiled for AVX-512.
+///
+/// # Safety
+///
+/// The CPU must have AVX-512F, AVX-512VL, AVX2 and FMA.
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-fn run_chunk_avx512(
+unsafe fn run_chunk_avx512(
     blocks: &[V2Block],
     x: &mut [f32],
     seq: usize,
@@ -417,8 +459,13 @@ fn run_chunk_avx512(
 }
 
 #[cfg(target_arch = "x86_64")]
+/// The portable driver compiled for AVX2.
+///
+/// # Safety
+///
+/// The CPU must have AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-fn run_chunk_avx2(
+unsafe fn run_chunk_avx2(
     blocks: &[V2Block],
     x: &mut [f32],
     seq: usize,
@@ -502,9 +549,7 @@ fn run_chunk_impl(
                 i0 = i1;
             }
             let xb = &mut x[base..base + n * d];
-            for (row, a) in xb.chunks_exact_mut(d).zip(att.chunks_exact(d)) {
-                add_layer_norm(row, a, eps);
-            }
+            add_layer_norm_rows(xb, att, d, eps);
         }
         // FFN over the whole chunk: x += relu(x W1) W2, then LN on valid rows.
         let h = grow(&mut s.h, rows * f);
@@ -515,9 +560,7 @@ fn run_chunk_impl(
         matmul(rows, d, f, h, &blk.w2, RhsLayout::KxN, x, true, Par::Seq)?;
         for (xc, &len) in x.chunks_exact_mut(cand_len).zip(lens) {
             let n = len.max(1);
-            for row in xc[..n * d].chunks_exact_mut(d) {
-                layer_norm_plain(row, eps);
-            }
+            layer_norm_rows(&mut xc[..n * d], d, eps);
             // Exact zeros (the FFN could leave a signed zero behind).
             xc[n * d..].fill(0.0);
         }

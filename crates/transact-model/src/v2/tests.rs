@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::block::blocks_forward_with;
 use super::naive::block_forward_naive;
 use super::*;
 
@@ -173,6 +174,45 @@ proptest! {
         let slow = c.run_naive();
         prop_assert!(max_diff(&fast, &slow) < 1e-4, "max diff {}", max_diff(&fast, &slow));
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Widths that are multiples of 16 take the AVX-512 kernels where the
+    /// CPU has them; the portable path is checked on the same inputs.
+    #[test]
+    fn both_code_paths_match_naive_at_simd_widths(
+        batch in 1usize..6, seq in 1usize..70, di in prop::sample::select(vec![8usize, 16, 32]),
+        f in prop::sample::select(vec![16usize, 32]), layers in 1usize..3, causal: bool,
+        seed in 0u64..1000,
+    ) {
+        let d = 2 * di;
+        let blocks = stack(d, f, layers, seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let lens = lens_for(&mut rng, batch, seq);
+        let x0 = rand_vec(&mut rng, batch * seq * d, 2.0);
+        let mut slow = x0.clone();
+        naive_stack(&blocks, &mut slow, batch, seq, &lens, causal);
+        for portable in [false, true] {
+            let mut fast = x0.clone();
+            blocks_forward_with(&blocks, &mut fast, batch, seq, &lens, causal, 1e-5, portable)
+                .unwrap();
+            let diff = max_diff(&fast, &slow);
+            prop_assert!(diff < 1e-4, "portable {}: max diff {}", portable, diff);
+        }
+    }
+}
+
+#[test]
+fn default_width_encoder_matches_naive() {
+    // d = 64, FFN 32: the production shape, on whichever path the CPU takes.
+    let cfg = V2Config {
+        seq_len: 50,
+        ..V2Config::default()
+    };
+    let c = EncCase::new(cfg, 7, 45, 17);
+    assert!(max_diff(&c.run().unwrap(), &c.run_naive()) < 1e-4);
 }
 
 #[test]
