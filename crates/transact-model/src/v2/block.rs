@@ -33,8 +33,12 @@
 //! - Chunks are spread over the rayon pool; GEMMs inside a chunk are
 //!   single-threaded. Scratch buffers live in thread-local storage and are
 //!   reused from call to call.
-//! - The element-wise code is compiled for AVX-512 and AVX2 as well as the
-//!   baseline, and picked at run time.
+//! - Two code paths, picked at run time: on CPUs with AVX-512 (and `d`, `f`
+//!   multiples of 16) every product runs on this crate's register-blocked
+//!   kernels (`v2/avx512.rs`, attention in blocks of 6 query rows); elsewhere
+//!   the GEMMs go through the `gemm` crate (attention in tiles of 32 query
+//!   rows) and the element-wise code is compiled for AVX2 or the baseline.
+//!   Both are tested against the naive oracle on the same inputs.
 
 use std::cell::RefCell;
 
