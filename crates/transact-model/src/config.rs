@@ -136,7 +136,7 @@ impl V1Config {
         if self.time_window_ms < 0 {
             return bad("time_window_ms must be non-negative".into());
         }
-        if !(self.layer_norm_eps > 0.0) {
+        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
             return bad("layer_norm_eps must be positive".into());
         }
         Ok(())
@@ -223,7 +223,7 @@ impl V2Config {
         if self.num_surfaces == 0 {
             return bad("num_surfaces must be positive");
         }
-        if !(self.layer_norm_eps > 0.0) {
+        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
             return bad("layer_norm_eps must be positive");
         }
         Ok(())
