@@ -451,17 +451,18 @@ unsafe fn layer_norm_rows_avx2(
     bias: Option<&[f32]>,
     eps: f32,
 ) {
-    if let (Some(g), Some(b)) = (gain, bias) {
-        if g.len() >= d && b.len() >= d {
-            for row in x.chunks_exact_mut(d) {
-                // SAFETY: this function only runs on CPUs with AVX2 and FMA.
-                let (mean, rstd) = unsafe { row_moments_avx2(row, eps) };
-                for ((v, &g), &b) in row.iter_mut().zip(g).zip(b) {
-                    *v = (*v - mean) * rstd * g + b;
-                }
+    if let (Some(g), Some(b)) = (gain, bias)
+        && g.len() >= d
+        && b.len() >= d
+    {
+        for row in x.chunks_exact_mut(d) {
+            // SAFETY: this function only runs on CPUs with AVX2 and FMA.
+            let (mean, rstd) = unsafe { row_moments_avx2(row, eps) };
+            for ((v, &g), &b) in row.iter_mut().zip(g).zip(b) {
+                *v = (*v - mean) * rstd * g + b;
             }
-            return;
         }
+        return;
     }
     layer_norm_rows_body(x, d, gain, bias, eps);
 }
@@ -561,11 +562,12 @@ fn layer_norm_rows_body(
     bias: Option<&[f32]>,
     eps: f32,
 ) {
-    if let (Some(g), Some(b)) = (gain, bias) {
-        if g.len() >= d && b.len() >= d {
-            layer_norm_rows_affine(x, d, g, b, eps);
-            return;
-        }
+    if let (Some(g), Some(b)) = (gain, bias)
+        && g.len() >= d
+        && b.len() >= d
+    {
+        layer_norm_rows_affine(x, d, g, b, eps);
+        return;
     }
     for row in x.chunks_exact_mut(d) {
         let (mean, rstd) = row_moments(row, eps);
