@@ -15,11 +15,17 @@ use rand_chacha::ChaCha8Rng;
 use transact_model::{ModelError, TransActV1, V1Config, V1Request};
 
 fn main() -> Result<(), ModelError> {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let b = args.first().copied().unwrap_or(256);
     let s = args.get(1).copied().unwrap_or(100);
     let runs = args.get(2).copied().unwrap_or(20);
-    let cfg = V1Config { seq_len: s, ..V1Config::default() };
+    let cfg = V1Config {
+        seq_len: s,
+        ..V1Config::default()
+    };
     let di = cfg.item_emb_dim;
     let model = TransActV1::new_random(cfg.clone(), 1)?;
     let mut rng = ChaCha8Rng::seed_from_u64(2);

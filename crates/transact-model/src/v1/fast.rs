@@ -79,9 +79,21 @@ impl FastWeights {
             first_cand: Vec::new(),
         };
         for (i, l) in p.layers.iter().enumerate() {
-            ModelError::check_len(&format!("layer {i} in_proj_weight"), 3 * d * d, l.in_proj_weight.len())?;
-            ModelError::check_len(&format!("layer {i} in_proj_bias"), 3 * d, l.in_proj_bias.len())?;
-            ModelError::check_len(&format!("layer {i} out_proj.weight"), d * d, l.out_proj_weight.len())?;
+            ModelError::check_len(
+                &format!("layer {i} in_proj_weight"),
+                3 * d * d,
+                l.in_proj_weight.len(),
+            )?;
+            ModelError::check_len(
+                &format!("layer {i} in_proj_bias"),
+                3 * d,
+                l.in_proj_bias.len(),
+            )?;
+            ModelError::check_len(
+                &format!("layer {i} out_proj.weight"),
+                d * d,
+                l.out_proj_weight.len(),
+            )?;
             let mut w = l.in_proj_weight.clone();
             w[..d * d].iter_mut().for_each(|v| *v *= scale);
             let mut b = l.in_proj_bias.clone();
@@ -179,7 +191,8 @@ struct Dims {
     eps: f32,
 }
 
-/// `kernels::linear` with the error mapped.
+/// `y[m × d_out] = x · Wᵀ (+ b)`, single-threaded. The bias is added after
+/// the GEMM (an in-register add rather than a row-by-row copy beforehand).
 #[allow(clippy::too_many_arguments)]
 fn linear(
     m: usize,
@@ -190,7 +203,32 @@ fn linear(
     b: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<(), ModelError> {
-    kernels::linear(m, d_in, d_out, x, w, b, y, Par::Seq).map_err(kernel_error)
+    matmul(m, d_out, d_in, x, w, RhsLayout::NxK, y, false)?;
+    if let Some(b) = b {
+        add_rows(y, d_out, b);
+    }
+    Ok(())
+}
+
+/// Adds `b` to every `width`-wide row of `y`.
+#[inline]
+fn add_rows(y: &mut [f32], width: usize, b: &[f32]) {
+    if width == 0 {
+        return;
+    }
+    for row in y.chunks_exact_mut(width) {
+        for (v, &bv) in row.iter_mut().zip(b) {
+            *v += bv;
+        }
+    }
+}
+
+/// `dst = a + b`, element-wise (lengths: the shortest).
+#[inline]
+fn add_into(dst: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((o, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+        *o = x + y;
+    }
 }
 
 /// `kernels::matmul` (single-threaded) with the error mapped.
@@ -210,15 +248,20 @@ fn matmul(
 
 /// A sub-slice, or an internal error instead of a panic.
 fn part(v: &[f32], start: usize, len: usize) -> Result<&[f32], ModelError> {
-    v.get(start..start + len).ok_or_else(|| internal("slice out of range"))
+    v.get(start..start + len)
+        .ok_or_else(|| internal("slice out of range"))
 }
 
 fn part_mut(v: &mut [f32], start: usize, len: usize) -> Result<&mut [f32], ModelError> {
-    v.get_mut(start..start + len).ok_or_else(|| internal("slice out of range"))
+    v.get_mut(start..start + len)
+        .ok_or_else(|| internal("slice out of range"))
 }
 
 fn internal(what: &str) -> ModelError {
-    ModelError::BadInput { name: "internal".into(), detail: what.into() }
+    ModelError::BadInput {
+        name: "internal".into(),
+        detail: what.into(),
+    }
 }
 
 impl TransActV1 {
@@ -298,7 +341,7 @@ impl TransActV1 {
                 detail: "no candidates (B = 0)".into(),
             });
         }
-        if nc % di != 0 {
+        if !nc.is_multiple_of(di) {
             return Err(ModelError::BadInput {
                 name: "candidates".into(),
                 detail: format!("{nc} values is not a multiple of item_emb_dim {di}"),
@@ -399,8 +442,15 @@ impl TransActV1 {
 
     /// Per request, first layer: `U` (user parts of q, k, v), the scores
     /// `A = Uq·Ukᵀ` and the table `G` for the first `q1` packed query rows.
-    fn prepare_first_layer(&self, dm: &Dims, q1: usize, rq: &mut RequestScratch) -> Result<(), ModelError> {
-        let Dims { d, du, h, dh, se, .. } = *dm;
+    fn prepare_first_layer(
+        &self,
+        dm: &Dims,
+        q1: usize,
+        rq: &mut RequestScratch,
+    ) -> Result<(), ModelError> {
+        let Dims {
+            d, du, h, dh, se, ..
+        } = *dm;
         let fw = &self.fast;
         let u = sized(&mut rq.u, 3 * h * se * dh);
         let xu = part(&rq.xu, 0, se * du)?;
@@ -504,9 +554,21 @@ impl TransActV1 {
         bc: usize,
         cs: &mut ChunkScratch,
     ) -> Result<(), ModelError> {
-        let Dims { d, di, du, h, dh, se, .. } = *dm;
+        let Dims {
+            d,
+            di,
+            du,
+            h,
+            dh,
+            se,
+            ..
+        } = *dm;
         let fw = &self.fast;
-        let in_b = self.fast.in_b.first().ok_or_else(|| internal("no layers"))?;
+        let in_b = self
+            .fast
+            .in_b
+            .first()
+            .ok_or_else(|| internal("no layers"))?;
         let m = bc * q1;
         let attn = sized(&mut cs.attn, h * m * dh);
         let cq = sized(&mut cs.cq, bc * dh);
@@ -521,7 +583,15 @@ impl TransActV1 {
             let wq = part(&fw.first_cand, head * dh * di, dh * di)?;
             let wv = part(&fw.first_cand, (2 * d + head * dh) * di, dh * di)?;
             linear(bc, di, dh, cands, wq, Some(part(in_b, head * dh, dh)?), cq)?;
-            linear(bc, di, dh, cands, wv, Some(part(in_b, 2 * d + head * dh, dh)?), cv)?;
+            linear(
+                bc,
+                di,
+                dh,
+                cands,
+                wv,
+                Some(part(in_b, 2 * d + head * dh, dh)?),
+                cv,
+            )?;
             let uk = part(&rq.u, (h + head) * se * dh, se * dh)?;
             matmul(bc, se, dh, cq, uk, RhsLayout::NxK, r, false)?;
             for (rrow, wrow) in r.chunks_exact(se).zip(w.chunks_exact_mut(se)) {
@@ -565,17 +635,27 @@ impl TransActV1 {
             }
         }
         // Residual input [x_t ; e_c] plus the out_proj bias, then the projection.
-        let layer = self.params.layers.first().ok_or_else(|| internal("no layers"))?;
+        let layer = self
+            .params
+            .layers
+            .first()
+            .ok_or_else(|| internal("no layers"))?;
         let y = sized(&mut cs.y, m * d);
         for (c, ychunk) in y.chunks_exact_mut(q1 * d).enumerate() {
             let cand = part(cands, c * di, di)?;
+            let (bias_u, bias_c) = layer
+                .out_proj_bias
+                .split_at(du.min(layer.out_proj_bias.len()));
             for (t, row) in ychunk.chunks_exact_mut(d).enumerate() {
-                row[..du].copy_from_slice(part(&rq.xu, t * du, du)?);
-                row[du..].copy_from_slice(cand);
-                kernels::add_assign(row, &layer.out_proj_bias);
+                let (ru, rc) = row.split_at_mut(du);
+                add_into(ru, part(&rq.xu, t * du, du)?, bias_u);
+                add_into(rc, cand, bias_c);
             }
         }
-        let out_heads = fw.out_w_heads.first().ok_or_else(|| internal("no layers"))?;
+        let out_heads = fw
+            .out_w_heads
+            .first()
+            .ok_or_else(|| internal("no layers"))?;
         for head in 0..h {
             let a_h = part(attn, head * m * dh, m * dh)?;
             let wo = part(out_heads, head * d * dh, d * dh)?;
@@ -597,10 +677,26 @@ impl TransActV1 {
         cs: &mut ChunkScratch,
     ) -> Result<(), ModelError> {
         let Dims { d, h, dh, .. } = *dm;
-        let layer = self.params.layers.get(l).ok_or_else(|| internal("layer index"))?;
-        let in_w = self.fast.in_w.get(l).ok_or_else(|| internal("layer index"))?;
-        let in_b = self.fast.in_b.get(l).ok_or_else(|| internal("layer index"))?;
-        let out_heads = self.fast.out_w_heads.get(l).ok_or_else(|| internal("layer index"))?;
+        let layer = self
+            .params
+            .layers
+            .get(l)
+            .ok_or_else(|| internal("layer index"))?;
+        let in_w = self
+            .fast
+            .in_w
+            .get(l)
+            .ok_or_else(|| internal("layer index"))?;
+        let in_b = self
+            .fast
+            .in_b
+            .get(l)
+            .ok_or_else(|| internal("layer index"))?;
+        let out_heads = self
+            .fast
+            .out_w_heads
+            .get(l)
+            .ok_or_else(|| internal("layer index"))?;
         let m_in = bc * rows;
         let m = bc * q;
         let x = part(&cs.x, 0, m_in * d)?;
@@ -610,7 +706,15 @@ impl TransActV1 {
             for head in 0..h {
                 let off = kind * d + head * dh;
                 let dst = part_mut(qkv, (kind * h + head) * m_in * dh, m_in * dh)?;
-                linear(m_in, d, dh, x, part(in_w, off * d, dh * d)?, Some(part(in_b, off, dh)?), dst)?;
+                linear(
+                    m_in,
+                    d,
+                    dh,
+                    x,
+                    part(in_w, off * d, dh * d)?,
+                    Some(part(in_b, off, dh)?),
+                    dst,
+                )?;
             }
         }
         let attn = sized(&mut cs.attn, h * m * dh);
@@ -621,9 +725,7 @@ impl TransActV1 {
                 let kh = part(qkv, (h + head) * m_in * dh + c * rows * dh, rows * dh)?;
                 let vh = part(qkv, (2 * h + head) * m_in * dh + c * rows * dh, rows * dh)?;
                 matmul(q, rows, dh, qh, kh, RhsLayout::NxK, scores, false)?;
-                for row in scores.chunks_exact_mut(rows) {
-                    kernels::softmax_row_fast(row);
-                }
+                kernels::softmax_rows_fast(scores, rows);
                 let dst = part_mut(attn, head * m * dh + c * q * dh, q * dh)?;
                 matmul(q, dh, rows, scores, vh, RhsLayout::KxN, dst, false)?;
             }
@@ -632,8 +734,7 @@ impl TransActV1 {
         for c in 0..bc {
             for t in 0..q {
                 let row = part_mut(y, (c * q + t) * d, d)?;
-                row.copy_from_slice(part(x, (c * rows + t) * d, d)?);
-                kernels::add_assign(row, &layer.out_proj_bias);
+                add_into(row, part(x, (c * rows + t) * d, d)?, &layer.out_proj_bias);
             }
         }
         for head in 0..h {
@@ -656,7 +757,9 @@ impl TransActV1 {
         cs: &mut ChunkScratch,
         out: &mut [f32],
     ) -> Result<(), ModelError> {
-        let Dims { d, s, se, k, od, .. } = *dm;
+        let Dims {
+            d, s, se, k, od, ..
+        } = *dm;
         let x = part(&cs.x, 0, bc * rows * d)?;
         let off = if self.cfg.concat_max_pool { d } else { 0 };
         for c in 0..bc {
@@ -664,7 +767,11 @@ impl TransActV1 {
             let o = part_mut(out, c * od, od)?;
             let kept = &mut o[off..];
             kept.fill(0.0);
-            for (i, &p) in keep.iter().enumerate().take_while(|&(i, &p)| p < k && i < rows) {
+            for (i, &p) in keep
+                .iter()
+                .enumerate()
+                .take_while(|&(i, &p)| p < k && i < rows)
+            {
                 part_mut(kept, p * d, d)?.copy_from_slice(part(y, i * d, d)?);
             }
         }
@@ -700,21 +807,44 @@ fn finish_layer(
     out: &mut Vec<f32>,
 ) -> Result<(), ModelError> {
     let Dims { d, ff, eps, .. } = *dm;
-    for row in y.chunks_exact_mut(d) {
-        kernels::layer_norm_row_fast(row, Some(&layer.norm1_weight), Some(&layer.norm1_bias), eps);
-    }
+    kernels::layer_norm_rows_fast(
+        y,
+        d,
+        Some(&layer.norm1_weight),
+        Some(&layer.norm1_bias),
+        eps,
+    );
     let hid = sized(hid, m * ff);
-    linear(m, d, ff, y, &layer.linear1_weight, Some(&layer.linear1_bias), hid)?;
+    linear(
+        m,
+        d,
+        ff,
+        y,
+        &layer.linear1_weight,
+        Some(&layer.linear1_bias),
+        hid,
+    )?;
     kernels::relu(hid);
     let out = sized(out, m * d);
     for (o, yr) in out.chunks_exact_mut(d).zip(y.chunks_exact(d)) {
-        for ((ov, &yv), &bv) in o.iter_mut().zip(yr).zip(&layer.linear2_bias) {
-            *ov = yv + bv;
-        }
+        add_into(o, yr, &layer.linear2_bias);
     }
-    matmul(m, d, ff, hid, &layer.linear2_weight, RhsLayout::NxK, out, true)?;
-    for row in out.chunks_exact_mut(d) {
-        kernels::layer_norm_row_fast(row, Some(&layer.norm2_weight), Some(&layer.norm2_bias), eps);
-    }
+    matmul(
+        m,
+        d,
+        ff,
+        hid,
+        &layer.linear2_weight,
+        RhsLayout::NxK,
+        out,
+        true,
+    )?;
+    kernels::layer_norm_rows_fast(
+        out,
+        d,
+        Some(&layer.norm2_weight),
+        Some(&layer.norm2_bias),
+        eps,
+    );
     Ok(())
 }

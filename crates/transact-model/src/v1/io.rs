@@ -101,8 +101,16 @@ impl Params {
                 norm2_bias: next(),
             });
         }
-        let out_linear = if cfg.concat_max_pool { Some((next(), next())) } else { None };
-        Ok(Params { action_emb, layers, out_linear })
+        let out_linear = if cfg.concat_max_pool {
+            Some((next(), next()))
+        } else {
+            None
+        };
+        Ok(Params {
+            action_emb,
+            layers,
+            out_linear,
+        })
     }
 }
 
@@ -112,11 +120,16 @@ impl TransActV1 {
     /// and the config as JSON in metadata key `transact.v1_config`.
     pub fn to_tensors(&self) -> TensorMap {
         let mut map = TensorMap::new();
-        for ((name, shape), data) in param_shapes(&self.cfg).into_iter().zip(self.params.tensors())
+        for ((name, shape), data) in param_shapes(&self.cfg)
+            .into_iter()
+            .zip(self.params.tensors())
         {
             map.tensors.insert(
                 format!("{TENSOR_PREFIX}{name}"),
-                crate::weights::Tensor::F32 { shape, data: data.to_vec() },
+                crate::weights::Tensor::F32 {
+                    shape,
+                    data: data.to_vec(),
+                },
             );
         }
         // Serialising a plain struct of numbers, strings and bools cannot fail.

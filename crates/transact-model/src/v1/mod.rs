@@ -172,9 +172,13 @@ impl TransActV1 {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let d = cfg.d_model();
         let ff = cfg.dim_feedforward;
-        let mut action_emb: Vec<f32> =
-            (0..cfg.action_rows() * cfg.action_emb_dim).map(|_| normal(&mut rng)).collect();
-        action_emb.iter_mut().take(cfg.action_emb_dim).for_each(|v| *v = 0.0);
+        let mut action_emb: Vec<f32> = (0..cfg.action_rows() * cfg.action_emb_dim)
+            .map(|_| normal(&mut rng))
+            .collect();
+        action_emb
+            .iter_mut()
+            .take(cfg.action_emb_dim)
+            .for_each(|v| *v = 0.0);
         let uniform = |rng: &mut ChaCha8Rng, n: usize, bound: f32| -> Vec<f32> {
             (0..n).map(|_| rng.random_range(-bound..=bound)).collect()
         };
@@ -202,7 +206,14 @@ impl TransActV1 {
             let b = 1.0 / (d as f32).sqrt();
             (uniform(&mut rng, d * d, b), uniform(&mut rng, d, b))
         });
-        Self::from_params(cfg, Params { action_emb, layers, out_linear })
+        Self::from_params(
+            cfg,
+            Params {
+                action_emb,
+                layers,
+                out_linear,
+            },
+        )
     }
 
     /// Assembles a model from checked parameters and derives the fast path's weights.
@@ -254,7 +265,10 @@ impl TransActV1 {
     /// The action embedding row `row` (`d_act` values).
     fn action_embedding(&self, row: usize) -> &[f32] {
         let da = self.cfg.action_emb_dim;
-        self.params.action_emb.get(row * da..(row + 1) * da).unwrap_or(&[])
+        self.params
+            .action_emb
+            .get(row * da..(row + 1) * da)
+            .unwrap_or(&[])
     }
 }
 
@@ -281,7 +295,10 @@ fn check_window(window: i64) -> Result<(), ModelError> {
 /// A kernel error: only reachable through a bug, since every size is
 /// checked before the kernels run. Reported, never panicked on.
 fn kernel_error(e: transact_embed::EmbedError) -> ModelError {
-    ModelError::BadInput { name: "internal kernel call".into(), detail: e.to_string() }
+    ModelError::BadInput {
+        name: "internal kernel call".into(),
+        detail: e.to_string(),
+    }
 }
 
 /// A standard normal sample (Box–Muller).
@@ -299,7 +316,9 @@ struct Pool<T> {
 
 impl<T> Default for Pool<T> {
     fn default() -> Self {
-        Self { items: Mutex::new(Vec::new()) }
+        Self {
+            items: Mutex::new(Vec::new()),
+        }
     }
 }
 

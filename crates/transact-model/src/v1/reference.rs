@@ -51,30 +51,19 @@ impl TransActV1 {
         let s = self.cfg.seq_len;
         let used = seq.min(s);
         let od = self.output_dim();
+        let (all_rows, all_masked) = self.batch_masks(batch, time_window_ms)?;
         for ex in 0..b {
-            let ids = &batch.action_types[ex * seq..][..used];
             let items = &batch.item_embeddings[ex * seq * di..][..used * di];
-            let times = &batch.action_times_ms[ex * seq..][..used];
             let cand = &batch.candidates[ex * di..][..di];
-            let req_t = batch.request_times_ms[ex];
-            let mut rows = vec![0usize; s];
-            let mut masked = vec![false; s];
-            for p in 0..s {
-                if p < used {
-                    rows[p] = self.action_row(ids[p], p).map_err(|e| at_example(e, ex))?;
-                    masked[p] = is_masked(p, rows[p], req_t, times[p], time_window_ms);
-                } else {
-                    // The padded tail: padding actions with zero item embeddings.
-                    masked[p] = p != 0;
-                }
-            }
-            let mut x = self.tokens(&rows, items, cand);
+            let rows = &all_rows[ex * s..(ex + 1) * s];
+            let masked = &all_masked[ex * s..(ex + 1) * s];
+            let mut x = self.tokens(rows, items, cand);
             for layer in &self.params.layers {
-                x = self.naive_layer(layer, &x, &masked);
+                x = self.naive_layer(layer, &x, masked);
             }
             let d = self.cfg.d_model();
             if masked_rows == MaskedRows::Zero {
-                for (row, &m) in x.chunks_exact_mut(d).zip(&masked) {
+                for (row, &m) in x.chunks_exact_mut(d).zip(masked) {
                     if m {
                         row.fill(0.0);
                     }
@@ -85,10 +74,51 @@ impl TransActV1 {
         Ok(())
     }
 
+    /// Embedding rows and masks (`B × seq_len` each, padded tail included)
+    /// of a batch whose lengths were checked.
+    pub(crate) fn batch_masks(
+        &self,
+        batch: &V1Batch<'_>,
+        time_window_ms: i64,
+    ) -> Result<(Vec<usize>, Vec<bool>), ModelError> {
+        let s = self.cfg.seq_len;
+        let seq = batch.seq;
+        let used = seq.min(s);
+        let mut rows = vec![0usize; batch.batch * s];
+        let mut masked = vec![false; batch.batch * s];
+        for ex in 0..batch.batch {
+            let ids = batch
+                .action_types
+                .get(ex * seq..ex * seq + used)
+                .unwrap_or(&[]);
+            let times = batch
+                .action_times_ms
+                .get(ex * seq..ex * seq + used)
+                .unwrap_or(&[]);
+            let req_t = batch.request_times_ms.get(ex).copied().unwrap_or(0);
+            for p in 0..s {
+                let k = ex * s + p;
+                match (ids.get(p), times.get(p)) {
+                    (Some(&id), Some(&t)) => {
+                        rows[k] = self.action_row(id, p).map_err(|e| at_example(e, ex))?;
+                        masked[k] = is_masked(p, rows[k], req_t, t, time_window_ms);
+                    }
+                    // The padded tail: padding actions with zero item embeddings.
+                    _ => masked[k] = p != 0,
+                }
+            }
+        }
+        Ok((rows, masked))
+    }
+
     /// The `S × d` input tokens `[E_act(a_t) ; e_t ; e_c]` (the candidate
     /// part only with early fusion); item embeddings past `items` are zero.
     fn tokens(&self, rows: &[usize], items: &[f32], cand: &[f32]) -> Vec<f32> {
-        let (da, di, d) = (self.cfg.action_emb_dim, self.cfg.item_emb_dim, self.cfg.d_model());
+        let (da, di, d) = (
+            self.cfg.action_emb_dim,
+            self.cfg.item_emb_dim,
+            self.cfg.d_model(),
+        );
         let mut x = vec![0.0f32; rows.len() * d];
         for (p, tok) in x.chunks_exact_mut(d).enumerate() {
             tok[..da].copy_from_slice(self.action_embedding(rows[p]));
@@ -121,7 +151,11 @@ impl TransActV1 {
                         f64::NEG_INFINITY
                     } else {
                         let k = &qkv[j * 3 * d + d + head * dh..][..dh];
-                        scale * q.iter().zip(k).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum::<f64>()
+                        scale
+                            * q.iter()
+                                .zip(k)
+                                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                                .sum::<f64>()
                     };
                 }
                 let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -182,7 +216,11 @@ fn naive_linear(x: &[f32], d_in: usize, w: &[f32], b: &[f32], d_out: usize) -> V
     for (xr, yr) in x.chunks_exact(d_in).zip(y.chunks_exact_mut(d_out)) {
         for (o, yv) in yr.iter_mut().enumerate() {
             let wr = &w[o * d_in..(o + 1) * d_in];
-            let s: f64 = xr.iter().zip(wr).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+            let s: f64 = xr
+                .iter()
+                .zip(wr)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
             *yv = (s + f64::from(b[o])) as f32;
         }
     }
@@ -193,7 +231,11 @@ fn naive_linear(x: &[f32], d_in: usize, w: &[f32], b: &[f32], d_out: usize) -> V
 fn naive_layer_norm(row: &mut [f32], g: &[f32], b: &[f32], eps: f64) {
     let n = row.len() as f64;
     let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+    let var = row
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
     let rstd = 1.0 / (var + eps).sqrt();
     for ((v, &g), &b) in row.iter_mut().zip(g).zip(b) {
         *v = ((f64::from(*v) - mean) * rstd * f64::from(g) + f64::from(b)) as f32;
@@ -203,9 +245,10 @@ fn naive_layer_norm(row: &mut [f32], g: &[f32], b: &[f32], eps: f64) {
 /// Adds the example index to a per-position input error.
 fn at_example(e: ModelError, ex: usize) -> ModelError {
     match e {
-        ModelError::BadInput { name, detail } => {
-            ModelError::BadInput { name, detail: format!("example {ex}, {detail}") }
-        }
+        ModelError::BadInput { name, detail } => ModelError::BadInput {
+            name,
+            detail: format!("example {ex}, {detail}"),
+        },
         other => other,
     }
 }

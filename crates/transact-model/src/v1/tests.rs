@@ -69,11 +69,27 @@ fn random_case(cfg: &V1Config, n: usize, b: usize, seed: u64) -> Case {
         })
         .collect();
     let times = (0..n)
-        .map(|_| if rng.random_bool(0.2) { now + rng.random_range(1..5_000) } else { now - rng.random_range(0..100_000) })
+        .map(|_| {
+            if rng.random_bool(0.2) {
+                now + rng.random_range(1..5_000)
+            } else {
+                now - rng.random_range(0..100_000)
+            }
+        })
         .collect();
-    let items = (0..n * di).map(|_| rng.random_range(-1.5f32..1.5)).collect();
-    let cands = (0..b * di).map(|_| rng.random_range(-1.5f32..1.5)).collect();
-    Case { ids, items, times, now, cands }
+    let items = (0..n * di)
+        .map(|_| rng.random_range(-1.5f32..1.5))
+        .collect();
+    let cands = (0..b * di)
+        .map(|_| rng.random_range(-1.5f32..1.5))
+        .collect();
+    Case {
+        ids,
+        items,
+        times,
+        now,
+        cands,
+    }
 }
 
 fn small_cfg() -> V1Config {
@@ -93,7 +109,9 @@ fn small_cfg() -> V1Config {
 fn run_fast(model: &TransActV1, case: &Case, window: i64) -> Vec<f32> {
     let b = case.b(model.config().item_emb_dim);
     let mut out = vec![0.0; b * model.output_dim()];
-    model.forward_request_with_window(&case.request(), window, &mut out).unwrap();
+    model
+        .forward_request_with_window(&case.request(), window, &mut out)
+        .unwrap();
     out
 }
 
@@ -111,13 +129,18 @@ fn run_reference(model: &TransActV1, case: &Case, window: i64, rows: MaskedRows)
         candidates: &case.cands,
     };
     let mut out = vec![0.0; b * model.output_dim()];
-    model.forward_batch_reference_with_window(&batch, window, rows, &mut out).unwrap();
+    model
+        .forward_batch_reference_with_window(&batch, window, rows, &mut out)
+        .unwrap();
     out
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -131,4 +154,566 @@ fn fast_matches_reference_on_a_small_model() {
         let diff = max_abs_diff(&fast, &reference);
         assert!(diff < 1e-4, "n={n} b={b}: diff {diff}");
     }
+}
+
+/// A small config from proptest's draws.
+#[allow(clippy::too_many_arguments)]
+fn drawn_cfg(
+    s: usize,
+    two_heads: bool,
+    k: usize,
+    da_half: usize,
+    di_half: usize,
+    layers: usize,
+    ff: usize,
+    reference_vocab: bool,
+    max_pool: bool,
+    concat: bool,
+) -> V1Config {
+    V1Config {
+        seq_len: s,
+        latest_n_emb: k,
+        action_vocab: vec![7, 2, 11, 5],
+        vocab_mode: if reference_vocab {
+            VocabMode::Reference
+        } else {
+            VocabMode::Padded
+        },
+        action_emb_dim: 2 * da_half,
+        item_emb_dim: 2 * di_half,
+        num_layer: layers,
+        nhead: if two_heads { 2 } else { 1 },
+        dim_feedforward: ff,
+        concat_candidate_emb: concat,
+        concat_max_pool: max_pool,
+        ..V1Config::default()
+    }
+}
+
+/// (config, n, B, seed, window)
+fn arb_setup() -> impl Strategy<Value = (V1Config, usize, usize, u64, i64)> {
+    (
+        (
+            1usize..=12,
+            any::<bool>(),
+            0usize..=14,
+            1usize..=3,
+            1usize..=3,
+            1usize..=3,
+            1usize..=6,
+        ),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            1usize..=5,
+            any::<u64>(),
+            0usize..4,
+        ),
+    )
+        .prop_flat_map(|((s, h2, k, da, di, l, ff), (rv, mp, cc, b, seed, w))| {
+            let cfg = drawn_cfg(s, h2, k.min(s + 2), da, di, l, ff, rv, mp, cc);
+            let window = [0i64, 1, 20_000, 200_000][w];
+            (Just(cfg), 0..=s, Just(b), Just(seed), Just(window))
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(160))]
+
+    #[test]
+    fn fast_path_equals_reference_path((cfg, n, b, seed, window) in arb_setup()) {
+        let model = TransActV1::new_random(cfg.clone(), seed).unwrap();
+        let case = random_case(&cfg, n, b, seed ^ 0x5eed);
+        let fast = run_fast(&model, &case, window);
+        let reference = run_reference(&model, &case, window, MaskedRows::Zero);
+        let diff = max_abs_diff(&fast, &reference);
+        prop_assert!(diff < 1e-4, "diff {} for {:?}", diff, cfg);
+        prop_assert!(fast.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn masked_positions_never_change_the_output((cfg, n, b, seed, _w) in arb_setup(), pick in any::<u64>()) {
+        prop_assume!(n >= 2);
+        let model = TransActV1::new_random(cfg.clone(), seed).unwrap();
+        let mut case = random_case(&cfg, n, b, seed ^ 0xabc);
+        // Make sure at least one position past 0 is masked.
+        let forced = 1 + (pick as usize) % (n - 1);
+        if pick.is_multiple_of(2) {
+            case.ids[forced] = -1;
+        } else {
+            case.times[forced] = case.now + 1;
+        }
+        let before_fast = run_fast(&model, &case, 0);
+        let before_ref = run_reference(&model, &case, 0, MaskedRows::Zero);
+        let mut rng = ChaCha8Rng::seed_from_u64(pick);
+        let di = cfg.item_emb_dim;
+        let mut changed = 0;
+        for p in 1..n {
+            let padding = model.action_row(case.ids[p], p).unwrap() == 0;
+            let future = case.times[p] > case.now;
+            if !(padding || future) {
+                continue;
+            }
+            changed += 1;
+            for v in &mut case.items[p * di..(p + 1) * di] {
+                *v = rng.random_range(-3.0f32..3.0);
+            }
+            if padding {
+                // Any time, and (in the reference vocabulary) another id that is padding too.
+                case.times[p] = case.now - rng.random_range(-10_000..10_000);
+                if cfg.vocab_mode == VocabMode::Reference {
+                    case.ids[p] = if rng.random_bool(0.5) { 2 } else { 999 };
+                }
+            } else {
+                case.times[p] = case.now + rng.random_range(1..10_000);
+                case.ids[p] = cfg.action_vocab[rng.random_range(0..cfg.action_vocab.len())];
+            }
+        }
+        prop_assert!(changed >= 1);
+        let after_fast = run_fast(&model, &case, 0);
+        let after_ref = run_reference(&model, &case, 0, MaskedRows::Zero);
+        prop_assert_eq!(before_fast, after_fast);
+        prop_assert_eq!(before_ref, after_ref);
+    }
+}
+
+#[test]
+fn position_zero_is_never_masked() {
+    let cfg = small_cfg();
+    let model = TransActV1::new_random(cfg.clone(), 5).unwrap();
+    let mut case = random_case(&cfg, 5, 2, 9);
+    // Position 0: padding and in the future; everything else in the past.
+    case.ids[0] = -1;
+    case.times[0] = case.now + 60_000;
+    let out = run_fast(&model, &case, 0);
+    let reference = run_reference(&model, &case, 0, MaskedRows::Zero);
+    assert!(max_abs_diff(&out, &reference) < 1e-4);
+    // Its output row (the first kept position, after the max-pool block) is not zero...
+    let d = cfg.d_model();
+    assert!(out[d..2 * d].iter().any(|&v| v != 0.0));
+    // ...and its item embedding matters.
+    let mut moved = case.clone();
+    moved.items[0] += 1.0;
+    let out2 = run_fast(&model, &moved, 0);
+    assert!(max_abs_diff(&out, &out2) > 1e-4);
+    // The same holds with a training window that would mask every action.
+    let windowed = run_fast(&model, &case, 10_000_000);
+    let windowed_ref = run_reference(&model, &case, 10_000_000, MaskedRows::Zero);
+    assert!(max_abs_diff(&windowed, &windowed_ref) < 1e-4);
+    assert!(windowed[d..2 * d].iter().any(|&v| v != 0.0));
+    // Only position 0 is left: every other kept row is zero.
+    let od = model.output_dim();
+    for c in 0..2 {
+        assert!(
+            windowed[c * od + 2 * d..(c + 1) * od]
+                .iter()
+                .all(|&v| v == 0.0)
+        );
+    }
+}
+
+#[test]
+fn an_empty_sequence_is_a_padded_position_zero() {
+    let cfg = small_cfg();
+    let model = TransActV1::new_random(cfg.clone(), 5).unwrap();
+    let case = random_case(&cfg, 0, 3, 1);
+    let out = run_fast(&model, &case, 0);
+    assert!(max_abs_diff(&out, &run_reference(&model, &case, 0, MaskedRows::Zero)) < 1e-4);
+}
+
+#[test]
+fn masked_rows_computed_differs_only_at_masked_positions() {
+    let cfg = V1Config {
+        latest_n_emb: 0,
+        concat_max_pool: false,
+        ..small_cfg()
+    };
+    let model = TransActV1::new_random(cfg.clone(), 8).unwrap();
+    let mut case = random_case(&cfg, 7, 1, 4);
+    case.ids = vec![3, 5, -1, 8, 13, 3, 5];
+    case.times = vec![case.now - 10; 7];
+    case.times[4] = case.now + 10;
+    let zero = run_reference(&model, &case, 0, MaskedRows::Zero);
+    let computed = run_reference(&model, &case, 0, MaskedRows::Computed);
+    let d = cfg.d_model();
+    for p in 0..7 {
+        let (z, c) = (&zero[p * d..(p + 1) * d], &computed[p * d..(p + 1) * d]);
+        if p == 2 || p == 4 {
+            assert!(z.iter().all(|&v| v == 0.0));
+            assert!(c.iter().any(|&v| v != 0.0), "masked row {p} is computed");
+        } else {
+            assert!(max_abs_diff(z, c) < 1e-6, "unmasked row {p}");
+        }
+    }
+}
+
+#[test]
+fn without_early_fusion_every_candidate_gets_the_same_output() {
+    let cfg = V1Config {
+        concat_candidate_emb: false,
+        ..small_cfg()
+    };
+    let model = TransActV1::new_random(cfg.clone(), 2).unwrap();
+    let case = random_case(&cfg, 6, 4, 3);
+    let out = run_fast(&model, &case, 0);
+    let od = model.output_dim();
+    for c in 1..4 {
+        assert_eq!(out[..od], out[c * od..(c + 1) * od]);
+    }
+    assert!(max_abs_diff(&out, &run_reference(&model, &case, 0, MaskedRows::Zero)) < 1e-4);
+}
+
+#[test]
+fn extreme_scores_fall_back_to_a_direct_softmax() {
+    // Large first-layer weights make the factored denominators underflow.
+    let cfg = small_cfg();
+    let mut model = TransActV1::new_random(cfg.clone(), 3).unwrap();
+    let mut params = model.params.clone();
+    params.layers[0]
+        .in_proj_weight
+        .iter_mut()
+        .for_each(|v| *v *= 40.0);
+    model = TransActV1::from_params(cfg.clone(), params).unwrap();
+    let mut case = random_case(&cfg, 7, 5, 12);
+    case.items.iter_mut().for_each(|v| *v *= 4.0);
+    case.cands.iter_mut().for_each(|v| *v *= 4.0);
+    let fast = run_fast(&model, &case, 0);
+    let reference = run_reference(&model, &case, 0, MaskedRows::Zero);
+    assert!(fast.iter().all(|v| v.is_finite()));
+    let diff = max_abs_diff(&fast, &reference);
+    assert!(diff < 1e-3, "diff {diff}");
+}
+
+#[test]
+fn large_requests_split_into_chunks_match_single_candidates() {
+    let cfg = V1Config {
+        seq_len: 20,
+        ..small_cfg()
+    };
+    let model = TransActV1::new_random(cfg.clone(), 21).unwrap();
+    let case = random_case(&cfg, 20, 150, 22);
+    let all = run_fast(&model, &case, 0);
+    let (di, od) = (cfg.item_emb_dim, model.output_dim());
+    for c in [0, 1, 77, 149] {
+        let one = Case {
+            cands: case.cands[c * di..(c + 1) * di].to_vec(),
+            ..case.clone()
+        };
+        let single = run_fast(&model, &one, 0);
+        assert!(
+            max_abs_diff(&single, &all[c * od..(c + 1) * od]) < 1e-5,
+            "candidate {c}"
+        );
+    }
+}
+
+#[test]
+fn concurrent_requests_agree_with_sequential_ones() {
+    use rayon::prelude::*;
+    let cfg = V1Config {
+        seq_len: 12,
+        ..small_cfg()
+    };
+    let model = TransActV1::new_random(cfg.clone(), 4).unwrap();
+    let cases: Vec<Case> = (0..12)
+        .map(|i| random_case(&cfg, 1 + i % 12, 40, i as u64))
+        .collect();
+    let sequential: Vec<Vec<f32>> = cases.iter().map(|c| run_fast(&model, c, 0)).collect();
+    let parallel: Vec<Vec<f32>> = cases.par_iter().map(|c| run_fast(&model, c, 0)).collect();
+    assert_eq!(sequential, parallel);
+}
+
+#[test]
+fn longer_batch_inputs_are_truncated_to_seq_len() {
+    let cfg = small_cfg();
+    let model = TransActV1::new_random(cfg.clone(), 6).unwrap();
+    let case = random_case(&cfg, 7, 2, 8);
+    let (ids, items, times, now) = case.batch_inputs(&cfg);
+    // Append three extra (unmasked) actions per example.
+    let (s, di, b) = (cfg.seq_len, cfg.item_emb_dim, 2);
+    let extra = 3;
+    let mut ids2 = Vec::new();
+    let mut items2 = Vec::new();
+    let mut times2 = Vec::new();
+    for ex in 0..b {
+        ids2.extend_from_slice(&ids[ex * s..(ex + 1) * s]);
+        ids2.extend_from_slice(&[3; 3]);
+        items2.extend_from_slice(&items[ex * s * di..(ex + 1) * s * di]);
+        items2.extend(std::iter::repeat_n(0.7f32, extra * di));
+        times2.extend_from_slice(&times[ex * s..(ex + 1) * s]);
+        times2.extend_from_slice(&[case.now - 1; 3]);
+    }
+    let batch = V1Batch {
+        batch: b,
+        seq: s + extra,
+        action_types: &ids2,
+        item_embeddings: &items2,
+        action_times_ms: &times2,
+        request_times_ms: &now,
+        candidates: &case.cands,
+    };
+    let mut out = vec![0.0; b * model.output_dim()];
+    model
+        .forward_batch_reference(&batch, MaskedRows::Zero, &mut out)
+        .unwrap();
+    assert_eq!(out, run_reference(&model, &case, 0, MaskedRows::Zero));
+}
+
+#[test]
+fn save_and_load_round_trip() {
+    let cfg = V1Config {
+        vocab_mode: VocabMode::Reference,
+        ..small_cfg()
+    };
+    let model = TransActV1::new_random(cfg.clone(), 31).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.safetensors");
+    model.save(&path).unwrap();
+    let back = TransActV1::load(&path).unwrap();
+    assert!(back == model);
+    assert_eq!(back.config(), &cfg);
+    let case = random_case(&cfg, 6, 3, 2);
+    assert_eq!(run_fast(&model, &case, 0), run_fast(&back, &case, 0));
+    let map = model.to_tensors();
+    assert!(
+        map.tensors
+            .contains_key("v1.transformer_encoder.layers.1.self_attn.in_proj_weight")
+    );
+    assert!(map.tensors.contains_key("v1.out_linear.bias"));
+    assert!(map.metadata.contains_key("transact.v1_config"));
+}
+
+/// The model's tensors under the reference module's own names.
+fn reference_names(model: &TransActV1) -> TensorMap {
+    let mut map = TensorMap::new();
+    for (name, t) in model.to_tensors().tensors {
+        map.tensors
+            .insert(name.trim_start_matches("v1.").to_string(), t);
+    }
+    map
+}
+
+#[test]
+fn reference_state_dict_imports_in_both_vocab_modes() {
+    for mode in [VocabMode::Reference, VocabMode::Padded] {
+        let cfg = V1Config {
+            vocab_mode: mode,
+            ..small_cfg()
+        };
+        let model = TransActV1::new_random(cfg.clone(), 41).unwrap();
+        let map = reference_names(&model);
+        let rows = map.f32_any("action_emb_module.weight").unwrap().0[0];
+        assert_eq!(rows, cfg.action_rows());
+        let back = TransActV1::from_reference_state_dict(&map, cfg.clone()).unwrap();
+        assert!(back == model);
+    }
+    // A |V|-row table read with the padded mode (|V| + 1 rows) is a shape error.
+    let cfg = V1Config {
+        vocab_mode: VocabMode::Reference,
+        ..small_cfg()
+    };
+    let map = reference_names(&TransActV1::new_random(cfg.clone(), 1).unwrap());
+    let padded = V1Config {
+        vocab_mode: VocabMode::Padded,
+        ..cfg
+    };
+    let err = TransActV1::from_reference_state_dict(&map, padded)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("action_emb_module.weight")
+            && err.contains("[4, 4]")
+            && err.contains("[5, 4]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reference_import_errors_name_the_tensor_and_shapes() {
+    let cfg = small_cfg();
+    let model = TransActV1::new_random(cfg.clone(), 1).unwrap();
+    let mut map = reference_names(&model);
+    let name = "transformer_encoder.layers.1.linear1.weight";
+    let ff = cfg.dim_feedforward;
+    let d = cfg.d_model();
+    map.insert_f32(name, vec![ff + 1, d], vec![0.0; (ff + 1) * d])
+        .unwrap();
+    let err = TransActV1::from_reference_state_dict(&map, cfg.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(name), "{err}");
+    assert!(
+        err.contains(&format!("[{}, {d}]", ff + 1)) && err.contains(&format!("[{ff}, {d}]")),
+        "{err}"
+    );
+
+    let mut map = reference_names(&model);
+    map.tensors.remove("out_linear.bias");
+    let err = TransActV1::from_reference_state_dict(&map, cfg.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("out_linear.bias"), "{err}");
+
+    let mut map = reference_names(&model);
+    let w = "transformer_encoder.layers.0.norm2.bias";
+    map.insert_f32(w, vec![d], vec![f32::NAN; d]).unwrap();
+    let err = TransActV1::from_reference_state_dict(&map, cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(w), "{err}");
+
+    // Without max-pool there is no out_linear to read.
+    let cfg = V1Config {
+        concat_max_pool: false,
+        ..small_cfg()
+    };
+    let model = TransActV1::new_random(cfg.clone(), 1).unwrap();
+    let map = reference_names(&model);
+    assert!(!map.tensors.contains_key("out_linear.weight"));
+    assert!(TransActV1::from_reference_state_dict(&map, cfg).is_ok());
+}
+
+#[test]
+fn from_tensors_without_config_names_the_key() {
+    let model = TransActV1::new_random(small_cfg(), 1).unwrap();
+    let mut map = model.to_tensors();
+    map.metadata.clear();
+    let err = TransActV1::from_tensors(&map).unwrap_err().to_string();
+    assert!(err.contains("transact.v1_config"), "{err}");
+}
+
+#[test]
+fn invalid_requests_are_errors() {
+    let cfg = small_cfg();
+    let model = TransActV1::new_random(cfg.clone(), 1).unwrap();
+    let good = random_case(&cfg, 5, 2, 1);
+    let od = model.output_dim();
+    let run = |c: &Case, out_len: usize| {
+        let mut out = vec![0.0; out_len];
+        model.forward_request(&c.request(), &mut out)
+    };
+    assert!(run(&good, 2 * od).is_ok());
+
+    let mut c = good.clone();
+    c.cands[3] = f32::NAN;
+    assert!(
+        matches!(run(&c, 2 * od), Err(ModelError::NonFinite { ref name, index: 3 }) if name == "candidates")
+    );
+    let mut c = good.clone();
+    c.items[7] = f32::INFINITY;
+    assert!(
+        matches!(run(&c, 2 * od), Err(ModelError::NonFinite { ref name, .. }) if name == "item_embeddings")
+    );
+    let mut c = good.clone();
+    c.items.pop();
+    assert!(
+        matches!(run(&c, 2 * od), Err(ModelError::Shape { ref name, .. }) if name == "item_embeddings")
+    );
+    let mut c = good.clone();
+    c.times.pop();
+    assert!(
+        matches!(run(&c, 2 * od), Err(ModelError::Shape { ref name, .. }) if name == "action_times_ms")
+    );
+    assert!(
+        matches!(run(&good, 2 * od - 1), Err(ModelError::Shape { ref name, .. }) if name == "out")
+    );
+    let c = Case {
+        cands: vec![],
+        ..good.clone()
+    };
+    let err = run(&c, 0).unwrap_err().to_string();
+    assert!(err.contains("B = 0"), "{err}");
+    let mut c = good.clone();
+    c.cands.pop();
+    assert!(run(&c, 2 * od).is_err());
+    let c = random_case(&cfg, cfg.seq_len + 1, 1, 3);
+    let err = run(&c, od).unwrap_err().to_string();
+    assert!(err.contains("seq_len"), "{err}");
+    let mut c = good.clone();
+    c.ids[3] = 4;
+    let err = run(&c, 2 * od).unwrap_err().to_string();
+    assert!(
+        err.contains("position 3") && err.contains("action id 4"),
+        "{err}"
+    );
+    let mut out = vec![0.0; 2 * od];
+    assert!(
+        model
+            .forward_request_with_window(&good.request(), -1, &mut out)
+            .is_err()
+    );
+}
+
+#[test]
+fn unknown_ids_are_padding_in_the_reference_vocabulary() {
+    let cfg = V1Config {
+        vocab_mode: VocabMode::Reference,
+        ..small_cfg()
+    };
+    let model = TransActV1::new_random(cfg.clone(), 1).unwrap();
+    let mut case = random_case(&cfg, 6, 2, 5);
+    case.ids[2] = -1;
+    let with_padding = run_fast(&model, &case, 0);
+    for unknown in [4, 999, -7] {
+        case.ids[2] = unknown;
+        assert_eq!(run_fast(&model, &case, 0), with_padding);
+    }
+    // The smallest vocabulary id shares the padding row.
+    case.ids[2] = 3;
+    assert_eq!(run_fast(&model, &case, 0), with_padding);
+}
+
+#[test]
+fn invalid_batches_are_errors() {
+    let cfg = small_cfg();
+    let model = TransActV1::new_random(cfg.clone(), 1).unwrap();
+    let case = random_case(&cfg, 7, 2, 1);
+    let (ids, items, times, now) = case.batch_inputs(&cfg);
+    let s = cfg.seq_len;
+    let batch = V1Batch {
+        batch: 2,
+        seq: s,
+        action_types: &ids,
+        item_embeddings: &items,
+        action_times_ms: &times,
+        request_times_ms: &now,
+        candidates: &case.cands,
+    };
+    let od = model.output_dim();
+    let mut out = vec![0.0; 2 * od];
+    assert!(
+        model
+            .forward_batch_reference(&batch, MaskedRows::Zero, &mut out)
+            .is_ok()
+    );
+    let empty = V1Batch { batch: 0, ..batch };
+    assert!(
+        model
+            .forward_batch_reference(&empty, MaskedRows::Zero, &mut [])
+            .is_err()
+    );
+    let short = V1Batch {
+        action_times_ms: &times[1..],
+        ..batch
+    };
+    assert!(
+        model
+            .forward_batch_reference(&short, MaskedRows::Zero, &mut out)
+            .is_err()
+    );
+    let mut bad_ids = ids.clone();
+    bad_ids[s + 2] = 4;
+    let bad = V1Batch {
+        action_types: &bad_ids,
+        ..batch
+    };
+    let err = model
+        .forward_batch_reference(&bad, MaskedRows::Zero, &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("example 1") && err.contains("position 2"),
+        "{err}"
+    );
 }
