@@ -28,7 +28,7 @@
 //! zeros.
 //!
 //! [`check_parity_file`] imports the weights with
-//! [`VocabMode::Reference`](crate::VocabMode::Reference), runs the naive
+//! [`VocabMode::Reference`], runs the naive
 //! reference forward in inference mode and, when masked rows are zero, the
 //! de-duplicated forward too (each example as its own request with `B = 1`),
 //! and reports the largest differences from the recording.

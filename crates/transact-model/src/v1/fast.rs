@@ -1,39 +1,5 @@
-//! The request-level, de-duplicated forward.
-//!
-//! One request holds one user sequence and `B` candidates. What it shares:
-//!
-//! 1. **Packing.** The mask is the same for every candidate, masked keys are
-//!    never attended to and masked output rows are zero, so the encoder runs
-//!    on the `S_e` unmasked positions only; outputs are scattered back.
-//! 2. **First layer, input projection.** With early fusion a token is
-//!    `[x_t ; e_c]`, so `W·[x_t ; e_c] + b = W_x·x_t + (W_c·e_c + b)`: the
-//!    user part `U = X·W_xᵀ` once per request, the candidate part once per
-//!    candidate.
-//! 3. **First layer, attention.** Per head, the score of query `t` and key
-//!    `s` is `(uq_t + cq)·(uk_s + ck)`. The terms `uq_t·ck` and `cq·ck` do not
-//!    depend on `s`, so the softmax over `s` drops them: the probabilities are
-//!    `softmax_s(A[t,s] + r[s])` with `A = Uq·Ukᵀ` shared by all candidates and
-//!    `r = cq·Ukᵀ` one vector per candidate (`ck` is not needed at all). Hence
-//!    `P[t,s] = E[t,s]·w[s] / Σ_s E[t,s]·w[s]` with `E = exp(A - rowmax)` (per
-//!    request) and `w = exp(r - max)` (per candidate), and since probability
-//!    rows sum to 1, `P·(Uv + 1·cvᵀ) = P·Uv + cv`. The numerators and
-//!    denominators for a chunk of candidates then come out of one GEMM against
-//!    the per-request table `G[(t, j), s] = E[t,s]·Uv[s,j]` (plus a column of
-//!    `E` for the denominator): no per-candidate exponentials over `S_e²`.
-//!    Should a denominator underflow (extreme scores), that row is recomputed
-//!    directly.
-//! 4. **Later layers** are per token: candidates are processed in chunks of
-//!    `≈ 1,500` token rows so every projection is one large GEMM, chunks are
-//!    spread over the rayon pool, and each chunk's GEMMs run single-threaded.
-//! 5. **No allocation per request** in steady state: scratch buffers come from
-//!    pools owned by the model and only grow. (The `gemm` crate still
-//!    allocates its small packing buffers inside each call.)
-//!
-//! Weights are re-laid out once at load ([`FastWeights`]): the query rows of
-//! every `in_proj` are pre-scaled by `1/sqrt(d/h)`, the first layer's
-//! `in_proj` is split into its user and candidate columns, and every
-//! `out_proj` is split into per-head column blocks, so that every operand of
-//! every GEMM is contiguous.
+//! The request-level, de-duplicated forward. The module documentation of
+//! [`crate::v1`] explains what is shared and why it is exact.
 
 use rayon::prelude::*;
 use transact_embed::kernels::{self, Par, RhsLayout};

@@ -6,7 +6,7 @@
 //!   shared by `B` candidates. It packs the unmasked positions once, splits
 //!   the first layer into a user part (computed once per request) and a
 //!   candidate part (once per candidate), and runs the remaining layers on
-//!   large batched GEMMs split over the rayon pool (see [`fast`] below).
+//!   large batched GEMMs split over the rayon pool (see below).
 //! - [`TransActV1::forward_batch_reference`], the oracle: every example is
 //!   its own sequence, computed with plain loops, additive `-inf` masks and
 //!   no de-duplication. The parity check against the reference PyTorch
@@ -15,12 +15,55 @@
 //! Weights use the reference module's parameter names (under the prefix
 //! `v1.` in this project's files), see [`TransActV1::to_tensors`] and
 //! [`TransActV1::from_reference_state_dict`].
+//!
+//! # The de-duplicated forward
+//!
+//! One request holds one user sequence and `B` candidates. What it shares:
+//!
+//! 1. **Packing.** The mask is the same for every candidate, masked keys are
+//!    never attended to and masked output rows are zero, so the encoder runs
+//!    on the `S_e` unmasked positions only; outputs are scattered back.
+//! 2. **First layer, input projection.** With early fusion a token is
+//!    `[x_t ; e_c]`, so `W·[x_t ; e_c] + b = W_x·x_t + (W_c·e_c + b)`: the
+//!    user part `U = X·W_xᵀ` once per request, the candidate part once per
+//!    candidate.
+//! 3. **First layer, attention.** Per head, the score of query `t` and key
+//!    `s` is `(uq_t + cq)·(uk_s + ck)`. The terms `uq_t·ck` and `cq·ck` do not
+//!    depend on `s`, so the softmax over `s` drops them: the probabilities are
+//!    `softmax_s(A[t,s] + r[s])` with `A = Uq·Ukᵀ` shared by all candidates and
+//!    `r = cq·Ukᵀ` one vector per candidate (`ck` is not needed at all). Hence
+//!    `P[t,s] = E[t,s]·w[s] / Σ_s E[t,s]·w[s]` with `E = exp(A - rowmax)` (per
+//!    request) and `w = exp(r - max)` (per candidate), and since probability
+//!    rows sum to 1, `P·(Uv + 1·cvᵀ) = P·Uv + cv`. The numerators and
+//!    denominators for a chunk of candidates then come out of one GEMM against
+//!    the per-request table `G[(t, j), s] = E[t,s]·Uv[s,j]` (plus a column of
+//!    `E` for the denominator): no per-candidate exponentials over `S_e²`.
+//!    Should a denominator underflow (extreme scores), that row is recomputed
+//!    directly.
+//! 4. **Later layers** are per token: candidates are processed in chunks of
+//!    `≈ 1,500` token rows so every projection is one large GEMM, chunks are
+//!    spread over the rayon pool, and each chunk's GEMMs run single-threaded.
+//! 5. **Shortcuts.** Without max-pool, the last layer computes attention
+//!    outputs and the FFN only for the packed rows below `K`; without early
+//!    fusion the tokens do not depend on the candidate, so the sequence is
+//!    encoded once and its output copied to every candidate.
+//! 6. **No allocation per request** in steady state: scratch buffers come from
+//!    pools owned by the model and only grow. (The `gemm` crate still
+//!    allocates its small packing buffers inside each call.)
+//!
+//! Weights are re-laid out once at load: the query rows of
+//! every `in_proj` are pre-scaled by `1/sqrt(d/h)`, the first layer's
+//! `in_proj` is split into its user and candidate columns, and every
+//! `out_proj` is split into per-head column blocks, so that every operand of
+//! every GEMM is contiguous.
 
 mod fast;
 mod io;
 mod reference;
 #[cfg(test)]
 mod tests;
+
+pub use io::{CONFIG_KEY, TENSOR_PREFIX};
 
 use std::sync::Mutex;
 
