@@ -14,6 +14,11 @@ const MAX_CHUNK: usize = 64;
 /// Smallest softmax denominator trusted from the factored first-layer
 /// attention; below it the row is recomputed directly.
 const MIN_DENOMINATOR: f32 = 1e-25;
+/// Largest per-request table `G` (in floats, `h · S_e² · (d/h + 1)`) the
+/// factored first layer builds; longer sequences run the first layer per
+/// token like the later ones (`2^24` floats = 64 MiB, reached near `S_e ≈ 400`
+/// at `d = 96`).
+const MAX_TABLE: usize = 1 << 24;
 
 /// Weights re-laid out for the fast path.
 #[derive(Clone, Debug)]
@@ -155,6 +160,8 @@ struct Dims {
     q_last: usize,
     od: usize,
     eps: f32,
+    /// Whether the first layer runs factored (per-request tables) or per token.
+    factored: bool,
 }
 
 /// `y[m × d_out] = x · Wᵀ (+ b)`, single-threaded. The bias is added after
@@ -361,6 +368,7 @@ impl TransActV1 {
             q_last: if cfg.concat_max_pool { se } else { k_eff },
             od: cfg.output_dim(),
             eps: cfg.layer_norm_eps,
+            factored: false,
         };
         // Packed user tokens.
         let xu = sized(&mut rq.xu, se * du);
@@ -383,7 +391,14 @@ impl TransActV1 {
 
         let layers = self.params.layers.len();
         let q1 = if layers == 1 { dm.q_last } else { se };
-        self.prepare_first_layer(&dm, q1, rq)?;
+        let table = dm.h * q1 * (dm.dh + 1) * se;
+        let dm = Dims {
+            factored: table <= MAX_TABLE,
+            ..dm
+        };
+        if dm.factored {
+            self.prepare_first_layer(&dm, q1, rq)?;
+        }
 
         let threads = rayon::current_num_threads().max(1);
         let target = (CHUNK_ROWS / se).clamp(1, MAX_CHUNK);
@@ -472,7 +487,21 @@ impl TransActV1 {
         cs: &mut ChunkScratch,
     ) -> Result<(), ModelError> {
         let bc = cands.len() / dm.di;
-        self.first_layer_chunk(dm, rq, q1, cands, bc, cs)?;
+        if dm.factored {
+            self.first_layer_chunk(dm, rq, q1, cands, bc, cs)?;
+        } else {
+            // Full tokens [x_t ; e_c] for every candidate, then a standard layer.
+            let (d, du, di, se) = (dm.d, dm.du, dm.di, dm.se);
+            let x = sized(&mut cs.x, bc * se * d);
+            for (c, xc) in x.chunks_exact_mut(se * d).enumerate() {
+                let cand = part(cands, c * di, di)?;
+                for (t, row) in xc.chunks_exact_mut(d).enumerate() {
+                    row[..du].copy_from_slice(part(&rq.xu, t * du, du)?);
+                    row[du..].copy_from_slice(cand);
+                }
+            }
+            self.layer_chunk(0, dm, bc, se, q1, cs)?;
+        }
         let layers = self.params.layers.len();
         let mut rows = q1;
         for l in 1..layers {

@@ -717,3 +717,27 @@ fn invalid_batches_are_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn long_sequences_run_the_first_layer_per_token() {
+    // h · S² · (d/h + 1) = 1,200² · 13 floats is past the factored table's budget.
+    let cfg = V1Config {
+        seq_len: 1200,
+        latest_n_emb: 3,
+        action_vocab: vec![1, 2, 3],
+        action_emb_dim: 4,
+        item_emb_dim: 4,
+        num_layer: 2,
+        nhead: 1,
+        dim_feedforward: 4,
+        ..V1Config::default()
+    };
+    let model = TransActV1::new_random(cfg.clone(), 3).unwrap();
+    let mut case = random_case(&cfg, 1200, 2, 4);
+    // Keep (almost) every position unmasked so that S_e stays large.
+    case.ids.iter_mut().for_each(|id| *id = 2);
+    case.times.iter_mut().for_each(|t| *t = case.now - 5);
+    let fast = run_fast(&model, &case, 0);
+    let reference = run_reference(&model, &case, 0, MaskedRows::Zero);
+    assert!(max_abs_diff(&fast, &reference) < 1e-4);
+}
