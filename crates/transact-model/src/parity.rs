@@ -30,8 +30,9 @@
 //! [`check_parity_file`] imports the weights with
 //! [`VocabMode::Reference`], runs the naive
 //! reference forward in inference mode and, when masked rows are zero, the
-//! de-duplicated forward too (each example as its own request with `B = 1`),
-//! and reports the largest differences from the recording.
+//! de-duplicated forward too (each example as its own request with `B = 1`,
+//! with the first layer both per token and factored), and reports the
+//! largest differences from the recording.
 
 use std::path::Path;
 
@@ -192,6 +193,10 @@ pub fn check_parity_map(map: &TensorMap) -> Result<ParityReport, ModelError> {
         let n = s.min(cfg.seq_len);
         let mut worst = 0.0f32;
         let mut one = vec![0.0f32; od];
+        // A second copy that takes the factored first layer even for B = 1,
+        // so that both first-layer variants meet the recording.
+        let mut factored = model.clone();
+        factored.factored_min_candidates = 1;
         for ex in 0..b {
             let req = V1Request {
                 action_types: &ids[ex * s..ex * s + n],
@@ -200,8 +205,10 @@ pub fn check_parity_map(map: &TensorMap) -> Result<ParityReport, ModelError> {
                 request_time_ms: req_times[ex],
                 candidates: &cands[ex * di..(ex + 1) * di],
             };
-            model.forward_request(&req, &mut one)?;
-            worst = worst.max(max_diff(&one, &expected[ex * od..(ex + 1) * od]).0);
+            for m in [&model, &factored] {
+                m.forward_request(&req, &mut one)?;
+                worst = worst.max(max_diff(&one, &expected[ex * od..(ex + 1) * od]).0);
+            }
         }
         Some(worst)
     } else {

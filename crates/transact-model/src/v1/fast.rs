@@ -14,6 +14,9 @@ const MAX_CHUNK: usize = 64;
 /// Smallest softmax denominator trusted from the factored first-layer
 /// attention; below it the row is recomputed directly.
 const MIN_DENOMINATOR: f32 = 1e-25;
+/// Smallest `B` for the factored first layer (measured crossover at
+/// S = 100, d = 96: B ≈ 16–64).
+pub(crate) const FACTORED_MIN_CANDIDATES: usize = 24;
 /// Largest per-request table `G` (in floats, `h · S_e² · (d/h + 1)`) the
 /// factored first layer builds; longer sequences run the first layer per
 /// token like the later ones (`2^24` floats = 64 MiB, reached near `S_e ≈ 400`
@@ -392,10 +395,8 @@ impl TransActV1 {
         let layers = self.params.layers.len();
         let q1 = if layers == 1 { dm.q_last } else { se };
         let table = dm.h * q1 * (dm.dh + 1) * se;
-        let dm = Dims {
-            factored: table <= MAX_TABLE,
-            ..dm
-        };
+        let factored = table <= MAX_TABLE && b >= self.factored_min_candidates;
+        let dm = Dims { factored, ..dm };
         if dm.factored {
             self.prepare_first_layer(&dm, q1, rq)?;
         }

@@ -39,7 +39,9 @@
 //!    the per-request table `G[(t, j), s] = E[t,s]·Uv[s,j]` (plus a column of
 //!    `E` for the denominator): no per-candidate exponentials over `S_e²`.
 //!    Should a denominator underflow (extreme scores), that row is recomputed
-//!    directly.
+//!    directly. The tables pay off from about two dozen candidates on; smaller
+//!    requests (and sequences whose tables would be too large) run the first
+//!    layer per token like the later ones, keeping only the packing.
 //! 4. **Later layers** are per token: candidates are processed in chunks of
 //!    `≈ 1,500` token rows so every projection is one large GEMM, chunks are
 //!    spread over the rayon pool, and each chunk's GEMMs run single-threaded.
@@ -180,6 +182,10 @@ pub struct TransActV1 {
     vocab_sorted: Vec<i64>,
     params: Params,
     fast: fast::FastWeights,
+    /// Smallest `B` for which the first layer runs factored (below it the
+    /// per-request tables cost more than they save). Tests lower it to cover
+    /// both paths.
+    pub(crate) factored_min_candidates: usize,
     request_pool: Pool<fast::RequestScratch>,
     chunk_pool: Pool<fast::ChunkScratch>,
 }
@@ -191,6 +197,7 @@ impl Clone for TransActV1 {
             vocab_sorted: self.vocab_sorted.clone(),
             params: self.params.clone(),
             fast: self.fast.clone(),
+            factored_min_candidates: self.factored_min_candidates,
             request_pool: Pool::default(),
             chunk_pool: Pool::default(),
         }
@@ -270,6 +277,7 @@ impl TransActV1 {
             vocab_sorted,
             params,
             fast,
+            factored_min_candidates: fast::FACTORED_MIN_CANDIDATES,
             request_pool: Pool::default(),
             chunk_pool: Pool::default(),
         })
