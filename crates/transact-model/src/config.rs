@@ -130,7 +130,7 @@ impl V1Config {
         if self.item_emb_dim == 0 || self.num_layer == 0 || self.dim_feedforward == 0 {
             return bad("item_emb_dim, num_layer and dim_feedforward must be positive".into());
         }
-        if self.nhead == 0 || self.d_model() % self.nhead != 0 {
+        if self.nhead == 0 || !self.d_model().is_multiple_of(self.nhead) {
             return bad(format!("nhead {} must divide d_model {}", self.nhead, self.d_model()));
         }
         if self.time_window_ms < 0 {
