@@ -2,9 +2,12 @@
 //! [`crate::v1`] explains what is shared and why it is exact.
 
 use rayon::prelude::*;
-use transact_embed::kernels::{self, Par, RhsLayout};
+use transact_embed::kernels::{self, RhsLayout};
 
-use super::{EncoderLayer, Params, TransActV1, V1Request, check_window, is_masked, kernel_error};
+use super::layers::{
+    Dims, add_into, finish_layer, internal, linear, matmul, part, part_mut, sized,
+};
+use super::{Params, TransActV1, V1Request, check_window, is_masked};
 use crate::{ModelError, V1Config};
 
 /// Target token rows per chunk of candidates (a chunk's activations stay in L2).
@@ -27,15 +30,15 @@ const MAX_TABLE: usize = 1 << 24;
 #[derive(Clone, Debug)]
 pub(crate) struct FastWeights {
     /// Per layer: `in_proj_weight` `[3d × d]` with the query rows scaled by `1/sqrt(d/h)`.
-    in_w: Vec<Vec<f32>>,
+    pub(super) in_w: Vec<Vec<f32>>,
     /// Per layer: `in_proj_bias` `[3d]`, query part scaled likewise.
-    in_b: Vec<Vec<f32>>,
+    pub(super) in_b: Vec<Vec<f32>>,
     /// Per layer: `out_proj.weight` split by head, `h` blocks of `[d × d/h]`.
-    out_w_heads: Vec<Vec<f32>>,
+    pub(super) out_w_heads: Vec<Vec<f32>>,
     /// First layer with early fusion: the user columns `[3d × (d_act + d_item)]` of `in_w[0]`.
-    first_user: Vec<f32>,
+    pub(super) first_user: Vec<f32>,
     /// First layer with early fusion: the candidate columns `[3d × d_item]` of `in_w[0]`.
-    first_cand: Vec<f32>,
+    pub(super) first_cand: Vec<f32>,
 }
 
 impl FastWeights {
@@ -118,126 +121,20 @@ pub(crate) struct RequestScratch {
 /// Per-chunk scratch (one chunk of candidates on one thread).
 #[derive(Default, Debug)]
 pub(crate) struct ChunkScratch {
-    x: Vec<f32>,
-    y: Vec<f32>,
-    qkv: Vec<f32>,
-    attn: Vec<f32>,
-    hid: Vec<f32>,
-    scores: Vec<f32>,
-    cq: Vec<f32>,
-    cv: Vec<f32>,
-    r: Vec<f32>,
-    w: Vec<f32>,
-    nd: Vec<f32>,
-    prob: Vec<f32>,
-    pooled: Vec<f32>,
-    pooled_out: Vec<f32>,
-}
-
-/// The leading `n` values of `v`, growing it if needed (never shrinking, so
-/// reuse does not reallocate).
-fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
-    &mut v[..n]
-}
-
-/// Sizes of one request.
-#[derive(Clone, Copy, Debug)]
-struct Dims {
-    d: usize,
-    di: usize,
-    du: usize,
-    h: usize,
-    dh: usize,
-    ff: usize,
-    /// Model sequence length `S`.
-    s: usize,
-    /// Packed length `S_e`.
-    se: usize,
-    /// Kept output positions `K`.
-    k: usize,
-    /// Query rows of the last layer: `S_e`, or only the packed rows below `K`
-    /// when there is no max-pool.
-    q_last: usize,
-    od: usize,
-    eps: f32,
-    /// Whether the first layer runs factored (per-request tables) or per token.
-    factored: bool,
-}
-
-/// `y[m × d_out] = x · Wᵀ (+ b)`, single-threaded. The bias is added after
-/// the GEMM (an in-register add rather than a row-by-row copy beforehand).
-#[allow(clippy::too_many_arguments)]
-fn linear(
-    m: usize,
-    d_in: usize,
-    d_out: usize,
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    y: &mut [f32],
-) -> Result<(), ModelError> {
-    matmul(m, d_out, d_in, x, w, RhsLayout::NxK, y, false)?;
-    if let Some(b) = b {
-        add_rows(y, d_out, b);
-    }
-    Ok(())
-}
-
-/// Adds `b` to every `width`-wide row of `y`.
-#[inline]
-fn add_rows(y: &mut [f32], width: usize, b: &[f32]) {
-    if width == 0 {
-        return;
-    }
-    for row in y.chunks_exact_mut(width) {
-        for (v, &bv) in row.iter_mut().zip(b) {
-            *v += bv;
-        }
-    }
-}
-
-/// `dst = a + b`, element-wise (lengths: the shortest).
-#[inline]
-fn add_into(dst: &mut [f32], a: &[f32], b: &[f32]) {
-    for ((o, &x), &y) in dst.iter_mut().zip(a).zip(b) {
-        *o = x + y;
-    }
-}
-
-/// `kernels::matmul` (single-threaded) with the error mapped.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    b: &[f32],
-    rhs: RhsLayout,
-    c: &mut [f32],
-    accumulate: bool,
-) -> Result<(), ModelError> {
-    kernels::matmul(m, n, k, a, b, rhs, c, accumulate, Par::Seq).map_err(kernel_error)
-}
-
-/// A sub-slice, or an internal error instead of a panic.
-fn part(v: &[f32], start: usize, len: usize) -> Result<&[f32], ModelError> {
-    v.get(start..start + len)
-        .ok_or_else(|| internal("slice out of range"))
-}
-
-fn part_mut(v: &mut [f32], start: usize, len: usize) -> Result<&mut [f32], ModelError> {
-    v.get_mut(start..start + len)
-        .ok_or_else(|| internal("slice out of range"))
-}
-
-fn internal(what: &str) -> ModelError {
-    ModelError::BadInput {
-        name: "internal".into(),
-        detail: what.into(),
-    }
+    pub(super) x: Vec<f32>,
+    pub(super) y: Vec<f32>,
+    pub(super) qkv: Vec<f32>,
+    pub(super) attn: Vec<f32>,
+    pub(super) hid: Vec<f32>,
+    pub(super) scores: Vec<f32>,
+    pub(super) cq: Vec<f32>,
+    pub(super) cv: Vec<f32>,
+    pub(super) r: Vec<f32>,
+    pub(super) w: Vec<f32>,
+    pub(super) nd: Vec<f32>,
+    pub(super) prob: Vec<f32>,
+    pub(super) pooled: Vec<f32>,
+    pub(super) pooled_out: Vec<f32>,
 }
 
 impl TransActV1 {
@@ -659,188 +556,4 @@ impl TransActV1 {
         }
         finish_layer(layer, dm, m, y, &mut cs.hid, &mut cs.x)
     }
-
-    /// A standard encoder layer for a chunk of `bc` candidates: input
-    /// `[bc·rows × d]` in `cs.x`, output `[bc·q × d]` (the first `q` rows of
-    /// each candidate, `q ≤ rows`) back in `cs.x`.
-    fn layer_chunk(
-        &self,
-        l: usize,
-        dm: &Dims,
-        bc: usize,
-        rows: usize,
-        q: usize,
-        cs: &mut ChunkScratch,
-    ) -> Result<(), ModelError> {
-        let Dims { d, h, dh, .. } = *dm;
-        let layer = self
-            .params
-            .layers
-            .get(l)
-            .ok_or_else(|| internal("layer index"))?;
-        let in_w = self
-            .fast
-            .in_w
-            .get(l)
-            .ok_or_else(|| internal("layer index"))?;
-        let in_b = self
-            .fast
-            .in_b
-            .get(l)
-            .ok_or_else(|| internal("layer index"))?;
-        let out_heads = self
-            .fast
-            .out_w_heads
-            .get(l)
-            .ok_or_else(|| internal("layer index"))?;
-        let m_in = bc * rows;
-        let m = bc * q;
-        let x = part(&cs.x, 0, m_in * d)?;
-        // Per head q, k, v: [3 × h × m_in × d_h].
-        let qkv = sized(&mut cs.qkv, 3 * h * m_in * dh);
-        for kind in 0..3 {
-            for head in 0..h {
-                let off = kind * d + head * dh;
-                let dst = part_mut(qkv, (kind * h + head) * m_in * dh, m_in * dh)?;
-                linear(
-                    m_in,
-                    d,
-                    dh,
-                    x,
-                    part(in_w, off * d, dh * d)?,
-                    Some(part(in_b, off, dh)?),
-                    dst,
-                )?;
-            }
-        }
-        let attn = sized(&mut cs.attn, h * m * dh);
-        let scores = sized(&mut cs.scores, q * rows);
-        for c in 0..bc {
-            for head in 0..h {
-                let qh = part(qkv, head * m_in * dh + c * rows * dh, q * dh)?;
-                let kh = part(qkv, (h + head) * m_in * dh + c * rows * dh, rows * dh)?;
-                let vh = part(qkv, (2 * h + head) * m_in * dh + c * rows * dh, rows * dh)?;
-                matmul(q, rows, dh, qh, kh, RhsLayout::NxK, scores, false)?;
-                kernels::softmax_rows_fast(scores, rows);
-                let dst = part_mut(attn, head * m * dh + c * q * dh, q * dh)?;
-                matmul(q, dh, rows, scores, vh, RhsLayout::KxN, dst, false)?;
-            }
-        }
-        let y = sized(&mut cs.y, m * d);
-        for c in 0..bc {
-            for t in 0..q {
-                let row = part_mut(y, (c * q + t) * d, d)?;
-                add_into(row, part(x, (c * rows + t) * d, d)?, &layer.out_proj_bias);
-            }
-        }
-        for head in 0..h {
-            let a_h = part(attn, head * m * dh, m * dh)?;
-            let wo = part(out_heads, head * d * dh, d * dh)?;
-            matmul(m, d, dh, a_h, wo, RhsLayout::NxK, y, true)?;
-        }
-        finish_layer(layer, dm, m, y, &mut cs.hid, &mut cs.x)
-    }
-
-    /// Scatters the packed outputs of `bc` candidates (`rows` rows each in
-    /// `cs.x`) into `out`: the max-pool through `out_linear`, then the kept
-    /// positions (zero where masked).
-    fn write_outputs(
-        &self,
-        dm: &Dims,
-        keep: &[usize],
-        bc: usize,
-        rows: usize,
-        cs: &mut ChunkScratch,
-        out: &mut [f32],
-    ) -> Result<(), ModelError> {
-        let Dims {
-            d, s, se, k, od, ..
-        } = *dm;
-        let x = part(&cs.x, 0, bc * rows * d)?;
-        let off = if self.cfg.concat_max_pool { d } else { 0 };
-        for c in 0..bc {
-            let y = part(x, c * rows * d, rows * d)?;
-            let o = part_mut(out, c * od, od)?;
-            let kept = &mut o[off..];
-            kept.fill(0.0);
-            for (i, &p) in keep
-                .iter()
-                .enumerate()
-                .take_while(|&(i, &p)| p < k && i < rows)
-            {
-                part_mut(kept, p * d, d)?.copy_from_slice(part(y, i * d, d)?);
-            }
-        }
-        if let Some((w, b)) = &self.params.out_linear {
-            let pooled = sized(&mut cs.pooled, bc * d);
-            for (c, prow) in pooled.chunks_exact_mut(d).enumerate() {
-                // Masked rows are zeros and take part in the max.
-                prow.fill(if se < s { 0.0 } else { f32::NEG_INFINITY });
-                for row in part(x, c * rows * d, rows * d)?.chunks_exact(d) {
-                    for (m, &v) in prow.iter_mut().zip(row) {
-                        *m = m.max(v);
-                    }
-                }
-            }
-            let pooled_out = sized(&mut cs.pooled_out, bc * d);
-            linear(bc, d, d, pooled, w, Some(b), pooled_out)?;
-            for c in 0..bc {
-                part_mut(out, c * od, d)?.copy_from_slice(part(pooled_out, c * d, d)?);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The rest of a post-norm layer: `y` holds `x + attention(x)` (`m × d`);
-/// computes `x1 = LN1(y)`, then `LN2(x1 + W2·relu(W1·x1 + b1) + b2)` into `out`.
-fn finish_layer(
-    layer: &EncoderLayer,
-    dm: &Dims,
-    m: usize,
-    y: &mut [f32],
-    hid: &mut Vec<f32>,
-    out: &mut Vec<f32>,
-) -> Result<(), ModelError> {
-    let Dims { d, ff, eps, .. } = *dm;
-    kernels::layer_norm_rows_fast(
-        y,
-        d,
-        Some(&layer.norm1_weight),
-        Some(&layer.norm1_bias),
-        eps,
-    );
-    let hid = sized(hid, m * ff);
-    linear(
-        m,
-        d,
-        ff,
-        y,
-        &layer.linear1_weight,
-        Some(&layer.linear1_bias),
-        hid,
-    )?;
-    kernels::relu(hid);
-    let out = sized(out, m * d);
-    for (o, yr) in out.chunks_exact_mut(d).zip(y.chunks_exact(d)) {
-        add_into(o, yr, &layer.linear2_bias);
-    }
-    matmul(
-        m,
-        d,
-        ff,
-        hid,
-        &layer.linear2_weight,
-        RhsLayout::NxK,
-        out,
-        true,
-    )?;
-    kernels::layer_norm_rows_fast(
-        out,
-        d,
-        Some(&layer.norm2_weight),
-        Some(&layer.norm2_bias),
-        eps,
-    );
-    Ok(())
 }

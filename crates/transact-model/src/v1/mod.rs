@@ -61,6 +61,7 @@
 
 mod fast;
 mod io;
+mod layers;
 mod reference;
 #[cfg(test)]
 mod tests;
