@@ -65,6 +65,8 @@ mod layers;
 mod reference;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_io;
 
 pub use io::{CONFIG_KEY, TENSOR_PREFIX};
 
