@@ -6,6 +6,7 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use transact_model::v2::{V2Block, blocks_forward};
 use transact_model::{ModelError, TransActV1, V1Config, V1Request};
 use transact_seq::{
     Action, ActionType, EmbeddedStore, SeqError, SequenceBuf, SequenceStore, StoreConfig, Surface,
@@ -39,7 +40,9 @@ impl V1Case {
             action_types: (0..s).map(|_| rng.random_range(1..20)).collect(),
             item_embeddings: (0..s * d).map(|_| rng.random_range(-0.5..0.5)).collect(),
             times: (0..s as i64).map(|i| 1_000_000 - 1_000 * i).collect(),
-            candidates: (0..BATCH * d).map(|_| rng.random_range(-0.5..0.5)).collect(),
+            candidates: (0..BATCH * d)
+                .map(|_| rng.random_range(-0.5..0.5))
+                .collect(),
             model: TransActV1::new_random(cfg, 3)?,
             out,
         })
@@ -55,6 +58,53 @@ impl V1Case {
             candidates: &self.candidates,
         };
         self.model.forward_request(&req, &mut self.out)
+    }
+}
+
+/// The V2 block stack: B = 256, S = 192, d = 64, FFN 32, L = 2, causal, all
+/// tokens valid. Runs in place (LayerNorm keeps the values bounded, so
+/// repeated runs do the same work without re-copying the input).
+pub struct V2Case {
+    blocks: Vec<V2Block>,
+    x: Vec<f32>,
+    lens: Vec<usize>,
+}
+
+impl V2Case {
+    /// Name used in reports.
+    pub const NAME: &'static str = "v2-b256-s192";
+    /// Tokens per candidate.
+    pub const SEQ: usize = 192;
+    /// Model width.
+    pub const D: usize = 64;
+
+    /// Builds the case with random weights and inputs.
+    pub fn new() -> Result<Self, ModelError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let blocks = (0..2)
+            .map(|i| V2Block::new_random(Self::D, 32, 100 + i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let x = (0..BATCH * Self::SEQ * Self::D)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        Ok(Self {
+            blocks,
+            x,
+            lens: vec![Self::SEQ; BATCH],
+        })
+    }
+
+    /// One forward through both blocks.
+    pub fn run(&mut self) -> Result<(), ModelError> {
+        blocks_forward(
+            &self.blocks,
+            &mut self.x,
+            BATCH,
+            Self::SEQ,
+            &self.lens,
+            true,
+            1e-5,
+        )
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use transact::bench::{self, BenchResult, StoreReadCase, V1Case};
+use transact::bench::{self, BenchResult, StoreReadCase, V1Case, V2Case};
 use transact::model::parity;
 use transact::model::{HeadsConfig, RankingModel, V1Config};
 use transact::rank::{Candidate, RankRequest, Ranker, RankerConfig};
@@ -93,9 +93,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo(args),
         Command::Parity { files, tolerance } => run_parity(&files, tolerance),
-        Command::Bench { what: BenchWhat::Cpu { json, runs, case } } => {
-            bench_cpu(json, runs, case.as_deref())
-        }
+        Command::Bench {
+            what: BenchWhat::Cpu { json, runs, case },
+        } => bench_cpu(json, runs, case.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -134,13 +134,13 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
     })?;
     println!(
         "world: {} users, {} items in {} topics, item width {}",
-        world.config.users,
-        world.config.items,
-        world.config.topics,
-        world.config.item_emb_dim
+        world.config.users, world.config.items, world.config.topics, world.config.item_emb_dim
     );
 
-    let config = StoreConfig { sync: SyncPolicy::OnClose, ..StoreConfig::default() };
+    let config = StoreConfig {
+        sync: SyncPolicy::OnClose,
+        ..StoreConfig::default()
+    };
     let (store, report) = EmbeddedStore::open(&dir, config)?;
     println!("store: opened {} ({report:?})", dir.display());
     let t0 = Instant::now();
@@ -159,7 +159,10 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
             m
         }
         None => {
-            let v1 = V1Config { item_emb_dim: world.config.item_emb_dim, ..V1Config::default() };
+            let v1 = V1Config {
+                item_emb_dim: world.config.item_emb_dim,
+                ..V1Config::default()
+            };
             let m = RankingModel::new_random(v1, HeadsConfig::default(), args.seed)?;
             println!(
                 "model: initialised with seed {} (untrained: scores are not meaningful until \
@@ -192,9 +195,16 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
         RankerConfig::default(),
     )?;
     let users: Vec<u64> = (1..=args.rank_users.min(world.config.users) as u64).collect();
-    for &user in users.iter().chain(std::iter::once(&(world.config.users as u64 + 1000))) {
+    for &user in users
+        .iter()
+        .chain(std::iter::once(&(world.config.users as u64 + 1000)))
+    {
         let slate = world.candidates_for(user, args.candidates, args.seed);
-        let req = RankRequest::new(user, now_ms, slate.into_iter().map(Candidate::Item).collect());
+        let req = RankRequest::new(
+            user,
+            now_ms,
+            slate.into_iter().map(Candidate::Item).collect(),
+        );
         let t = Instant::now();
         let resp = ranker.rank(&req)?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
@@ -206,7 +216,10 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
             resp.ranked.len(),
             resp.backend
         );
-        println!("  rank  item    utility  {}  on-interest", resp.heads.join("  "));
+        println!(
+            "  rank  item    utility  {}  on-interest",
+            resp.heads.join("  ")
+        );
         for (i, r) in resp.ranked.iter().take(5).enumerate() {
             let probs: Vec<String> = r.probabilities.iter().map(|p| format!("{p:.3}")).collect();
             println!(
@@ -219,7 +232,10 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
             );
         }
     }
-    println!("\ndemo finished in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "\ndemo finished in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -234,7 +250,11 @@ fn run_parity(files: &[PathBuf], tolerance: f32) -> Result<ExitCode> {
         }
     }
     println!("largest absolute difference: {worst:e} (tolerance {tolerance:e})");
-    Ok(if worst <= tolerance { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if worst <= tolerance {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {
@@ -246,6 +266,18 @@ fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {
         let ms = bench::median_ms(runs, 3, || case.run())?;
         results.push(BenchResult {
             case: V1Case::NAME.into(),
+            median_ms: ms,
+            candidates_per_s: Some(bench::BATCH as f64 / (ms / 1e3)),
+            actions_per_s: None,
+            runs,
+            threads,
+        });
+    }
+    if wanted(V2Case::NAME) {
+        let mut case = V2Case::new()?;
+        let ms = bench::median_ms(runs, 3, || case.run())?;
+        results.push(BenchResult {
+            case: V2Case::NAME.into(),
             median_ms: ms,
             candidates_per_s: Some(bench::BATCH as f64 / (ms / 1e3)),
             actions_per_s: None,

@@ -88,19 +88,29 @@ impl World {
                 v
             })
             .collect();
-        Ok(Self { config, items, item_topic, interests })
+        Ok(Self {
+            config,
+            items,
+            item_topic,
+            interests,
+        })
     }
 
     /// Items of one topic.
     pub fn items_of(&self, topic: usize) -> impl Iterator<Item = ItemId> + '_ {
-        self.item_topic.iter().enumerate().filter(move |(_, t)| **t == topic).map(|(i, _)| i as ItemId)
+        self.item_topic
+            .iter()
+            .enumerate()
+            .filter(move |(_, t)| **t == topic)
+            .map(|(i, _)| i as ItemId)
     }
 
     /// Writes every user's history into `store`; returns the number of actions.
     pub fn fill_store(&self, store: &dyn SequenceStore) -> Result<usize, SeqError> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ 0x5eed);
-        let by_topic: Vec<Vec<ItemId>> =
-            (0..self.config.topics.max(1)).map(|t| self.items_of(t).collect()).collect();
+        let by_topic: Vec<Vec<ItemId>> = (0..self.config.topics.max(1))
+            .map(|t| self.items_of(t).collect())
+            .collect();
         let (lo, hi) = self.config.actions_per_user;
         let mut total = 0;
         let mut batch = Vec::new();
@@ -148,9 +158,13 @@ impl World {
     /// other topics, shuffled.
     pub fn candidates_for(&self, user: UserId, n: usize, seed: u64) -> Vec<ItemId> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ user.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let Some(interests) = user.checked_sub(1).and_then(|i| self.interests.get(i as usize))
+        let Some(interests) = user
+            .checked_sub(1)
+            .and_then(|i| self.interests.get(i as usize))
         else {
-            return (0..n).map(|_| rng.random_range(0..self.config.items) as ItemId).collect();
+            return (0..n)
+                .map(|_| rng.random_range(0..self.config.items) as ItemId)
+                .collect();
         };
         let mut out = Vec::with_capacity(n);
         let mut guard = 0;
@@ -167,11 +181,15 @@ impl World {
 
     /// Whether the item's topic is one of the user's interests.
     pub fn is_on_interest(&self, user: UserId, item: ItemId) -> bool {
-        let Some(interests) = user.checked_sub(1).and_then(|i| self.interests.get(i as usize))
+        let Some(interests) = user
+            .checked_sub(1)
+            .and_then(|i| self.interests.get(i as usize))
         else {
             return false;
         };
-        self.item_topic.get(item as usize).is_some_and(|t| interests.contains(t))
+        self.item_topic
+            .get(item as usize)
+            .is_some_and(|t| interests.contains(t))
     }
 }
 

@@ -32,12 +32,18 @@ fn model() -> RankingModel {
         dim_feedforward: 16,
         ..V1Config::default()
     };
-    let heads = HeadsConfig { mlp_hidden: vec![16], ..HeadsConfig::default() };
+    let heads = HeadsConfig {
+        mlp_hidden: vec![16],
+        ..HeadsConfig::default()
+    };
     RankingModel::new_random(v1, heads, 9).expect("model")
 }
 
 fn store_config() -> StoreConfig {
-    StoreConfig { clock: Arc::new(|| NOW), ..StoreConfig::default() }
+    StoreConfig {
+        clock: Arc::new(|| NOW),
+        ..StoreConfig::default()
+    }
 }
 
 #[test]
@@ -49,16 +55,30 @@ fn store_rank_reopen_rank_gives_the_same_answer() {
     assert!(n > 0);
     let items = Arc::new(w.items.clone());
     let m = Arc::new(model());
-    let ranker = Ranker::new(Arc::new(store), items.clone(), m.clone(), RankerConfig::default())
-        .expect("ranker");
+    let ranker = Ranker::new(
+        Arc::new(store),
+        items.clone(),
+        m.clone(),
+        RankerConfig::default(),
+    )
+    .expect("ranker");
 
     let slate = w.candidates_for(2, 20, 1);
-    let req = RankRequest::new(2, NOW + 1, slate.iter().copied().map(Candidate::Item).collect());
+    let req = RankRequest::new(
+        2,
+        NOW + 1,
+        slate.iter().copied().map(Candidate::Item).collect(),
+    );
     let first = ranker.rank(&req).expect("rank");
     assert_eq!(first.ranked.len(), 20);
     assert_eq!(first.heads, vec!["repin", "click", "hide"]);
     assert!(first.sequence_len > 0 && first.sequence_len <= 16);
-    assert!(first.ranked.windows(2).all(|p| p[0].utility >= p[1].utility));
+    assert!(
+        first
+            .ranked
+            .windows(2)
+            .all(|p| p[0].utility >= p[1].utility)
+    );
     let mut ids: Vec<u64> = first.ranked.iter().map(|r| r.item_id).collect();
     ids.sort_unstable();
     let mut want = slate.clone();
@@ -92,7 +112,11 @@ fn unknown_user_ranks_with_an_empty_sequence_and_bad_requests_are_errors() {
     .expect("ranker");
 
     let resp = ranker
-        .rank(&RankRequest::new(9_999, NOW, vec![Candidate::Item(1), Candidate::Item(2)]))
+        .rank(&RankRequest::new(
+            9_999,
+            NOW,
+            vec![Candidate::Item(1), Candidate::Item(2)],
+        ))
         .expect("unknown user is not an error");
     assert_eq!(resp.sequence_len, 0);
     assert_eq!(resp.ranked.len(), 2);
@@ -102,15 +126,31 @@ fn unknown_user_ranks_with_an_empty_sequence_and_bad_requests_are_errors() {
     let wrong_dim = ranker.rank(&RankRequest::new(
         1,
         NOW,
-        vec![Candidate::Embedding { item_id: 5, embedding: vec![0.1; 7] }],
+        vec![Candidate::Embedding {
+            item_id: 5,
+            embedding: vec![0.1; 7],
+        }],
     ));
-    assert!(matches!(wrong_dim, Err(RankError::CandidateDimension { expected: 8, got: 7, .. })));
+    assert!(matches!(
+        wrong_dim,
+        Err(RankError::CandidateDimension {
+            expected: 8,
+            got: 7,
+            ..
+        })
+    ));
     let nan = ranker.rank(&RankRequest::new(
         1,
         NOW,
-        vec![Candidate::Embedding { item_id: 5, embedding: vec![f32::NAN; 8] }],
+        vec![Candidate::Embedding {
+            item_id: 5,
+            embedding: vec![f32::NAN; 8],
+        }],
     ));
-    assert!(matches!(nan, Err(RankError::CandidateNonFinite { value_index: 0, .. })));
+    assert!(matches!(
+        nan,
+        Err(RankError::CandidateNonFinite { value_index: 0, .. })
+    ));
     let unknown = ranker.rank(&RankRequest::new(1, NOW, vec![Candidate::Item(123_456)]));
     let msg = unknown.expect_err("unknown candidate id").to_string();
     assert!(msg.contains("123456"), "{msg}");
@@ -127,7 +167,10 @@ fn utility_weights_decide_the_order() {
     let req = RankRequest::new(
         3,
         NOW,
-        w.candidates_for(3, 12, 5).into_iter().map(Candidate::Item).collect(),
+        w.candidates_for(3, 12, 5)
+            .into_iter()
+            .map(Candidate::Item)
+            .collect(),
     );
     let only_hide = RankerConfig {
         utility: UtilityWeights(vec![("hide".into(), -1.0)]),
@@ -136,7 +179,10 @@ fn utility_weights_decide_the_order() {
     let ranker = Ranker::new(store.clone(), items.clone(), m.clone(), only_hide).expect("ranker");
     let resp = ranker.rank(&req).expect("rank");
     let hide: Vec<f32> = resp.ranked.iter().map(|r| r.probabilities[2]).collect();
-    assert!(hide.windows(2).all(|p| p[0] <= p[1]), "least likely hidden first: {hide:?}");
+    assert!(
+        hide.windows(2).all(|p| p[0] <= p[1]),
+        "least likely hidden first: {hide:?}"
+    );
 
     let unknown_head = RankerConfig {
         utility: UtilityWeights(vec![("share".into(), 1.0)]),

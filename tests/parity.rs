@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 #[test]
@@ -23,7 +25,9 @@ fn v1_matches_pytorch_with_left_aligned_masks() {
             .expect("parity file loads and runs");
     assert_eq!(report.batch, 6);
     assert!(report.max_abs_diff <= 1e-4, "{report:?}");
-    let fast = report.max_abs_diff_fast.expect("zeroed masked rows: the fast path is checked too");
+    let fast = report
+        .max_abs_diff_fast
+        .expect("zeroed masked rows: the fast path is checked too");
     assert!(fast <= 1e-4, "{report:?}");
 }
 
@@ -36,7 +40,11 @@ fn cli_parity_passes_on_the_fixtures_and_fails_on_a_tampered_file() {
         .arg(fixture("parity_v1_left_aligned.safetensors"))
         .output()
         .expect("run transact parity");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
 
     // Perturb one expected value by 1e-3: the check must fail.
     let mut map =
@@ -48,6 +56,15 @@ fn cli_parity_passes_on_the_fixtures_and_fails_on_a_tampered_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.safetensors");
     map.save(&bad).expect("save tampered copy");
-    let out = Command::new(exe).arg("parity").arg(&bad).output().expect("run transact parity");
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = Command::new(exe)
+        .arg("parity")
+        .arg(&bad)
+        .output()
+        .expect("run transact parity");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -54,13 +54,13 @@ pub fn dot_batched_par(
     if d == 0 {
         return Err(invalid("dot_batched: width d must be positive".into()));
     }
-    if queries.len() % d != 0 {
+    if !queries.len().is_multiple_of(d) {
         return Err(invalid(format!(
             "dot_batched: queries length {} is not a multiple of d = {d}",
             queries.len()
         )));
     }
-    if keys.len() % d != 0 {
+    if !keys.len().is_multiple_of(d) {
         return Err(invalid(format!(
             "dot_batched: keys length {} is not a multiple of d = {d}",
             keys.len()

@@ -36,7 +36,11 @@ pub enum RhsLayout {
 
 fn check(name: &str, need: usize, got: usize) -> Result<(), EmbedError> {
     if got < need {
-        Err(EmbedError::Dimension { what: name.to_string(), expected: need, got })
+        Err(EmbedError::Dimension {
+            what: name.to_string(),
+            expected: need,
+            got,
+        })
     } else {
         Ok(())
     }
@@ -635,8 +639,12 @@ mod tests {
     #[test]
     fn matmul_matches_naive_in_both_layouts() {
         let (m, n, k) = (7, 5, 9);
-        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.2).collect();
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.2)
+            .collect();
         for rhs in [RhsLayout::KxN, RhsLayout::NxK] {
             for par in [Par::Seq, Par::Rayon] {
                 let mut c = vec![1.0; m * n];
@@ -652,8 +660,20 @@ mod tests {
     #[test]
     fn short_slices_are_an_error_not_a_crash() {
         let mut c = vec![0.0; 4];
-        assert!(matmul(2, 2, 2, &[1.0; 3], &[1.0; 4], RhsLayout::KxN, &mut c, false, Par::Seq)
-            .is_err());
+        assert!(
+            matmul(
+                2,
+                2,
+                2,
+                &[1.0; 3],
+                &[1.0; 4],
+                RhsLayout::KxN,
+                &mut c,
+                false,
+                Par::Seq
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -362,17 +362,16 @@ impl ItemTable {
             });
         }
         check_finite(id, embedding)?;
-        if self.precision == Precision::F16 {
-            if let Some(index) = embedding
+        if self.precision == Precision::F16
+            && let Some(index) = embedding
                 .iter()
                 .position(|&v| f16::from_f32(v).is_infinite())
-            {
-                return Err(EmbedError::OutOfRange {
-                    item: id,
-                    index,
-                    value: embedding[index],
-                });
-            }
+        {
+            return Err(EmbedError::OutOfRange {
+                item: id,
+                index,
+                value: embedding[index],
+            });
         }
         let row = match self.index.get(&id) {
             Some(&r) => r as usize,

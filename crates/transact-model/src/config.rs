@@ -81,7 +81,11 @@ impl V1Config {
 
     /// Number of output positions kept besides the max-pool: `K`, or `S` when `K = 0`.
     pub fn kept_positions(&self) -> usize {
-        if self.latest_n_emb == 0 { self.seq_len } else { self.latest_n_emb.min(self.seq_len) }
+        if self.latest_n_emb == 0 {
+            self.seq_len
+        } else {
+            self.latest_n_emb.min(self.seq_len)
+        }
     }
 
     /// Output width per candidate: `(K + 1)·d` with max-pool, `K·d` without.
@@ -131,7 +135,11 @@ impl V1Config {
             return bad("item_emb_dim, num_layer and dim_feedforward must be positive".into());
         }
         if self.nhead == 0 || !self.d_model().is_multiple_of(self.nhead) {
-            return bad(format!("nhead {} must divide d_model {}", self.nhead, self.d_model()));
+            return bad(format!(
+                "nhead {} must divide d_model {}",
+                self.nhead,
+                self.d_model()
+            ));
         }
         if self.time_window_ms < 0 {
             return bad("time_window_ms must be non-negative".into());
@@ -270,10 +278,14 @@ impl HeadsConfig {
     /// Checks every dimension for consistency.
     pub fn validate(&self) -> Result<(), ModelError> {
         if self.heads.is_empty() {
-            return Err(ModelError::InvalidConfig("at least one head is needed".into()));
+            return Err(ModelError::InvalidConfig(
+                "at least one head is needed".into(),
+            ));
         }
         if self.mlp_hidden.contains(&0) {
-            return Err(ModelError::InvalidConfig("MLP widths must be positive".into()));
+            return Err(ModelError::InvalidConfig(
+                "MLP widths must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -292,7 +304,10 @@ mod tests {
         assert_eq!(c.action_rows(), 21);
         assert_eq!(c.action_row(0), Some(1));
         assert_eq!(c.action_row(-1), None);
-        let r = V1Config { vocab_mode: VocabMode::Reference, ..c };
+        let r = V1Config {
+            vocab_mode: VocabMode::Reference,
+            ..c
+        };
         assert_eq!(r.action_row(0), Some(0));
         assert_eq!(r.action_row(19), Some(19));
         assert_eq!(r.action_rows(), 20);
@@ -300,7 +315,10 @@ mod tests {
 
     #[test]
     fn bad_head_count_is_rejected() {
-        let c = V1Config { nhead: 5, ..V1Config::default() };
+        let c = V1Config {
+            nhead: 5,
+            ..V1Config::default()
+        };
         assert!(c.validate().is_err());
     }
 }

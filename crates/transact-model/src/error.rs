@@ -70,7 +70,11 @@ impl ModelError {
         if expected == got {
             Ok(())
         } else {
-            Err(ModelError::Shape { name: name.to_string(), expected, got })
+            Err(ModelError::Shape {
+                name: name.to_string(),
+                expected,
+                got,
+            })
         }
     }
 
@@ -78,7 +82,10 @@ impl ModelError {
     pub fn check_finite(name: &str, xs: &[f32]) -> Result<(), ModelError> {
         match xs.iter().position(|x| !x.is_finite()) {
             None => Ok(()),
-            Some(index) => Err(ModelError::NonFinite { name: name.to_string(), index }),
+            Some(index) => Err(ModelError::NonFinite {
+                name: name.to_string(),
+                index,
+            }),
         }
     }
 }

@@ -1,3 +1,260 @@
-//! The whole ranking model (placeholder: being written).
-/// The ranking model.
-pub struct RankingModel;
+//! The whole ranking model: the V1 sequence encoder plus the ranking heads.
+
+use std::path::Path;
+
+use crate::{HeadsConfig, ModelError, RankingHeads, TensorMap, TransActV1, V1Config, V1Request};
+
+/// Metadata key holding the heads config (JSON) in a ranking model file.
+pub const HEADS_CONFIG_KEY: &str = "transact.heads_config";
+/// Metadata key naming the file's format.
+pub const FORMAT_KEY: &str = "transact.format";
+/// Value of [`FORMAT_KEY`] for ranking model files.
+pub const FORMAT_RANKING: &str = "transact-ranking-model/1";
+/// Tensor name prefix of the heads in a ranking model file.
+pub const HEADS_PREFIX: &str = "heads.";
+
+/// TransAct V1 over the user's realtime sequence, then the ranking heads over
+/// `[encoder output ; candidate embedding ; user embedding ; context]`.
+#[derive(Clone, Debug)]
+pub struct RankingModel {
+    v1: TransActV1,
+    heads: RankingHeads,
+}
+
+impl RankingModel {
+    /// Builds a model from its two parts, checking that their widths agree.
+    pub fn new(v1: TransActV1, heads: RankingHeads) -> Result<Self, ModelError> {
+        let c = v1.config();
+        let want = heads.config().input_dim(c.output_dim(), c.item_emb_dim);
+        if heads.input_dim() != want {
+            return Err(ModelError::InvalidConfig(format!(
+                "heads read {} features, the encoder and features give {want}",
+                heads.input_dim()
+            )));
+        }
+        Ok(Self { v1, heads })
+    }
+
+    /// A randomly initialised model (deterministic for a seed).
+    pub fn new_random(v1: V1Config, heads: HeadsConfig, seed: u64) -> Result<Self, ModelError> {
+        let input = heads.input_dim(v1.output_dim(), v1.item_emb_dim);
+        let v1 = TransActV1::new_random(v1, seed)?;
+        let heads = RankingHeads::new_random(heads, input, seed.wrapping_add(0x9e37_79b9))?;
+        Self::new(v1, heads)
+    }
+
+    /// The sequence encoder.
+    pub fn v1(&self) -> &TransActV1 {
+        &self.v1
+    }
+
+    /// The ranking heads.
+    pub fn heads(&self) -> &RankingHeads {
+        &self.heads
+    }
+
+    /// Names of the heads, in logit order.
+    pub fn head_names(&self) -> &[String] {
+        &self.heads.config().heads
+    }
+
+    /// Width of item embeddings the model reads.
+    pub fn item_emb_dim(&self) -> usize {
+        self.v1.config().item_emb_dim
+    }
+
+    /// Scores the candidates of one request: `logits` receives `B × H` values.
+    ///
+    /// `user_emb` and `context` must be given exactly when the heads config has
+    /// a non-zero width for them.
+    pub fn score(
+        &self,
+        req: &V1Request<'_>,
+        user_emb: Option<&[f32]>,
+        context: Option<&[f32]>,
+        logits: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let d_item = self.item_emb_dim();
+        if d_item == 0 || !req.candidates.len().is_multiple_of(d_item) || req.candidates.is_empty()
+        {
+            return Err(ModelError::BadInput {
+                name: "candidates".into(),
+                detail: format!(
+                    "{} values is not a positive multiple of the item width {d_item}",
+                    req.candidates.len()
+                ),
+            });
+        }
+        let batch = req.candidates.len() / d_item;
+        let mut encoded = vec![0.0f32; batch * self.v1.config().output_dim()];
+        self.v1.forward_request(req, &mut encoded)?;
+        self.score_encoded(&encoded, req.candidates, user_emb, context, logits)
+    }
+
+    /// Runs the heads on an already encoded sequence (`B × encoder output`),
+    /// e.g. one a GPU backend produced.
+    pub fn score_encoded(
+        &self,
+        encoded: &[f32],
+        candidates: &[f32],
+        user_emb: Option<&[f32]>,
+        context: Option<&[f32]>,
+        logits: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let cfg = self.heads.config();
+        let d_item = self.item_emb_dim();
+        let d_seq = self.v1.config().output_dim();
+        let batch = candidates.len() / d_item.max(1);
+        ModelError::check_len("candidates", batch * d_item, candidates.len())?;
+        ModelError::check_len("encoded", batch * d_seq, encoded.len())?;
+        ModelError::check_len("logits", batch * self.heads.num_heads(), logits.len())?;
+        let user = optional_feature("user_embedding", user_emb, cfg.user_emb_dim)?;
+        let ctx = optional_feature("context", context, cfg.context_dim)?;
+        let n = self.heads.input_dim();
+        let mut features = Vec::with_capacity(batch * n);
+        for b in 0..batch {
+            features.extend_from_slice(&encoded[b * d_seq..(b + 1) * d_seq]);
+            features.extend_from_slice(&candidates[b * d_item..(b + 1) * d_item]);
+            features.extend_from_slice(user);
+            features.extend_from_slice(ctx);
+        }
+        self.heads.forward(&features, batch, logits)
+    }
+
+    /// All weights and configs as named tensors.
+    pub fn to_tensors(&self) -> Result<TensorMap, ModelError> {
+        let mut map = self.v1.to_tensors();
+        self.heads.to_tensors(HEADS_PREFIX, &mut map);
+        let heads = serde_json::to_string(self.heads.config())
+            .map_err(|e| ModelError::InvalidConfig(e.to_string()))?;
+        map.metadata.insert(HEADS_CONFIG_KEY.into(), heads);
+        map.metadata
+            .insert(FORMAT_KEY.into(), FORMAT_RANKING.into());
+        Ok(map)
+    }
+
+    /// Rebuilds a model from [`RankingModel::to_tensors`] output.
+    pub fn from_tensors(map: &TensorMap) -> Result<Self, ModelError> {
+        let v1 = TransActV1::from_tensors(map)?;
+        let heads_cfg: HeadsConfig = map.meta_json(HEADS_CONFIG_KEY)?;
+        heads_cfg.validate()?;
+        let input = heads_cfg.input_dim(v1.config().output_dim(), v1.config().item_emb_dim);
+        let heads = RankingHeads::from_tensors(map, HEADS_PREFIX, heads_cfg, input)?;
+        Self::new(v1, heads)
+    }
+
+    /// Saves to a safetensors file.
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        self.to_tensors()?.save(path)
+    }
+
+    /// Loads from a safetensors file written by [`RankingModel::save`].
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        Self::from_tensors(&TensorMap::load(path)?)
+    }
+}
+
+fn optional_feature<'a>(
+    name: &str,
+    value: Option<&'a [f32]>,
+    width: usize,
+) -> Result<&'a [f32], ModelError> {
+    match value {
+        None if width == 0 => Ok(&[]),
+        None => Err(ModelError::BadInput {
+            name: name.into(),
+            detail: format!("the model needs {width} values and none were given"),
+        }),
+        Some(v) => {
+            ModelError::check_len(name, width, v.len())?;
+            ModelError::check_finite(name, v)?;
+            Ok(v)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> RankingModel {
+        let v1 = V1Config {
+            seq_len: 6,
+            latest_n_emb: 2,
+            action_emb_dim: 4,
+            item_emb_dim: 4,
+            dim_feedforward: 8,
+            ..V1Config::default()
+        };
+        let heads = HeadsConfig {
+            mlp_hidden: vec![8],
+            user_emb_dim: 3,
+            ..HeadsConfig::default()
+        };
+        RankingModel::new_random(v1, heads, 5).unwrap()
+    }
+
+    fn request<'a>(cands: &'a [f32], items: &'a [f32]) -> V1Request<'a> {
+        V1Request {
+            action_types: &[1, 2, 3],
+            item_embeddings: items,
+            action_times_ms: &[30, 20, 10],
+            request_time_ms: 40,
+            candidates: cands,
+        }
+    }
+
+    #[test]
+    fn score_is_per_candidate_and_round_trips_through_a_file() {
+        let m = small();
+        let items: Vec<f32> = (0..12).map(|i| (i as f32 * 0.37).sin()).collect();
+        let cands: Vec<f32> = (0..8).map(|i| (i as f32 * 0.91).cos()).collect();
+        let user = [0.1, -0.2, 0.3];
+        let mut both = vec![0.0; 6];
+        m.score(&request(&cands, &items), Some(&user), None, &mut both)
+            .unwrap();
+        let mut second = vec![0.0; 3];
+        m.score(
+            &request(&cands[4..], &items),
+            Some(&user),
+            None,
+            &mut second,
+        )
+        .unwrap();
+        for (a, b) in both[3..].iter().zip(&second) {
+            assert!(
+                (a - b).abs() < 1e-5,
+                "candidate scores depend on the batch: {a} vs {b}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        m.save(&path).unwrap();
+        let back = RankingModel::load(&path).unwrap();
+        let mut again = vec![0.0; 6];
+        back.score(&request(&cands, &items), Some(&user), None, &mut again)
+            .unwrap();
+        assert_eq!(both, again);
+    }
+
+    #[test]
+    fn missing_or_bad_user_embedding_is_an_error() {
+        let m = small();
+        let items = vec![0.5; 12];
+        let cands = vec![0.5; 4];
+        let mut out = vec![0.0; 3];
+        assert!(
+            m.score(&request(&cands, &items), None, None, &mut out)
+                .is_err()
+        );
+        let nan = [f32::NAN, 0.0, 0.0];
+        assert!(
+            m.score(&request(&cands, &items), Some(&nan), None, &mut out)
+                .is_err()
+        );
+        assert!(
+            m.score(&request(&cands, &items), Some(&[0.0; 2]), None, &mut out)
+                .is_err()
+        );
+    }
+}

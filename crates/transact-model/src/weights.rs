@@ -131,18 +131,29 @@ impl TensorMap {
                 };
                 TensorView::new(dtype, shape.to_vec(), bytes)
                     .map(|v| (name.clone(), v))
-                    .map_err(|e| ModelError::Format { path: name.clone(), detail: e.to_string() })
+                    .map_err(|e| ModelError::Format {
+                        path: name.clone(),
+                        detail: e.to_string(),
+                    })
             })
             .collect::<Result<_, _>>()?;
-        let meta: HashMap<String, String> =
-            self.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        safetensors::serialize(views, Some(meta))
-            .map_err(|e| ModelError::Format { path: "<memory>".into(), detail: e.to_string() })
+        let meta: HashMap<String, String> = self
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        safetensors::serialize(views, Some(meta)).map_err(|e| ModelError::Format {
+            path: "<memory>".into(),
+            detail: e.to_string(),
+        })
     }
 
     /// Parses safetensors bytes; `origin` names the source in errors.
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self, ModelError> {
-        let fmt = |detail: String| ModelError::Format { path: origin.to_string(), detail };
+        let fmt = |detail: String| ModelError::Format {
+            path: origin.to_string(),
+            detail,
+        };
         let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| fmt(e.to_string()))?;
         let (_, header) =
             safetensors::SafeTensors::read_metadata(bytes).map_err(|e| fmt(e.to_string()))?;
@@ -154,10 +165,16 @@ impl TensorMap {
             let shape = view.shape().to_vec();
             let raw = view.data();
             let tensor = match view.dtype() {
-                Dtype::F32 => Tensor::F32 { shape, data: read_le(raw, f32::from_le_bytes) },
+                Dtype::F32 => Tensor::F32 {
+                    shape,
+                    data: read_le(raw, f32::from_le_bytes),
+                },
                 Dtype::F64 => Tensor::F32 {
                     shape,
-                    data: read_le(raw, f64::from_le_bytes).into_iter().map(|x| x as f32).collect(),
+                    data: read_le(raw, f64::from_le_bytes)
+                        .into_iter()
+                        .map(|x| x as f32)
+                        .collect(),
                 },
                 Dtype::F16 => Tensor::F32 {
                     shape,
@@ -173,13 +190,21 @@ impl TensorMap {
                         .map(|b| half::bf16::from_bits(b).to_f32())
                         .collect(),
                 },
-                Dtype::I64 => Tensor::I64 { shape, data: read_le(raw, i64::from_le_bytes) },
+                Dtype::I64 => Tensor::I64 {
+                    shape,
+                    data: read_le(raw, i64::from_le_bytes),
+                },
                 Dtype::I32 => Tensor::I64 {
                     shape,
-                    data: read_le(raw, i32::from_le_bytes).into_iter().map(i64::from).collect(),
+                    data: read_le(raw, i32::from_le_bytes)
+                        .into_iter()
+                        .map(i64::from)
+                        .collect(),
                 },
                 other => {
-                    return Err(fmt(format!("tensor `{name}` has unsupported dtype {other:?}")));
+                    return Err(fmt(format!(
+                        "tensor `{name}` has unsupported dtype {other:?}"
+                    )));
                 }
             };
             map.tensors.insert(name, tensor);
@@ -190,14 +215,18 @@ impl TensorMap {
     /// Writes a safetensors file.
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
         let bytes = self.to_bytes()?;
-        std::fs::write(path, bytes)
-            .map_err(|source| ModelError::Io { path: path.display().to_string(), source })
+        std::fs::write(path, bytes).map_err(|source| ModelError::Io {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// Reads a safetensors file.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path)
-            .map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 
@@ -233,14 +262,21 @@ mod tests {
     #[test]
     fn round_trip_keeps_tensors_and_metadata() {
         let mut m = TensorMap::new();
-        m.insert_f32("a.weight", vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, -6.5]).unwrap();
+        m.insert_f32("a.weight", vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, -6.5])
+            .unwrap();
         m.insert_i64("ids", vec![2], vec![-1, 7]).unwrap();
         m.metadata.insert("config".into(), "{\"x\":1}".into());
         let back = TensorMap::from_bytes(&m.to_bytes().unwrap(), "mem").unwrap();
         assert_eq!(back, m);
         assert_eq!(back.f32("a.weight", &[2, 3]).unwrap()[5], -6.5);
-        assert!(matches!(back.f32("a.weight", &[3, 2]), Err(ModelError::TensorShape { .. })));
-        assert!(matches!(back.f32("nope", &[1]), Err(ModelError::MissingTensor(_))));
+        assert!(matches!(
+            back.f32("a.weight", &[3, 2]),
+            Err(ModelError::TensorShape { .. })
+        ));
+        assert!(matches!(
+            back.f32("nope", &[1]),
+            Err(ModelError::MissingTensor(_))
+        ));
     }
 
     #[test]

@@ -24,7 +24,9 @@ pub enum RankError {
         max: usize,
     },
     /// A candidate's embedding has the wrong width.
-    #[error("candidate {index} (item {item}): embedding has {got} values, the model reads {expected}")]
+    #[error(
+        "candidate {index} (item {item}): embedding has {got} values, the model reads {expected}"
+    )]
     CandidateDimension {
         /// Position in the request.
         index: usize,

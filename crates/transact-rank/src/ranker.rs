@@ -16,7 +16,11 @@ pub struct UtilityWeights(pub Vec<(String, f32)>);
 impl Default for UtilityWeights {
     /// repin 1.0, click 0.5, hide −2.0 (hiding is penalised).
     fn default() -> Self {
-        Self(vec![("repin".into(), 1.0), ("click".into(), 0.5), ("hide".into(), -2.0)])
+        Self(vec![
+            ("repin".into(), 1.0),
+            ("click".into(), 0.5),
+            ("hide".into(), -2.0),
+        ])
     }
 }
 
@@ -32,7 +36,10 @@ pub struct RankerConfig {
 
 impl Default for RankerConfig {
     fn default() -> Self {
-        Self { utility: UtilityWeights::default(), max_candidates: 4096 }
+        Self {
+            utility: UtilityWeights::default(),
+            max_candidates: 4096,
+        }
     }
 }
 
@@ -80,7 +87,13 @@ pub struct RankRequest {
 impl RankRequest {
     /// A request without user or context features.
     pub fn new(user: UserId, request_time_ms: i64, candidates: Vec<Candidate>) -> Self {
-        Self { user, request_time_ms, candidates, user_embedding: None, context: None }
+        Self {
+            user,
+            request_time_ms,
+            candidates,
+            user_embedding: None,
+            context: None,
+        }
     }
 }
 
@@ -174,7 +187,9 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
                 )));
             };
             if !w.is_finite() {
-                return Err(RankError::Config(format!("utility weight for `{name}` is not finite")));
+                return Err(RankError::Config(format!(
+                    "utility weight for `{name}` is not finite"
+                )));
             }
             head_weights[i] = *w;
         }
@@ -251,7 +266,8 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
 
         // The user's newest actions at or before the request time.
         let v1 = self.model.v1().config();
-        self.store.read_newest(req.user, v1.seq_len, Some(req.request_time_ms), &mut s.seq)?;
+        self.store
+            .read_newest(req.user, v1.seq_len, Some(req.request_time_ms), &mut s.seq)?;
         let len = s.seq.len();
         s.action_types.clear();
         s.item_embeddings.clear();
@@ -293,10 +309,21 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let probabilities: Vec<f32> =
-                    s.logits[i * h..(i + 1) * h].iter().map(|&z| sigmoid(z)).collect();
-                let utility = probabilities.iter().zip(&self.head_weights).map(|(p, w)| p * w).sum();
-                Ranked { item_id: c.item_id(), request_index: i, utility, probabilities }
+                let probabilities: Vec<f32> = s.logits[i * h..(i + 1) * h]
+                    .iter()
+                    .map(|&z| sigmoid(z))
+                    .collect();
+                let utility = probabilities
+                    .iter()
+                    .zip(&self.head_weights)
+                    .map(|(p, w)| p * w)
+                    .sum();
+                Ranked {
+                    item_id: c.item_id(),
+                    request_index: i,
+                    utility,
+                    probabilities,
+                }
             })
             .collect();
         // Stable: equal utilities keep request order.
@@ -318,7 +345,12 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
     ) -> Result<(), RankError> {
         out.clear();
         out.resize(req.candidates.len() * d, 0.0);
-        for (index, (c, row)) in req.candidates.iter().zip(out.chunks_exact_mut(d)).enumerate() {
+        for (index, (c, row)) in req
+            .candidates
+            .iter()
+            .zip(out.chunks_exact_mut(d))
+            .enumerate()
+        {
             match c {
                 Candidate::Item(id) => self
                     .items

@@ -390,11 +390,11 @@ impl Drop for EmbeddedStore {
         if w.closed {
             return;
         }
-        if let Some(log) = w.log.as_mut() {
-            if log.has_unsynced() {
-                // Best effort: `close` is the way to see this error.
-                let _ = log.sync();
-            }
+        if let Some(log) = w.log.as_mut()
+            && log.has_unsynced()
+        {
+            // Best effort: `close` is the way to see this error.
+            let _ = log.sync();
         }
     }
 }

@@ -236,7 +236,7 @@ unsafe fn mm_checked(
     if rows == 0 || n == 0 {
         return Ok(());
     }
-    if n % 16 != 0 {
+    if !n.is_multiple_of(16) {
         return Err(dim_err(
             "avx512 mm: columns (multiple of 16)",
             n.next_multiple_of(16),

@@ -254,12 +254,12 @@ impl LogWriter {
 
     fn write_frame(&mut self, frame: &[u8]) -> io::Result<()> {
         #[cfg(test)]
-        if let Some(fault) = self.fault {
-            if matches!(fault, Fault::PartialWrite | Fault::PartialWriteNoRollback) {
-                self.fault = (fault == Fault::PartialWriteNoRollback).then_some(fault);
-                self.file.write_all(&frame[..frame.len() / 2])?;
-                return Err(io::Error::other("injected write failure"));
-            }
+        if let Some(fault) = self.fault
+            && matches!(fault, Fault::PartialWrite | Fault::PartialWriteNoRollback)
+        {
+            self.fault = (fault == Fault::PartialWriteNoRollback).then_some(fault);
+            self.file.write_all(&frame[..frame.len() / 2])?;
+            return Err(io::Error::other("injected write failure"));
         }
         self.file.write_all(frame)
     }

@@ -259,10 +259,10 @@ fn decode_body(
         if u.item_ids.is_empty() {
             return Err(format!("user {} has an empty history", u.user));
         }
-        if let Some(&(prev, _)) = users.last() {
-            if prev >= u.user {
-                return Err(format!("user ids not strictly increasing at entry {i}"));
-            }
+        if let Some(&(prev, _)) = users.last()
+            && prev >= u.user
+        {
+            return Err(format!("user ids not strictly increasing at entry {i}"));
         }
         let h = UserHistory::from_columns(
             u.item_ids,
