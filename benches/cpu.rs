@@ -10,6 +10,7 @@ fn v1(c: &mut Criterion) {
     let mut g = c.benchmark_group("cpu");
     g.throughput(Throughput::Elements(BATCH as u64));
     g.sample_size(20);
+    g.measurement_time(std::time::Duration::from_secs(8));
     g.bench_function(V1Case::NAME, |b| b.iter(|| case.run().expect("V1 forward")));
     g.finish();
 }
@@ -19,6 +20,7 @@ fn v2(c: &mut Criterion) {
     let mut g = c.benchmark_group("cpu");
     g.throughput(Throughput::Elements(BATCH as u64));
     g.sample_size(20);
+    g.measurement_time(std::time::Duration::from_secs(8));
     g.bench_function(V2Case::NAME, |b| {
         b.iter(|| case.run().expect("V2 blocks forward"))
     });

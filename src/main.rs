@@ -257,6 +257,10 @@ fn run_parity(files: &[PathBuf], tolerance: f32) -> Result<ExitCode> {
     })
 }
 
+fn round3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
 fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {
     let threads = rayon::current_num_threads();
     let wanted = |name: &str| only.is_none_or(|o| o == name);
@@ -266,8 +270,8 @@ fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {
         let ms = bench::median_ms(runs, 3, || case.run())?;
         results.push(BenchResult {
             case: V1Case::NAME.into(),
-            median_ms: ms,
-            candidates_per_s: Some(bench::BATCH as f64 / (ms / 1e3)),
+            median_ms: round3(ms),
+            candidates_per_s: Some((bench::BATCH as f64 / (ms / 1e3)).round()),
             actions_per_s: None,
             runs,
             threads,
@@ -278,8 +282,8 @@ fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {
         let ms = bench::median_ms(runs, 3, || case.run())?;
         results.push(BenchResult {
             case: V2Case::NAME.into(),
-            median_ms: ms,
-            candidates_per_s: Some(bench::BATCH as f64 / (ms / 1e3)),
+            median_ms: round3(ms),
+            candidates_per_s: Some((bench::BATCH as f64 / (ms / 1e3)).round()),
             actions_per_s: None,
             runs,
             threads,
@@ -290,9 +294,9 @@ fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {
         let ms = bench::median_ms(runs.max(200), 20, || case.run().map(|_| ()))?;
         results.push(BenchResult {
             case: StoreReadCase::NAME.into(),
-            median_ms: ms,
+            median_ms: (ms * 1e6).round() / 1e6,
             candidates_per_s: None,
-            actions_per_s: Some(StoreReadCase::LEN as f64 / (ms / 1e3)),
+            actions_per_s: Some((StoreReadCase::LEN as f64 / (ms / 1e3)).round()),
             runs: runs.max(200),
             threads,
         });
