@@ -16,6 +16,16 @@ use transact::world::{World, WorldConfig};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
+/// `println!` that exits quietly when stdout is closed (e.g. piped into `head`).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 /// TransAct: sequence-aware ranking — store, model, ranking API.
 #[derive(Parser)]
 #[command(name = "transact", version, about)]
@@ -132,9 +142,12 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
         seed: args.seed,
         ..WorldConfig::default()
     })?;
-    println!(
+    say!(
         "world: {} users, {} items in {} topics, item width {}",
-        world.config.users, world.config.items, world.config.topics, world.config.item_emb_dim
+        world.config.users,
+        world.config.items,
+        world.config.topics,
+        world.config.item_emb_dim
     );
 
     let config = StoreConfig {
@@ -142,20 +155,37 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
         ..StoreConfig::default()
     };
     let (store, report) = EmbeddedStore::open(&dir, config)?;
-    println!("store: opened {} ({report:?})", dir.display());
-    let t0 = Instant::now();
-    let written = world.fill_store(&store)?;
-    store.sync()?;
-    println!(
-        "store: appended {written} actions for {} users in {:.0} ms",
-        store.user_count(),
-        t0.elapsed().as_secs_f64() * 1e3
+    say!(
+        "store: opened {} ({} users, {} actions replayed from {} log records{})",
+        dir.display(),
+        report.users,
+        report.actions,
+        report.records_replayed,
+        match &report.truncated_tail {
+            Some(t) => format!("; damaged log tail cut: {t:?}"),
+            None => String::new(),
+        }
     );
+    if report.users > 0 {
+        say!(
+            "store: already holds {} users; not generating actions again",
+            report.users
+        );
+    } else {
+        let t0 = Instant::now();
+        let written = world.fill_store(&store)?;
+        store.sync()?;
+        say!(
+            "store: appended {written} actions for {} users in {:.0} ms",
+            store.user_count(),
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+    }
 
     let model = match &args.model {
         Some(path) => {
             let m = RankingModel::load(path)?;
-            println!("model: loaded {}", path.display());
+            say!("model: loaded {}", path.display());
             m
         }
         None => {
@@ -164,7 +194,7 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
                 ..V1Config::default()
             };
             let m = RankingModel::new_random(v1, HeadsConfig::default(), args.seed)?;
-            println!(
+            say!(
                 "model: initialised with seed {} (untrained: scores are not meaningful until \
                  the model is trained)",
                 args.seed
@@ -173,7 +203,7 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
         }
     };
     let c = model.v1().config();
-    println!(
+    say!(
         "model: TransAct V1 S={} d={} L={} heads={} K={} → {} features; ranking heads {:?}",
         c.seq_len,
         c.d_model(),
@@ -185,7 +215,7 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
     );
     if let Some(path) = &args.save_model {
         model.save(path)?;
-        println!("model: saved to {}", path.display());
+        say!("model: saved to {}", path.display());
     }
 
     let ranker = Ranker::new(
@@ -209,20 +239,20 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
         let resp = ranker.rank(&req)?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
         let known = ranker.store().history_len(user)?;
-        println!(
+        say!(
             "\nuser {user}: {} stored actions, model read {}, ranked {} candidates on {} in {ms:.1} ms",
             known,
             resp.sequence_len,
             resp.ranked.len(),
             resp.backend
         );
-        println!(
+        say!(
             "  rank  item    utility  {}  on-interest",
             resp.heads.join("  ")
         );
         for (i, r) in resp.ranked.iter().take(5).enumerate() {
             let probs: Vec<String> = r.probabilities.iter().map(|p| format!("{p:.3}")).collect();
-            println!(
+            say!(
                 "  {:>4}  {:>6}  {:>7.4}  {}  {}",
                 i + 1,
                 r.item_id,
@@ -232,7 +262,7 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
             );
         }
     }
-    println!(
+    say!(
         "\ndemo finished in {:.1} s",
         started.elapsed().as_secs_f64()
     );
@@ -243,13 +273,13 @@ fn run_parity(files: &[PathBuf], tolerance: f32) -> Result<ExitCode> {
     let mut worst = 0.0f32;
     for file in files {
         let report = parity::check_parity_file(file)?;
-        println!("{}: {report:?}", file.display());
+        say!("{}: {report:?}", file.display());
         worst = worst.max(report.max_abs_diff);
         if let Some(fast) = report.max_abs_diff_fast {
             worst = worst.max(fast);
         }
     }
-    println!("largest absolute difference: {worst:e} (tolerance {tolerance:e})");
+    say!("largest absolute difference: {worst:e} (tolerance {tolerance:e})");
     Ok(if worst <= tolerance {
         ExitCode::SUCCESS
     } else {
@@ -306,9 +336,9 @@ fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {
     }
     for r in &results {
         if json {
-            println!("{}", serde_json::to_string(r)?);
+            say!("{}", serde_json::to_string(r)?);
         } else {
-            println!(
+            say!(
                 "{:<16} median {:>9.3} ms  {}",
                 r.case,
                 r.median_ms,
