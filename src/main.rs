@@ -110,10 +110,14 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            let top = e.to_string();
+            eprintln!("error: {top}");
             let mut source = e.source();
             while let Some(s) = source {
-                eprintln!("  caused by: {s}");
+                let text = s.to_string();
+                if !top.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                }
                 source = s.source();
             }
             ExitCode::from(2)
@@ -273,7 +277,19 @@ fn run_parity(files: &[PathBuf], tolerance: f32) -> Result<ExitCode> {
     let mut worst = 0.0f32;
     for file in files {
         let report = parity::check_parity_file(file)?;
-        say!("{}: {report:?}", file.display());
+        say!(
+            "{}: B={} width {}, masked rows {:?} (as the reference did for this batch): \
+             max |diff| {:.3e} (reference path), {} (de-duplicated path), worst at flat index {}",
+            file.display(),
+            report.batch,
+            report.out_dim,
+            report.masked_rows,
+            report.max_abs_diff,
+            report
+                .max_abs_diff_fast
+                .map_or("not comparable".to_string(), |d| format!("{d:.3e}")),
+            report.worst_index
+        );
         worst = worst.max(report.max_abs_diff);
         if let Some(fast) = report.max_abs_diff_fast {
             worst = worst.max(fast);
