@@ -1,0 +1,441 @@
+//! The TransAct V2 encoder blocks on the GPU.
+//!
+//! [`GpuV2Blocks`] holds the weights of `L` [`V2Block`]s on the device
+//! (uploaded once) and runs them over a padded batch with the contract of
+//! [`transact_model::v2::blocks_forward`]: `x` is `[B × S × d]`, row `b` has
+//! `lens[b]` valid tokens (oldest first), keys past `lens[b]` are masked,
+//! the causal mask is optional, padded output rows are zero, and a
+//! `len = 0` row is computed as a one-token row.
+//!
+//! Two ways to run a block ([`Variant`]):
+//!
+//! - **Unfused**: per layer six dispatches, `qv = x·[A | Wv]` (two GEMMs
+//!   writing the halves of one buffer, `A = Wq Wkᵀ/√d`), flash attention,
+//!   residual + LayerNorm, `h = relu(x1 W1)`, `ff = h W2`, residual +
+//!   LayerNorm.
+//! - **Fused**: one dispatch per layer (`shaders/v2_block_fused.wgsl`) with
+//!   the layer's weights in workgroup memory (one phase's worth at a time:
+//!   `A`, then `Wv`, then `W1` and `W2`). Chosen only when they fit the
+//!   device's `max_compute_workgroup_storage_size`; otherwise the blocks
+//!   fall back to the unfused path ([`GpuV2Blocks::variant`] tells which
+//!   runs).
+//!
+//! Storage precision ([`Precision`]): f32, or f16 (weights and activations
+//! stored as f16, arithmetic in f32) where the device has `SHADER_F16`; an
+//! f16 request on a device without it falls back to f32.
+
+use std::sync::Arc;
+
+use transact_model::v2::V2Block;
+
+use crate::kernels::attention::{AttentionShape, MAX_D, lens_u32};
+use crate::kernels::gemm::{GemmOptions, GemmShape};
+use crate::kernels::layer_norm::LayerNormShape;
+use crate::kernels::{
+    V2_BLOCK_FUSED, groups, record_add_layer_norm_masked, record_attention, record_gemm, to_u32,
+};
+use crate::{GpuContext, GpuError, KernelSpec, Readback, Storage};
+
+/// How the blocks are dispatched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// Separate GEMM, attention and LayerNorm kernels (six dispatches per
+    /// layer).
+    Unfused,
+    /// One dispatch per layer, weights in workgroup memory.
+    Fused,
+}
+
+/// Element type of weights and activations in device memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// f32 storage.
+    F32,
+    /// f16 storage, f32 arithmetic (needs `SHADER_F16`).
+    F16,
+}
+
+impl Precision {
+    /// The cheapest precision the device supports: f16 with `SHADER_F16`,
+    /// f32 otherwise.
+    pub fn best(ctx: &GpuContext) -> Self {
+        if ctx.has_f16() {
+            Precision::F16
+        } else {
+            Precision::F32
+        }
+    }
+
+    fn storage(self) -> Storage {
+        match self {
+            Precision::F32 => Storage::F32,
+            Precision::F16 => Storage::F16,
+        }
+    }
+}
+
+/// Query rows per attention / fused workgroup and key rows per tile (must
+/// match the shaders).
+const KEY_TILE: usize = 16;
+
+/// One layer's weights on the device: `[A | Wv | W1 | W2]` flattened, each
+/// row-major with the input dimension first.
+struct Layer {
+    f: usize,
+    weights: wgpu::Buffer,
+}
+
+/// The V2 encoder blocks with their weights on the GPU (see the
+/// [module docs](self)).
+pub struct GpuV2Blocks {
+    ctx: Arc<GpuContext>,
+    d: usize,
+    layers: Vec<Layer>,
+    variant: Variant,
+    precision: Precision,
+}
+
+impl std::fmt::Debug for GpuV2Blocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuV2Blocks")
+            .field("d", &self.d)
+            .field("layers", &self.layers.len())
+            .field("variant", &self.variant)
+            .field("precision", &self.precision)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Workgroup memory the fused kernel needs for a `d`-wide block with FFN
+/// width `f`, in bytes.
+pub fn fused_workgroup_bytes(d: usize, f: usize) -> usize {
+    4 * (fused_weight_region(d, f) + KEY_TILE * d)
+}
+
+/// Values in the fused kernel's shared weight region: the largest phase
+/// (`A` or `Wv`: `d²`; `W1` and `W2`: `2·d·f`).
+fn fused_weight_region(d: usize, f: usize) -> usize {
+    (d * d).max(2 * d * f)
+}
+
+impl GpuV2Blocks {
+    /// Uploads the blocks' weights. `variant` and `precision` are
+    /// preferences: `Fused` falls back to `Unfused` when the weights do not
+    /// fit in workgroup memory, `F16` to `F32` without `SHADER_F16`.
+    ///
+    /// Fails if the blocks disagree on `d`, `d` exceeds the kernels' limit
+    /// (128) or an upload fails.
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        blocks: &[V2Block],
+        variant: Variant,
+        precision: Precision,
+    ) -> Result<Self, GpuError> {
+        let d = blocks.first().map_or(0, V2Block::d_model);
+        if let Some(i) = blocks.iter().position(|b| b.d_model() != d) {
+            return Err(GpuError::bad(
+                "blocks",
+                format!(
+                    "block {i} has width {}, block 0 has {d}",
+                    blocks[i].d_model()
+                ),
+            ));
+        }
+        if d > MAX_D {
+            return Err(GpuError::Unsupported(format!(
+                "V2 width {d} (the GPU kernels handle up to {MAX_D})"
+            )));
+        }
+        let precision = if precision == Precision::F16 && !ctx.has_f16() {
+            Precision::F32
+        } else {
+            precision
+        };
+        let limit = ctx.limits().max_compute_workgroup_storage_size as usize;
+        let fits = blocks
+            .iter()
+            .all(|b| fused_workgroup_bytes(d, b.dim_feedforward()) <= limit);
+        let variant = if variant == Variant::Fused && !fits {
+            Variant::Unfused
+        } else {
+            variant
+        };
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut layers = Vec::with_capacity(blocks.len());
+        for (i, blk) in blocks.iter().enumerate() {
+            let f = blk.dim_feedforward();
+            let (wq, wk) = (blk.wq(), blk.wk());
+            let mut packed = Vec::with_capacity(2 * d * d + 2 * d * f);
+            // A = Wq Wkᵀ / √d, accumulated in f64.
+            for r in 0..d {
+                for c in 0..d {
+                    let dot: f64 = (0..d)
+                        .map(|k| f64::from(wq[r * d + k]) * f64::from(wk[c * d + k]))
+                        .sum();
+                    packed.push((dot * scale) as f32);
+                }
+            }
+            packed.extend_from_slice(blk.wv());
+            packed.extend_from_slice(blk.w1());
+            packed.extend_from_slice(blk.w2());
+            let label = format!("v2 block {i} weights");
+            let weights = match precision {
+                Precision::F32 => ctx.persistent(&label, &packed)?,
+                Precision::F16 => ctx.persistent(&label, &to_f16(&packed))?,
+            };
+            layers.push(Layer { f, weights });
+        }
+        Ok(Self {
+            ctx,
+            d,
+            layers,
+            variant,
+            precision,
+        })
+    }
+
+    /// The variant that runs (after any fallback).
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
+
+    /// The storage precision in use (after any fallback).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Model width `d`.
+    pub fn d_model(&self) -> usize {
+        self.d
+    }
+
+    /// Number of blocks.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The context the weights live on.
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    /// Runs every block over `x [batch × seq × d]` and returns the result
+    /// (same contract as `transact_model::v2::blocks_forward`, which works
+    /// in place).
+    ///
+    /// Fails on a wrong length of `x` or `lens`, a `lens` entry above
+    /// `seq`, `seq = 0` with `batch > 0`, an `eps` that is not a positive
+    /// number, or a device error.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        batch: usize,
+        seq: usize,
+        lens: &[usize],
+        causal: bool,
+        eps: f32,
+    ) -> Result<Vec<f32>, GpuError> {
+        Ok(self
+            .forward_timed(x, batch, seq, lens, causal, eps, false)?
+            .data)
+    }
+
+    /// [`GpuV2Blocks::forward`], also returning the wall time of the
+    /// submission and, with `timing` on a device with timestamp queries,
+    /// the GPU time of the compute pass.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_timed(
+        &self,
+        x: &[f32],
+        batch: usize,
+        seq: usize,
+        lens: &[usize],
+        causal: bool,
+        eps: f32,
+        timing: bool,
+    ) -> Result<Readback<f32>, GpuError> {
+        let d = self.d;
+        let n = batch * seq * d;
+        if self.layers.is_empty() {
+            // Like the CPU: no blocks, nothing to do or check.
+            return Ok(Readback {
+                data: x.to_vec(),
+                gpu_time: None,
+                wall_time: std::time::Duration::ZERO,
+            });
+        }
+        if x.len() != n {
+            return Err(GpuError::len("x", n, x.len()));
+        }
+        let lens32 = lens_u32(lens, batch, seq)?;
+        if !(eps > 0.0 && eps.is_finite()) {
+            return Err(GpuError::bad(
+                "eps",
+                format!("LayerNorm epsilon must be a positive number, got {eps}"),
+            ));
+        }
+        let empty = Readback {
+            data: x.to_vec(),
+            gpu_time: None,
+            wall_time: std::time::Duration::ZERO,
+        };
+        if n == 0 {
+            return Ok(empty);
+        }
+        let ctx = &*self.ctx;
+        let st = self.precision.storage();
+        let eb = st.bytes();
+        let rows = batch * seq;
+        let mut req = ctx.request("v2 forward").with_timing(timing);
+        let xa = match self.precision {
+            Precision::F32 => ctx.upload(x)?,
+            Precision::F16 => ctx.upload(&to_f16(x))?,
+        };
+        let lb = ctx.upload(&lens32)?;
+        let xb = ctx.storage(n as u64 * eb)?;
+        let out = match self.variant {
+            Variant::Fused => {
+                let mut bufs = [&xa, &xb];
+                for layer in &self.layers {
+                    self.record_fused(
+                        &mut req, layer, bufs[0], &lb, bufs[1], seq, batch, causal, eps,
+                    )?;
+                    bufs.swap(0, 1);
+                }
+                bufs[0]
+            }
+            Variant::Unfused => {
+                let fmax = self.layers.iter().map(|l| l.f).max().unwrap_or(0);
+                let qv = ctx.storage((rows * 2 * d) as u64 * eb)?;
+                let att = ctx.storage(n as u64 * eb)?;
+                let h = ctx.storage((rows * fmax) as u64 * eb)?;
+                let ff = ctx.storage(n as u64 * eb)?;
+                let ln = |_: ()| LayerNormShape {
+                    rows,
+                    d,
+                    seq,
+                    eps,
+                    storage: st,
+                };
+                let opts = GemmOptions {
+                    storage: st,
+                    ..GemmOptions::default()
+                };
+                for layer in &self.layers {
+                    let f = layer.f;
+                    let w = &layer.weights;
+                    // qv[:, :d] = x A, qv[:, d:] = x Wv.
+                    for (b_off, c_off) in [(0, 0), (d * d, d)] {
+                        let s = GemmShape {
+                            ldb: d,
+                            ldc: 2 * d,
+                            b_off,
+                            c_off,
+                            ..GemmShape::dense(rows, d, d, false)
+                        };
+                        record_gemm(ctx, &mut req, s, opts, &xa, w, &qv)?;
+                    }
+                    let a = AttentionShape {
+                        batch,
+                        seq,
+                        d,
+                        qv_ld: 2 * d,
+                        q_off: 0,
+                        v_off: d,
+                        causal,
+                        storage: st,
+                    };
+                    record_attention(ctx, &mut req, a, &xa, &qv, &lb, &att)?;
+                    // x1 (in xb) = LN(x + att), padded rows zero.
+                    record_add_layer_norm_masked(ctx, &mut req, ln(()), &xa, &att, &lb, &xb)?;
+                    let s1 = GemmShape {
+                        b_off: 2 * d * d,
+                        ..GemmShape::dense(rows, f, d, false)
+                    };
+                    let relu = GemmOptions { relu: true, ..opts };
+                    record_gemm(ctx, &mut req, s1, relu, &xb, w, &h)?;
+                    let s2 = GemmShape {
+                        b_off: 2 * d * d + d * f,
+                        ..GemmShape::dense(rows, d, f, false)
+                    };
+                    record_gemm(ctx, &mut req, s2, opts, &h, w, &ff)?;
+                    // x (back in xa) = LN(x1 + ff).
+                    record_add_layer_norm_masked(ctx, &mut req, ln(()), &xb, &ff, &lb, &xa)?;
+                }
+                &xa
+            }
+        };
+        match self.precision {
+            Precision::F32 => req.finish_read::<f32>(out, n),
+            Precision::F16 => {
+                let r = req.finish_read::<u16>(out, n)?;
+                Ok(Readback {
+                    data: r
+                        .data
+                        .iter()
+                        .map(|&b| half::f16::from_bits(b).to_f32())
+                        .collect(),
+                    gpu_time: r.gpu_time,
+                    wall_time: r.wall_time,
+                })
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_fused(
+        &self,
+        req: &mut crate::Request<'_>,
+        layer: &Layer,
+        x: &wgpu::Buffer,
+        lens: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        seq: usize,
+        batch: usize,
+        causal: bool,
+        eps: f32,
+    ) -> Result<(), GpuError> {
+        let (d, f) = (self.d, layer.f);
+        let consts = [
+            ("D", d as f64),
+            ("F", f as f64),
+            ("CAUSAL", f64::from(u8::from(causal))),
+            ("W_LEN", fused_weight_region(d, f) as f64),
+            ("KT_LEN", (KEY_TILE * d) as f64),
+        ];
+        let mut spec = KernelSpec::new(V2_BLOCK_FUSED, "v2_block")
+            .constants(&consts)
+            .storage(self.precision.storage());
+        // Weights and key tiles are written before they are read.
+        spec.zero_workgroup_memory = false;
+        let k = self.ctx.kernel(&spec)?;
+        let p = FusedParams {
+            seq: to_u32("seq", seq)?,
+            pad: [0; 3],
+            eps,
+            pad1: [0.0; 3],
+        };
+        req.dispatch(
+            &k,
+            &p,
+            &[x, &layer.weights, lens, y],
+            [groups("seq", seq, 64)?, to_u32("batch", batch)?, 1],
+        )
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct FusedParams {
+    seq: u32,
+    pad: [u32; 3],
+    eps: f32,
+    pad1: [f32; 3],
+}
+
+/// f32 values as f16 bit patterns.
+fn to_f16(x: &[f32]) -> Vec<u16> {
+    x.iter()
+        .map(|&v| half::f16::from_f32(v).to_bits())
+        .collect()
+}
