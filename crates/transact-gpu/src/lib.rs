@@ -23,9 +23,11 @@
 pub mod context;
 pub mod device;
 mod error;
+pub mod heads;
 pub mod kernels;
 pub mod testing;
 pub mod timing;
+pub mod v1;
 pub mod v2;
 
 pub use context::{
@@ -33,4 +35,6 @@ pub use context::{
 };
 pub use device::AdapterRequest;
 pub use error::GpuError;
+pub use heads::{GpuRankingHeads, GpuRankingModel};
+pub use v1::GpuTransActV1;
 pub use v2::{GpuV2Blocks, Precision, Variant};
