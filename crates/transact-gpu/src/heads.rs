@@ -12,7 +12,8 @@
 //!
 //! Every product runs on `gemm.wgsl` (the bias is written first by
 //! `dcn_heads.wgsl::bias_rows`, the GEMM accumulates on top, with ReLU for
-//! the MLP); `dcn_heads.wgsl::cross` does the element-wise cross update and
+//! the MLP) or, for at most 8 candidates, on `v1_linear_rows.wgsl` (one
+//! thread per output, bias and ReLU fused); `dcn_heads.wgsl::cross` does the element-wise cross update and
 //! `dcn_heads.wgsl::assemble` builds the features
 //! `[encoded ; e_c ; user ; context]` on the device.
 
@@ -22,7 +23,7 @@ use transact_model::{RankingHeads, RankingModel, TensorMap, V1Request};
 
 use crate::v1::{
     BiasRows, DCN_HEADS, DcnParams, GpuTransActV1, OutTarget, check_finite, flat_groups, model_err,
-    record_bias_rows, record_linear_acc,
+    record_bias_rows, record_linear,
 };
 use crate::{GpuContext, GpuError, KernelSpec, PooledBuffer, Request};
 
@@ -66,27 +67,16 @@ impl Dense {
         y: &wgpu::Buffer,
         relu: bool,
     ) -> Result<(), GpuError> {
-        record_bias_rows(
-            ctx,
-            rq,
-            BiasRows {
-                rows,
-                cols: self.d_out,
-                ld: self.d_out,
-                off: 0,
-                src: None,
-                bias: Some(&self.bias),
-            },
-            y,
-        )?;
-        record_linear_acc(
+        record_linear(
             ctx,
             rq,
             (rows, self.d_out, self.d_in),
             (x, self.d_in, 0),
             (&self.weight, self.d_in, 0),
+            Some(&self.bias),
             (y, self.d_out, 0),
             relu,
+            false,
         )
     }
 }

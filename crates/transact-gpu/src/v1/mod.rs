@@ -20,8 +20,10 @@
 //! 3. Per layer (post-norm): `qkv = x·W_inᵀ + b`, `mha.wgsl` (all heads,
 //!    online softmax over the packed keys), `x + attn·W_oᵀ + b_o`, affine
 //!    LayerNorm, `relu(x·W_1ᵀ + b_1)·W_2ᵀ + b_2` plus the residual, affine
-//!    LayerNorm. GEMMs run on `gemm.wgsl` (bias written first by
-//!    `dcn_heads.wgsl::bias_rows`, the GEMM accumulates on top).
+//!    LayerNorm. Products run on `gemm.wgsl` (bias written first by
+//!    `dcn_heads.wgsl::bias_rows`, the GEMM accumulates on top), or, with
+//!    at most 8 rows (`B` small), on `v1_linear_rows.wgsl`, one thread per
+//!    output with bias, accumulation and ReLU fused.
 //! 4. `masked_rows_compress.wgsl`: max-pool over all `S` rows (masked and
 //!    padded rows count as zeros), `b_o`, and the `K` newest positions with
 //!    zeros for masked ones; one more GEMM adds `pooled·W_oᵀ`.
@@ -62,6 +64,12 @@ pub const MHA: Shader = Shader {
 pub const MASKED_ROWS_COMPRESS: Shader = Shader {
     name: "masked_rows_compress",
     source: include_str!("../../../../shaders/masked_rows_compress.wgsl"),
+};
+
+/// `shaders/v1_linear_rows.wgsl`.
+pub const V1_LINEAR_ROWS: Shader = Shader {
+    name: "v1_linear_rows",
+    source: include_str!("../../../../shaders/v1_linear_rows.wgsl"),
 };
 
 /// `shaders/dcn_heads.wgsl`.
@@ -165,18 +173,76 @@ pub(crate) fn record_bias_rows(
     req.dispatch(&k, &p, &[src_buf, dst, bias_buf], flat_groups(ctx, total)?)
 }
 
-/// `y [m × n] (+)= x [m × k] · Wᵀ` with `W` stored `[n × k]` (row stride
-/// `ldw`, starting at column `w_off`), optionally with ReLU.
+/// Products with at most this many rows run on `v1_linear_rows.wgsl` (one
+/// thread per output) instead of the tiled GEMM, whose 32-row tiles would
+/// mostly compute padding.
+pub(crate) const SMALL_M: usize = 8;
+
+/// `y [m × n] = x [m × k] · Wᵀ (+ bias) (+ y)`, then optional ReLU, with
+/// `W` stored `[n × k]`. Operands are `(buffer, row stride, offset)`. Few
+/// rows run on `v1_linear_rows.wgsl`; otherwise the bias is written first
+/// and the tiled GEMM accumulates on top (there, `bias` and `accumulate`
+/// cannot be combined).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn record_linear_acc(
+pub(crate) fn record_linear(
     ctx: &GpuContext,
     req: &mut Request<'_>,
     (m, n, k): (usize, usize, usize),
     x: (&wgpu::Buffer, usize, usize),
     w: (&wgpu::Buffer, usize, usize),
+    bias: Option<&wgpu::Buffer>,
     y: (&wgpu::Buffer, usize, usize),
     relu: bool,
+    accumulate: bool,
 ) -> Result<(), GpuError> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if m <= SMALL_M {
+        let p = LinearRowsParams {
+            m: u("m", m)?,
+            n: u("n", n)?,
+            k: u("k", k)?,
+            ldx: u("ldx", x.1)?,
+            xoff: u("xoff", x.2)?,
+            ldw: u("ldw", w.1)?,
+            woff: u("woff", w.2)?,
+            ldy: u("ldy", y.1)?,
+            yoff: u("yoff", y.2)?,
+            has_bias: u32::from(bias.is_some()),
+            accumulate: u32::from(accumulate),
+            relu: u32::from(relu),
+        };
+        let kernel = ctx.kernel(&KernelSpec::new(V1_LINEAR_ROWS, "linear_rows"))?;
+        return req.dispatch(
+            &kernel,
+            &p,
+            &[x.0, w.0, bias.unwrap_or(w.0), y.0],
+            [u("groups", n.div_ceil(WG))?, u("rows", m)?, 1],
+        );
+    }
+    match (bias, accumulate) {
+        (Some(_), true) => {
+            return Err(GpuError::bad(
+                "linear",
+                "bias and accumulation together are not supported by the GEMM path",
+            ));
+        }
+        (Some(b), false) => record_bias_rows(
+            ctx,
+            req,
+            BiasRows {
+                rows: m,
+                cols: n,
+                ld: y.1,
+                off: y.2,
+                src: None,
+                bias: Some(b),
+            },
+            y.0,
+        )?,
+        (None, _) => {}
+    }
     let s = GemmShape {
         m,
         n,
@@ -191,10 +257,27 @@ pub(crate) fn record_linear_acc(
     let o = GemmOptions {
         trans_b: true,
         relu,
-        accumulate: true,
+        accumulate: accumulate || bias.is_some(),
         storage: Storage::F32,
     };
     record_gemm(ctx, req, s, o, x.0, w.0, y.0)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct LinearRowsParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    ldx: u32,
+    xoff: u32,
+    ldw: u32,
+    woff: u32,
+    ldy: u32,
+    yoff: u32,
+    has_bias: u32,
+    accumulate: u32,
+    relu: u32,
 }
 
 /// Maps a CPU-model error to this crate's error.
@@ -568,49 +651,28 @@ impl GpuTransActV1 {
             if l == 0 && fuse {
                 let ub = ctx.storage(f4(se * 3 * d))?;
                 let cb = ctx.storage(f4(batch * 3 * d))?;
-                // U = xu·W_userᵀ (no bias), C = e_c·W_candᵀ + b.
-                record_gemm(
+                // U = xu·W_userᵀ (per request, no bias) and
+                // C = e_c·W_candᵀ + b (per candidate): the column blocks of W_in.
+                record_linear(
                     ctx,
                     rq,
-                    GemmShape {
-                        m: se,
-                        n: 3 * d,
-                        k: du,
-                        lda: du,
-                        ldb: d,
-                        ldc: 3 * d,
-                        a_off: 0,
-                        b_off: 0,
-                        c_off: 0,
-                    },
-                    GemmOptions {
-                        trans_b: true,
-                        ..GemmOptions::default()
-                    },
-                    &xu,
-                    &layer.in_w,
-                    &ub,
+                    (se, 3 * d, du),
+                    (&xu, du, 0),
+                    (&layer.in_w, d, 0),
+                    None,
+                    (&ub, 3 * d, 0),
+                    false,
+                    false,
                 )?;
-                record_bias_rows(
-                    ctx,
-                    rq,
-                    BiasRows {
-                        rows: batch,
-                        cols: 3 * d,
-                        ld: 3 * d,
-                        off: 0,
-                        src: None,
-                        bias: Some(&layer.in_b),
-                    },
-                    &cb,
-                )?;
-                record_linear_acc(
+                record_linear(
                     ctx,
                     rq,
                     (batch, 3 * d, di),
                     (input, di, plan.cand_off),
                     (&layer.in_w, d, du),
+                    Some(&layer.in_b),
                     (&cb, 3 * d, 0),
+                    false,
                     false,
                 )?;
                 let fp = GatherParams {
@@ -622,26 +684,15 @@ impl GpuTransActV1 {
                 held.push(ub);
                 held.push(cb);
             } else {
-                record_bias_rows(
-                    ctx,
-                    rq,
-                    BiasRows {
-                        rows,
-                        cols: 3 * d,
-                        ld: 3 * d,
-                        off: 0,
-                        src: None,
-                        bias: Some(&layer.in_b),
-                    },
-                    &qkv,
-                )?;
-                record_linear_acc(
+                record_linear(
                     ctx,
                     rq,
                     (rows, 3 * d, d),
                     (&x, d, 0),
                     (&layer.in_w, d, 0),
+                    Some(&layer.in_b),
                     (&qkv, 3 * d, 0),
+                    false,
                     false,
                 )?;
             }
@@ -677,14 +728,16 @@ impl GpuTransActV1 {
                 },
                 &y,
             )?;
-            record_linear_acc(
+            record_linear(
                 ctx,
                 rq,
                 (rows, d, d),
                 (&att, d, 0),
                 (&layer.out_w, d, 0),
+                None,
                 (&y, d, 0),
                 false,
+                true,
             )?;
             let ln = LayerNormShape {
                 rows,
@@ -695,27 +748,16 @@ impl GpuTransActV1 {
             };
             record_layer_norm(ctx, rq, ln, &y, &x1, Some((&layer.g1, &layer.be1)))?;
             // hid = relu(x1·W_1ᵀ + b_1); y = x1 + hid·W_2ᵀ + b_2; x = LN2(y).
-            record_bias_rows(
-                ctx,
-                rq,
-                BiasRows {
-                    rows,
-                    cols: ff,
-                    ld: ff,
-                    off: 0,
-                    src: None,
-                    bias: Some(&layer.b1),
-                },
-                &hid,
-            )?;
-            record_linear_acc(
+            record_linear(
                 ctx,
                 rq,
                 (rows, ff, d),
                 (&x1, d, 0),
                 (&layer.w1, d, 0),
+                Some(&layer.b1),
                 (&hid, ff, 0),
                 true,
+                false,
             )?;
             record_bias_rows(
                 ctx,
@@ -730,14 +772,16 @@ impl GpuTransActV1 {
                 },
                 &y,
             )?;
-            record_linear_acc(
+            record_linear(
                 ctx,
                 rq,
                 (rows, d, ff),
                 (&hid, ff, 0),
                 (&layer.w2, ff, 0),
+                None,
                 (&y, d, 0),
                 false,
+                true,
             )?;
             record_layer_norm(ctx, rq, ln, &y, &x, Some((&layer.g2, &layer.be2)))?;
         }
@@ -770,14 +814,16 @@ impl GpuTransActV1 {
             [u("groups", d.div_ceil(WG))?, u("batch", batch)?, 1],
         )?;
         if let Some((w, _)) = &self.out_linear {
-            record_linear_acc(
+            record_linear(
                 ctx,
                 rq,
                 (batch, d, d),
                 (&pooled, d, 0),
                 (w, d, 0),
+                None,
                 (out.buf, out.ld, 0),
                 false,
+                true,
             )?;
         }
         held.extend([x, xu, qkv, att, y, x1, hid, pooled]);

@@ -435,11 +435,16 @@ fn heads_alone_match_the_cpu() {
     let gpu = crate::GpuRankingHeads::new(ctx, m.heads()).unwrap();
     let n = m.heads().input_dim();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let f: Vec<f32> = (0..5 * n).map(|_| rng.random_range(-2.0..2.0)).collect();
-    let mut want = vec![0.0; 5 * 3];
-    m.heads().forward(&f, 5, &mut want).unwrap();
-    let got = gpu.forward(&f, 5).unwrap();
-    assert!(max_rel_err(&got, &want) < 1e-4);
+    // Few rows (one thread per output) and many (tiled GEMM).
+    for batch in [5usize, 20] {
+        let f: Vec<f32> = (0..batch * n)
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
+        let mut want = vec![0.0; batch * 3];
+        m.heads().forward(&f, batch, &mut want).unwrap();
+        let got = gpu.forward(&f, batch).unwrap();
+        assert!(max_rel_err(&got, &want) < 1e-4, "batch {batch}");
+    }
     assert!(gpu.forward(&[], 0).unwrap().is_empty());
 }
 
