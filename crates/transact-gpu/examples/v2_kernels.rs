@@ -4,7 +4,10 @@
 //! ```sh
 //! cargo run --release -p transact-gpu --example v2_kernels
 //! WGPU_ADAPTER_NAME=llvmpipe cargo run --release -p transact-gpu --example v2_kernels
+//! V2_VARIANT=fused cargo run --release -p transact-gpu --example v2_kernels
 //! ```
+//!
+//! `V2_VARIANT` (`fused` or `unfused`) times only that variant.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,9 +50,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if ctx.has_f16() {
         precisions.push(Precision::F16);
     }
+    let only = std::env::var("V2_VARIANT").unwrap_or_default();
+    let variants: Vec<Variant> = [Variant::Unfused, Variant::Fused]
+        .into_iter()
+        .filter(|v| only.is_empty() || format!("{v:?}").eq_ignore_ascii_case(&only))
+        .collect();
     for p in precisions {
         let mut times = Vec::new();
-        for v in [Variant::Unfused, Variant::Fused] {
+        for &v in &variants {
             let g = GpuV2Blocks::new(ctx.clone(), &blocks, v, p)?;
             let out = g.forward(&x, batch, seq, &lens, true, 1e-5)?;
             let err = out
@@ -71,10 +79,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
             times.push(t.best.as_secs_f64());
         }
-        println!(
-            "{p:?}: fused is {:.2}x the speed of unfused",
-            times[0] / times[1]
-        );
+        if let [unfused, fused] = times[..] {
+            println!(
+                "{p:?}: fused is {:.2}x the speed of unfused",
+                unfused / fused
+            );
+        }
     }
     Ok(())
 }

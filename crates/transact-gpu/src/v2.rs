@@ -13,12 +13,15 @@
 //!   writing the halves of one buffer, `A = Wq Wkᵀ/√d`), flash attention,
 //!   residual + LayerNorm, `h = relu(x1 W1)`, `ff = h W2`, residual +
 //!   LayerNorm.
-//! - **Fused**: one dispatch per layer (`shaders/v2_block_fused.wgsl`) with
-//!   the layer's weights in workgroup memory (one phase's worth at a time:
-//!   `A`, then `Wv`, then `W1` and `W2`). Chosen only when they fit the
-//!   device's `max_compute_workgroup_storage_size`; otherwise the blocks
-//!   fall back to the unfused path ([`GpuV2Blocks::variant`] tells which
-//!   runs).
+//! - **Fused**: one dispatch per layer (`shaders/v2_block_fused.wgsl`):
+//!   one workgroup of 64 invocations per 192 query rows (three rows per
+//!   invocation, row vectors in registers), the layer's weights
+//!   `[A | Wv | W1ᵀ | W2]` as f32 in a 64 KiB uniform buffer, key rows
+//!   staged 32 at a time in workgroup memory. Chosen only where it fits:
+//!   `d` a multiple of 4 up to 64, `2·d² + 2·d·f` f32 weights in 64 KiB,
+//!   and the device's uniform-binding and workgroup-memory limits;
+//!   otherwise the blocks fall back to the unfused path
+//!   ([`GpuV2Blocks::variant`] tells which runs).
 //!
 //! Storage precision ([`Precision`]): f32, or f16 (weights and activations
 //! stored as f16, arithmetic in f32) where the device has `SHADER_F16`; an
@@ -74,15 +77,24 @@ impl Precision {
     }
 }
 
-/// Query rows per attention / fused workgroup and key rows per tile (must
-/// match the shaders).
-const KEY_TILE: usize = 16;
+/// Key rows per tile of the fused kernel (must match the shader).
+const KEY_TILE: usize = 32;
+/// Query rows per fused workgroup (must match the shader's `ROWS`).
+const FUSED_ROWS: usize = 192;
+/// Widest block the fused kernel handles (must match the shader's `MAX_D`).
+const FUSED_MAX_D: usize = 64;
+/// Size of the fused kernel's weight uniform buffer (the shader declares
+/// `array<vec4<f32>, 4096>`).
+const FUSED_WEIGHT_BYTES: usize = 65536;
 
 /// One layer's weights on the device: `[A | Wv | W1 | W2]` flattened, each
-/// row-major with the input dimension first.
+/// row-major with the input dimension first (storage buffer, for the
+/// unfused kernels), and for the fused kernel `[A | Wv | W1ᵀ | W2]` as f32
+/// in a 64 KiB uniform buffer.
 struct Layer {
     f: usize,
     weights: wgpu::Buffer,
+    fused: Option<wgpu::Buffer>,
 }
 
 /// The V2 encoder blocks with their weights on the GPU (see the
@@ -106,16 +118,22 @@ impl std::fmt::Debug for GpuV2Blocks {
     }
 }
 
-/// Workgroup memory the fused kernel needs for a `d`-wide block with FFN
-/// width `f`, in bytes.
-pub fn fused_workgroup_bytes(d: usize, f: usize) -> usize {
-    4 * (fused_weight_region(d, f) + KEY_TILE * d)
+/// Workgroup memory the fused kernel needs (one tile of key rows, sized
+/// for its widest block), in bytes; `d` and `f` do not change it.
+pub fn fused_workgroup_bytes(_d: usize, _f: usize) -> usize {
+    4 * KEY_TILE * FUSED_MAX_D
 }
 
-/// Values in the fused kernel's shared weight region: the largest phase
-/// (`A` or `Wv`: `d²`; `W1` and `W2`: `2·d·f`).
-fn fused_weight_region(d: usize, f: usize) -> usize {
-    (d * d).max(2 * d * f)
+/// Whether the fused kernel handles a `d`-wide block with FFN width `f` on
+/// a device with `limits`: `d` a multiple of 4 up to 64, the weights
+/// (`2·d² + 2·d·f` f32) in its 64 KiB uniform buffer, the key tile in
+/// workgroup memory.
+fn fused_fits(d: usize, f: usize, limits: &wgpu::Limits) -> bool {
+    d.is_multiple_of(4)
+        && d <= FUSED_MAX_D
+        && 4 * (2 * d * d + 2 * d * f) <= FUSED_WEIGHT_BYTES
+        && limits.max_uniform_buffer_binding_size >= FUSED_WEIGHT_BYTES as u64
+        && fused_workgroup_bytes(d, f) <= limits.max_compute_workgroup_storage_size as usize
 }
 
 impl GpuV2Blocks {
@@ -151,10 +169,9 @@ impl GpuV2Blocks {
         } else {
             precision
         };
-        let limit = ctx.limits().max_compute_workgroup_storage_size as usize;
         let fits = blocks
             .iter()
-            .all(|b| fused_workgroup_bytes(d, b.dim_feedforward()) <= limit);
+            .all(|b| fused_fits(d, b.dim_feedforward(), ctx.limits()));
         let variant = if variant == Variant::Fused && !fits {
             Variant::Unfused
         } else {
@@ -183,7 +200,10 @@ impl GpuV2Blocks {
                 Precision::F32 => ctx.persistent(&label, &packed)?,
                 Precision::F16 => ctx.persistent(&label, &to_f16(&packed))?,
             };
-            layers.push(Layer { f, weights });
+            let fused = (variant == Variant::Fused)
+                .then(|| fused_weights(&ctx, &packed, d, f, precision, i))
+                .transpose()?;
+            layers.push(Layer { f, weights, fused });
         }
         Ok(Self {
             ctx,
@@ -396,17 +416,18 @@ impl GpuV2Blocks {
         eps: f32,
     ) -> Result<(), GpuError> {
         let (d, f) = (self.d, layer.f);
+        let Some(wu) = &layer.fused else {
+            return Err(GpuError::bad("variant", "fused weights missing"));
+        };
         let consts = [
             ("D", d as f64),
             ("F", f as f64),
             ("CAUSAL", f64::from(u8::from(causal))),
-            ("W_LEN", fused_weight_region(d, f) as f64),
-            ("KT_LEN", (KEY_TILE * d) as f64),
         ];
         let mut spec = KernelSpec::new(V2_BLOCK_FUSED, "v2_block")
             .constants(&consts)
             .storage(self.precision.storage());
-        // Weights and key tiles are written before they are read.
+        // Key tiles are written before they are read.
         spec.zero_workgroup_memory = false;
         let k = self.ctx.kernel(&spec)?;
         let p = FusedParams {
@@ -418,8 +439,8 @@ impl GpuV2Blocks {
         req.dispatch(
             &k,
             &p,
-            &[x, &layer.weights, lens, y],
-            [groups("seq", seq, 64)?, to_u32("batch", batch)?, 1],
+            &[x, wu, lens, y],
+            [groups("seq", seq, FUSED_ROWS)?, to_u32("batch", batch)?, 1],
         )
     }
 }
@@ -431,6 +452,44 @@ struct FusedParams {
     pad: [u32; 3],
     eps: f32,
     pad1: [f32; 3],
+}
+
+/// The fused kernel's uniform weight buffer: `[A | Wv | W1ᵀ | W2]` as f32
+/// (rounded through f16 with f16 storage, so both variants use the same
+/// weights), zero-padded to 64 KiB. `packed` is `[A | Wv | W1 | W2]`.
+fn fused_weights(
+    ctx: &GpuContext,
+    packed: &[f32],
+    d: usize,
+    f: usize,
+    precision: Precision,
+    i: usize,
+) -> Result<wgpu::Buffer, GpuError> {
+    let round = |v: f32| match precision {
+        Precision::F32 => v,
+        Precision::F16 => half::f16::from_f32(v).to_f32(),
+    };
+    let mut w = vec![0.0f32; FUSED_WEIGHT_BYTES / 4];
+    let (w1, w2) = (2 * d * d, 2 * d * d + d * f);
+    for (o, &v) in w.iter_mut().zip(&packed[..w1]) {
+        *o = round(v);
+    }
+    for j in 0..f {
+        for k in 0..d {
+            w[w1 + j * d + k] = round(packed[w1 + k * f + j]);
+        }
+    }
+    for (o, &v) in w[w2..w2 + f * d].iter_mut().zip(&packed[w2..w2 + f * d]) {
+        *o = round(v);
+    }
+    let buf = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some(&format!("v2 block {i} fused weights")),
+        size: FUSED_WEIGHT_BYTES as u64,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    ctx.write(&buf, bytemuck::cast_slice(&w));
+    Ok(buf)
 }
 
 /// f32 values as f16 bit patterns.
