@@ -8,15 +8,19 @@
 //! 2. item embeddings, CPU math kernels: [`embed`] (`transact-embed`)
 //! 3. the model on the CPU (V1, V2 block, ranking heads, weights): [`model`]
 //!    (`transact-model`)
-//! 4. the ranking API composing them: [`rank`] (`transact-rank`)
+//! 4. the same model on any GPU through wgpu: [`gpu`] (`transact-gpu`)
+//! 5. the ranking API composing them: [`rank`] (`transact-rank`); the
+//!    [`backend`] module picks the GPU when an adapter exists
 //!
 //! This facade re-exports those crates, and holds the `transact` CLI, the
 //! demo world ([`world`]) and the benchmark cases ([`bench`]).
 
+pub mod backend;
 pub mod bench;
 pub mod world;
 
 pub use transact_embed as embed;
+pub use transact_gpu as gpu;
 pub use transact_model as model;
 pub use transact_rank as rank;
 pub use transact_seq as seq;

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
+use transact::backend::auto_backend;
 use transact::bench::{self, BenchResult, StoreReadCase, V1Case, V2Case};
 use transact::model::parity;
 use transact::model::{HeadsConfig, RankingModel, V1Config};
-use transact::rank::{Candidate, RankRequest, Ranker, RankerConfig};
+use transact::rank::{Backend, Candidate, CpuBackend, RankRequest, Ranker, RankerConfig};
 use transact::seq::{EmbeddedStore, SequenceStore, StoreConfig, SyncPolicy};
 use transact::world::{World, WorldConfig};
 
@@ -80,6 +81,12 @@ struct DemoArgs {
     /// Save the model used to this safetensors file.
     #[arg(long)]
     save_model: Option<PathBuf>,
+    /// Rank on the CPU even when a GPU adapter exists.
+    #[arg(long)]
+    cpu: bool,
+    /// Also use a software GPU adapter (e.g. Mesa's llvmpipe), which is slower than the CPU.
+    #[arg(long)]
+    software_gpu: bool,
 }
 
 #[derive(Subcommand)]
@@ -222,11 +229,24 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
         say!("model: saved to {}", path.display());
     }
 
-    let ranker = Ranker::new(
+    let model = Arc::new(model);
+    let backend: Box<dyn Backend> = if args.cpu {
+        say!("backend: cpu (--cpu)");
+        Box::new(CpuBackend)
+    } else {
+        let (backend, choice) = auto_backend(model.clone(), args.software_gpu);
+        match &choice.cpu_reason {
+            None => say!("backend: {}", choice.name),
+            Some(why) => say!("backend: cpu, because {why}"),
+        }
+        backend
+    };
+    let ranker = Ranker::with_backend(
         Arc::new(store),
         Arc::new(world.items.clone()),
-        Arc::new(model),
+        model,
         RankerConfig::default(),
+        backend,
     )?;
     let users: Vec<u64> = (1..=args.rank_users.min(world.config.users) as u64).collect();
     for &user in users

@@ -190,3 +190,67 @@ fn utility_weights_decide_the_order() {
     };
     assert!(Ranker::new(store, items, m, unknown_head).is_err());
 }
+
+#[test]
+fn gpu_backend_ranks_like_the_cpu() {
+    use transact::backend::GpuBackend;
+    let w = world();
+    let store = Arc::new(EmbeddedStore::in_memory(store_config()));
+    w.fill_store(store.as_ref()).expect("fill");
+    let items = Arc::new(w.items.clone());
+    let m = Arc::new(model());
+    let gpu = match GpuBackend::new(m.clone()) {
+        Ok(g) => g,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipping: no GPU adapter ({e})");
+            return;
+        }
+        Err(e) => panic!("CI=true needs a GPU adapter (install mesa-vulkan-drivers): {e}"),
+    };
+    let cpu = Ranker::new(
+        store.clone(),
+        items.clone(),
+        m.clone(),
+        RankerConfig::default(),
+    )
+    .expect("cpu ranker");
+    let gpu = Ranker::with_backend(store, items, m, RankerConfig::default(), Box::new(gpu))
+        .expect("gpu ranker");
+    assert!(gpu.backend_name().starts_with("gpu"));
+    for user in [1u64, 4, 9_999] {
+        let req = RankRequest::new(
+            user,
+            NOW,
+            w.candidates_for(user, 10, 2)
+                .into_iter()
+                .map(Candidate::Item)
+                .collect(),
+        );
+        let a = cpu.rank(&req).expect("cpu rank");
+        let b = gpu.rank(&req).expect("gpu rank");
+        assert_eq!(a.sequence_len, b.sequence_len);
+        for ra in &a.ranked {
+            let rb = b
+                .ranked
+                .iter()
+                .find(|r| r.item_id == ra.item_id)
+                .expect("same candidates");
+            for (pa, pb) in ra.probabilities.iter().zip(&rb.probabilities) {
+                assert!(
+                    (pa - pb).abs() < 1e-4,
+                    "user {user} item {}: {pa} vs {pb}",
+                    ra.item_id
+                );
+            }
+        }
+    }
+    let bad = gpu.rank(&RankRequest::new(
+        1,
+        NOW,
+        vec![Candidate::Embedding {
+            item_id: 1,
+            embedding: vec![0.0; 3],
+        }],
+    ));
+    assert!(bad.is_err());
+}

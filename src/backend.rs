@@ -1,0 +1,167 @@
+//! Backend choice: the GPU when an adapter exists, the CPU otherwise.
+//!
+//! [`GpuBackend`] scores requests with `transact-gpu`. When the device is
+//! lost mid-request, that request is scored on the CPU and the next request
+//! tries to recreate the device. [`auto_backend`] picks the GPU when an
+//! adapter exists and says why it did not otherwise.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use transact_gpu::{GpuContext, GpuError, GpuRankingModel};
+use transact_model::{ModelError, RankingModel, V1Request};
+use transact_rank::{Backend, CpuBackend};
+
+/// Which backend [`auto_backend`] chose, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendChoice {
+    /// `gpu: <adapter>` or `cpu`.
+    pub name: String,
+    /// Why the CPU was chosen (`None` when the GPU was).
+    pub cpu_reason: Option<String>,
+}
+
+struct GpuState {
+    model: GpuRankingModel,
+}
+
+/// Scores on a wgpu device, falling back to the CPU for a request whose
+/// device was lost.
+pub struct GpuBackend {
+    weights: Arc<RankingModel>,
+    state: Mutex<Option<GpuState>>,
+    adapter: String,
+    software: bool,
+    last_fallback: Mutex<Option<String>>,
+}
+
+impl GpuBackend {
+    /// Opens the device chosen by the `WGPU_*` environment variables and
+    /// uploads the model.
+    pub fn new(model: Arc<RankingModel>) -> Result<Self, GpuError> {
+        let state = Self::open(&model)?;
+        let adapter = state.model.v1().context().adapter_name();
+        let software =
+            state.model.v1().context().adapter_info().device_type == wgpu::DeviceType::Cpu;
+        Ok(Self {
+            software,
+            weights: model,
+            state: Mutex::new(Some(state)),
+            adapter,
+            last_fallback: Mutex::new(None),
+        })
+    }
+
+    fn open(model: &RankingModel) -> Result<GpuState, GpuError> {
+        let ctx = Arc::new(GpuContext::new_from_env()?);
+        Ok(GpuState {
+            model: GpuRankingModel::new(ctx, model)?,
+        })
+    }
+
+    /// Whether the adapter is a software rasteriser (a CPU device).
+    pub fn is_software(&self) -> bool {
+        self.software
+    }
+
+    /// Why the last request ran on the CPU, if it did.
+    pub fn last_fallback(&self) -> Option<String> {
+        self.last_fallback.lock().clone()
+    }
+}
+
+impl Backend for GpuBackend {
+    fn name(&self) -> String {
+        format!("gpu: {}", self.adapter)
+    }
+
+    fn score(
+        &self,
+        model: &RankingModel,
+        req: &V1Request<'_>,
+        user_emb: Option<&[f32]>,
+        context: Option<&[f32]>,
+        logits: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let mut state = self.state.lock();
+        if state.is_none() {
+            // The device was lost earlier: try to recreate it.
+            *state = Self::open(&self.weights).ok();
+        }
+        let outcome = match state.as_ref() {
+            Some(s) => s.model.score(req, user_emb, context),
+            None => Err(GpuError::DeviceLost(
+                "the device could not be recreated".into(),
+            )),
+        };
+        match outcome {
+            Ok(v) => {
+                ModelError::check_len("logits", logits.len(), v.len())?;
+                logits.copy_from_slice(&v);
+                *self.last_fallback.lock() = None;
+                Ok(())
+            }
+            Err(GpuError::BadInput { name, detail }) => Err(ModelError::BadInput { name, detail }),
+            Err(e) => {
+                let lost = matches!(e, GpuError::DeviceLost(_))
+                    || state
+                        .as_ref()
+                        .is_some_and(|s| s.model.v1().context().is_lost());
+                if lost {
+                    *state = None;
+                }
+                drop(state);
+                eprintln!("transact: GPU request failed ({e}); scoring this request on the CPU");
+                *self.last_fallback.lock() = Some(e.to_string());
+                CpuBackend.score(model, req, user_emb, context, logits)
+            }
+        }
+    }
+}
+
+/// The GPU backend when an adapter exists, else the CPU backend with the reason.
+///
+/// A software adapter (Mesa's llvmpipe, WARP) is far slower than the CPU
+/// path, so it is only chosen with `allow_software`.
+pub fn auto_backend(
+    model: Arc<RankingModel>,
+    allow_software: bool,
+) -> (Box<dyn Backend>, BackendChoice) {
+    match GpuBackend::new(model) {
+        Ok(gpu) if !allow_software && gpu.is_software() => {
+            let reason = format!(
+                "the only GPU adapter is a software one ({}); it is slower than the CPU path",
+                gpu.adapter
+            );
+            eprintln!("transact: ranking on the CPU: {reason}");
+            (
+                Box::new(CpuBackend),
+                BackendChoice {
+                    name: "cpu".into(),
+                    cpu_reason: Some(reason),
+                },
+            )
+        }
+        Ok(gpu) => {
+            let name = gpu.name();
+            (
+                Box::new(gpu),
+                BackendChoice {
+                    name,
+                    cpu_reason: None,
+                },
+            )
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            eprintln!("transact: ranking on the CPU: {reason}");
+            (
+                Box::new(CpuBackend),
+                BackendChoice {
+                    name: "cpu".into(),
+                    cpu_reason: Some(reason),
+                },
+            )
+        }
+    }
+}
