@@ -409,51 +409,50 @@ fn v2_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     var a2_15 = vec4<f32>(0.0);
 
     // Phase 2: per-key online softmax over key tiles; keys and values are
-    // both the input rows; each key row is read once into k{c}.
+    // both the input rows; each key row is read once into k{c}. Row block
+    // rr (rows tw + 64·rr + i) is live if its first row is below n; live
+    // blocks need keys below e{rr} (its last row + 1 with CAUSAL, else
+    // kend), so a key j is needed by the live blocks rr with j < e{rr}:
+    // a suffix of the live blocks, one loop per such set.
+    let nl = min(RQ, (n - tw + LANES - 1u) / LANES);
+    var e0 = kend;
+    var e1 = kend;
+    let e2 = kend;
+    if (CAUSAL) {
+        e0 = min(kend, tw + LANES);
+        e1 = min(kend, tw + 2u * LANES);
+    }
     for (var j0 = 0u; j0 < kend; j0 += KT) {
         let cnt = min(KT, kend - j0);
         for (var e = lid.x; e < cnt * d4; e += LANES) {
             k_tile[e] = vec4<f32>(x[(base + j0) * d4 + e]);
         }
         workgroupBarrier();
-        for (var r = 0u; r < cnt; r++) {
-            let j = j0 + r;
-            let kb = r * d4;
-            var d0 = vec4<f32>(0.0);
-            var d1 = vec4<f32>(0.0);
-            var d2 = vec4<f32>(0.0);
-            var k0 = vec4<f32>(0.0);
-            var k1 = vec4<f32>(0.0);
-            var k2 = vec4<f32>(0.0);
-            var k3 = vec4<f32>(0.0);
-            var k4 = vec4<f32>(0.0);
-            var k5 = vec4<f32>(0.0);
-            var k6 = vec4<f32>(0.0);
-            var k7 = vec4<f32>(0.0);
-            var k8 = vec4<f32>(0.0);
-            var k9 = vec4<f32>(0.0);
-            var k10 = vec4<f32>(0.0);
-            var k11 = vec4<f32>(0.0);
-            var k12 = vec4<f32>(0.0);
-            var k13 = vec4<f32>(0.0);
-            var k14 = vec4<f32>(0.0);
-            var k15 = vec4<f32>(0.0);
-            if (0u < d4) { k0 = k_tile[kb + 0u]; d0 = fma(q0_0, k0, d0); d1 = fma(q1_0, k0, d1); d2 = fma(q2_0, k0, d2); }
-            if (1u < d4) { k1 = k_tile[kb + 1u]; d0 = fma(q0_1, k1, d0); d1 = fma(q1_1, k1, d1); d2 = fma(q2_1, k1, d2); }
-            if (2u < d4) { k2 = k_tile[kb + 2u]; d0 = fma(q0_2, k2, d0); d1 = fma(q1_2, k2, d1); d2 = fma(q2_2, k2, d2); }
-            if (3u < d4) { k3 = k_tile[kb + 3u]; d0 = fma(q0_3, k3, d0); d1 = fma(q1_3, k3, d1); d2 = fma(q2_3, k3, d2); }
-            if (4u < d4) { k4 = k_tile[kb + 4u]; d0 = fma(q0_4, k4, d0); d1 = fma(q1_4, k4, d1); d2 = fma(q2_4, k4, d2); }
-            if (5u < d4) { k5 = k_tile[kb + 5u]; d0 = fma(q0_5, k5, d0); d1 = fma(q1_5, k5, d1); d2 = fma(q2_5, k5, d2); }
-            if (6u < d4) { k6 = k_tile[kb + 6u]; d0 = fma(q0_6, k6, d0); d1 = fma(q1_6, k6, d1); d2 = fma(q2_6, k6, d2); }
-            if (7u < d4) { k7 = k_tile[kb + 7u]; d0 = fma(q0_7, k7, d0); d1 = fma(q1_7, k7, d1); d2 = fma(q2_7, k7, d2); }
-            if (8u < d4) { k8 = k_tile[kb + 8u]; d0 = fma(q0_8, k8, d0); d1 = fma(q1_8, k8, d1); d2 = fma(q2_8, k8, d2); }
-            if (9u < d4) { k9 = k_tile[kb + 9u]; d0 = fma(q0_9, k9, d0); d1 = fma(q1_9, k9, d1); d2 = fma(q2_9, k9, d2); }
-            if (10u < d4) { k10 = k_tile[kb + 10u]; d0 = fma(q0_10, k10, d0); d1 = fma(q1_10, k10, d1); d2 = fma(q2_10, k10, d2); }
-            if (11u < d4) { k11 = k_tile[kb + 11u]; d0 = fma(q0_11, k11, d0); d1 = fma(q1_11, k11, d1); d2 = fma(q2_11, k11, d2); }
-            if (12u < d4) { k12 = k_tile[kb + 12u]; d0 = fma(q0_12, k12, d0); d1 = fma(q1_12, k12, d1); d2 = fma(q2_12, k12, d2); }
-            if (13u < d4) { k13 = k_tile[kb + 13u]; d0 = fma(q0_13, k13, d0); d1 = fma(q1_13, k13, d1); d2 = fma(q2_13, k13, d2); }
-            if (14u < d4) { k14 = k_tile[kb + 14u]; d0 = fma(q0_14, k14, d0); d1 = fma(q1_14, k14, d1); d2 = fma(q2_14, k14, d2); }
-            if (15u < d4) { k15 = k_tile[kb + 15u]; d0 = fma(q0_15, k15, d0); d1 = fma(q1_15, k15, d1); d2 = fma(q2_15, k15, d2); }
+        // Key segments by the set of row blocks that need them (see the
+        // header); a loop per set, empty unless that set applies.
+
+        // Row blocks [0, 1, 2] (of 3 live).
+        for (var j = max(0u, j0); j < select(0u, min(e0, j0 + cnt), nl == 3u); j++) {
+            let kb = (j - j0) * d4;
+            let k0 = select(vec4<f32>(0.0), k_tile[kb + 0u], 0u < d4);
+            let k1 = select(vec4<f32>(0.0), k_tile[kb + 1u], 1u < d4);
+            let k2 = select(vec4<f32>(0.0), k_tile[kb + 2u], 2u < d4);
+            let k3 = select(vec4<f32>(0.0), k_tile[kb + 3u], 3u < d4);
+            let k4 = select(vec4<f32>(0.0), k_tile[kb + 4u], 4u < d4);
+            let k5 = select(vec4<f32>(0.0), k_tile[kb + 5u], 5u < d4);
+            let k6 = select(vec4<f32>(0.0), k_tile[kb + 6u], 6u < d4);
+            let k7 = select(vec4<f32>(0.0), k_tile[kb + 7u], 7u < d4);
+            let k8 = select(vec4<f32>(0.0), k_tile[kb + 8u], 8u < d4);
+            let k9 = select(vec4<f32>(0.0), k_tile[kb + 9u], 9u < d4);
+            let k10 = select(vec4<f32>(0.0), k_tile[kb + 10u], 10u < d4);
+            let k11 = select(vec4<f32>(0.0), k_tile[kb + 11u], 11u < d4);
+            let k12 = select(vec4<f32>(0.0), k_tile[kb + 12u], 12u < d4);
+            let k13 = select(vec4<f32>(0.0), k_tile[kb + 13u], 13u < d4);
+            let k14 = select(vec4<f32>(0.0), k_tile[kb + 14u], 14u < d4);
+            let k15 = select(vec4<f32>(0.0), k_tile[kb + 15u], 15u < d4);
+            let d0 = fma(q0_0, k0, fma(q0_1, k1, fma(q0_2, k2, fma(q0_3, k3, fma(q0_4, k4, fma(q0_5, k5, fma(q0_6, k6, fma(q0_7, k7, fma(q0_8, k8, fma(q0_9, k9, fma(q0_10, k10, fma(q0_11, k11, fma(q0_12, k12, fma(q0_13, k13, fma(q0_14, k14, fma(q0_15, k15, vec4<f32>(0.0)))))))))))))))));
+            let d1 = fma(q1_0, k0, fma(q1_1, k1, fma(q1_2, k2, fma(q1_3, k3, fma(q1_4, k4, fma(q1_5, k5, fma(q1_6, k6, fma(q1_7, k7, fma(q1_8, k8, fma(q1_9, k9, fma(q1_10, k10, fma(q1_11, k11, fma(q1_12, k12, fma(q1_13, k13, fma(q1_14, k14, fma(q1_15, k15, vec4<f32>(0.0)))))))))))))))));
+            let d2 = fma(q2_0, k0, fma(q2_1, k1, fma(q2_2, k2, fma(q2_3, k3, fma(q2_4, k4, fma(q2_5, k5, fma(q2_6, k6, fma(q2_7, k7, fma(q2_8, k8, fma(q2_9, k9, fma(q2_10, k10, fma(q2_11, k11, fma(q2_12, k12, fma(q2_13, k13, fma(q2_14, k14, fma(q2_15, k15, vec4<f32>(0.0)))))))))))))))));
             {
                 let s = hsum(d0);
                 let valid = j < lim0;
@@ -463,22 +462,22 @@ fn v2_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
                 l0 = fma(l0, sc.x, pj);
                 m0 = mn;
                 let pv = vec4<f32>(pj);
-                a0_0 = fma(pv, k0, a0_0 * sc);
-                a0_1 = fma(pv, k1, a0_1 * sc);
-                a0_2 = fma(pv, k2, a0_2 * sc);
-                a0_3 = fma(pv, k3, a0_3 * sc);
-                a0_4 = fma(pv, k4, a0_4 * sc);
-                a0_5 = fma(pv, k5, a0_5 * sc);
-                a0_6 = fma(pv, k6, a0_6 * sc);
-                a0_7 = fma(pv, k7, a0_7 * sc);
-                a0_8 = fma(pv, k8, a0_8 * sc);
-                a0_9 = fma(pv, k9, a0_9 * sc);
-                a0_10 = fma(pv, k10, a0_10 * sc);
-                a0_11 = fma(pv, k11, a0_11 * sc);
-                a0_12 = fma(pv, k12, a0_12 * sc);
-                a0_13 = fma(pv, k13, a0_13 * sc);
-                a0_14 = fma(pv, k14, a0_14 * sc);
-                a0_15 = fma(pv, k15, a0_15 * sc);
+                if (0u < d4) { a0_0 = fma(pv, k0, a0_0 * sc); }
+                if (1u < d4) { a0_1 = fma(pv, k1, a0_1 * sc); }
+                if (2u < d4) { a0_2 = fma(pv, k2, a0_2 * sc); }
+                if (3u < d4) { a0_3 = fma(pv, k3, a0_3 * sc); }
+                if (4u < d4) { a0_4 = fma(pv, k4, a0_4 * sc); }
+                if (5u < d4) { a0_5 = fma(pv, k5, a0_5 * sc); }
+                if (6u < d4) { a0_6 = fma(pv, k6, a0_6 * sc); }
+                if (7u < d4) { a0_7 = fma(pv, k7, a0_7 * sc); }
+                if (8u < d4) { a0_8 = fma(pv, k8, a0_8 * sc); }
+                if (9u < d4) { a0_9 = fma(pv, k9, a0_9 * sc); }
+                if (10u < d4) { a0_10 = fma(pv, k10, a0_10 * sc); }
+                if (11u < d4) { a0_11 = fma(pv, k11, a0_11 * sc); }
+                if (12u < d4) { a0_12 = fma(pv, k12, a0_12 * sc); }
+                if (13u < d4) { a0_13 = fma(pv, k13, a0_13 * sc); }
+                if (14u < d4) { a0_14 = fma(pv, k14, a0_14 * sc); }
+                if (15u < d4) { a0_15 = fma(pv, k15, a0_15 * sc); }
             }
             {
                 let s = hsum(d1);
@@ -489,22 +488,22 @@ fn v2_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
                 l1 = fma(l1, sc.x, pj);
                 m1 = mn;
                 let pv = vec4<f32>(pj);
-                a1_0 = fma(pv, k0, a1_0 * sc);
-                a1_1 = fma(pv, k1, a1_1 * sc);
-                a1_2 = fma(pv, k2, a1_2 * sc);
-                a1_3 = fma(pv, k3, a1_3 * sc);
-                a1_4 = fma(pv, k4, a1_4 * sc);
-                a1_5 = fma(pv, k5, a1_5 * sc);
-                a1_6 = fma(pv, k6, a1_6 * sc);
-                a1_7 = fma(pv, k7, a1_7 * sc);
-                a1_8 = fma(pv, k8, a1_8 * sc);
-                a1_9 = fma(pv, k9, a1_9 * sc);
-                a1_10 = fma(pv, k10, a1_10 * sc);
-                a1_11 = fma(pv, k11, a1_11 * sc);
-                a1_12 = fma(pv, k12, a1_12 * sc);
-                a1_13 = fma(pv, k13, a1_13 * sc);
-                a1_14 = fma(pv, k14, a1_14 * sc);
-                a1_15 = fma(pv, k15, a1_15 * sc);
+                if (0u < d4) { a1_0 = fma(pv, k0, a1_0 * sc); }
+                if (1u < d4) { a1_1 = fma(pv, k1, a1_1 * sc); }
+                if (2u < d4) { a1_2 = fma(pv, k2, a1_2 * sc); }
+                if (3u < d4) { a1_3 = fma(pv, k3, a1_3 * sc); }
+                if (4u < d4) { a1_4 = fma(pv, k4, a1_4 * sc); }
+                if (5u < d4) { a1_5 = fma(pv, k5, a1_5 * sc); }
+                if (6u < d4) { a1_6 = fma(pv, k6, a1_6 * sc); }
+                if (7u < d4) { a1_7 = fma(pv, k7, a1_7 * sc); }
+                if (8u < d4) { a1_8 = fma(pv, k8, a1_8 * sc); }
+                if (9u < d4) { a1_9 = fma(pv, k9, a1_9 * sc); }
+                if (10u < d4) { a1_10 = fma(pv, k10, a1_10 * sc); }
+                if (11u < d4) { a1_11 = fma(pv, k11, a1_11 * sc); }
+                if (12u < d4) { a1_12 = fma(pv, k12, a1_12 * sc); }
+                if (13u < d4) { a1_13 = fma(pv, k13, a1_13 * sc); }
+                if (14u < d4) { a1_14 = fma(pv, k14, a1_14 * sc); }
+                if (15u < d4) { a1_15 = fma(pv, k15, a1_15 * sc); }
             }
             {
                 let s = hsum(d2);
@@ -515,22 +514,311 @@ fn v2_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
                 l2 = fma(l2, sc.x, pj);
                 m2 = mn;
                 let pv = vec4<f32>(pj);
-                a2_0 = fma(pv, k0, a2_0 * sc);
-                a2_1 = fma(pv, k1, a2_1 * sc);
-                a2_2 = fma(pv, k2, a2_2 * sc);
-                a2_3 = fma(pv, k3, a2_3 * sc);
-                a2_4 = fma(pv, k4, a2_4 * sc);
-                a2_5 = fma(pv, k5, a2_5 * sc);
-                a2_6 = fma(pv, k6, a2_6 * sc);
-                a2_7 = fma(pv, k7, a2_7 * sc);
-                a2_8 = fma(pv, k8, a2_8 * sc);
-                a2_9 = fma(pv, k9, a2_9 * sc);
-                a2_10 = fma(pv, k10, a2_10 * sc);
-                a2_11 = fma(pv, k11, a2_11 * sc);
-                a2_12 = fma(pv, k12, a2_12 * sc);
-                a2_13 = fma(pv, k13, a2_13 * sc);
-                a2_14 = fma(pv, k14, a2_14 * sc);
-                a2_15 = fma(pv, k15, a2_15 * sc);
+                if (0u < d4) { a2_0 = fma(pv, k0, a2_0 * sc); }
+                if (1u < d4) { a2_1 = fma(pv, k1, a2_1 * sc); }
+                if (2u < d4) { a2_2 = fma(pv, k2, a2_2 * sc); }
+                if (3u < d4) { a2_3 = fma(pv, k3, a2_3 * sc); }
+                if (4u < d4) { a2_4 = fma(pv, k4, a2_4 * sc); }
+                if (5u < d4) { a2_5 = fma(pv, k5, a2_5 * sc); }
+                if (6u < d4) { a2_6 = fma(pv, k6, a2_6 * sc); }
+                if (7u < d4) { a2_7 = fma(pv, k7, a2_7 * sc); }
+                if (8u < d4) { a2_8 = fma(pv, k8, a2_8 * sc); }
+                if (9u < d4) { a2_9 = fma(pv, k9, a2_9 * sc); }
+                if (10u < d4) { a2_10 = fma(pv, k10, a2_10 * sc); }
+                if (11u < d4) { a2_11 = fma(pv, k11, a2_11 * sc); }
+                if (12u < d4) { a2_12 = fma(pv, k12, a2_12 * sc); }
+                if (13u < d4) { a2_13 = fma(pv, k13, a2_13 * sc); }
+                if (14u < d4) { a2_14 = fma(pv, k14, a2_14 * sc); }
+                if (15u < d4) { a2_15 = fma(pv, k15, a2_15 * sc); }
+            }
+        }
+        // Row blocks [1, 2] (of 3 live).
+        for (var j = max(e0, j0); j < select(0u, min(e1, j0 + cnt), nl == 3u); j++) {
+            let kb = (j - j0) * d4;
+            let k0 = select(vec4<f32>(0.0), k_tile[kb + 0u], 0u < d4);
+            let k1 = select(vec4<f32>(0.0), k_tile[kb + 1u], 1u < d4);
+            let k2 = select(vec4<f32>(0.0), k_tile[kb + 2u], 2u < d4);
+            let k3 = select(vec4<f32>(0.0), k_tile[kb + 3u], 3u < d4);
+            let k4 = select(vec4<f32>(0.0), k_tile[kb + 4u], 4u < d4);
+            let k5 = select(vec4<f32>(0.0), k_tile[kb + 5u], 5u < d4);
+            let k6 = select(vec4<f32>(0.0), k_tile[kb + 6u], 6u < d4);
+            let k7 = select(vec4<f32>(0.0), k_tile[kb + 7u], 7u < d4);
+            let k8 = select(vec4<f32>(0.0), k_tile[kb + 8u], 8u < d4);
+            let k9 = select(vec4<f32>(0.0), k_tile[kb + 9u], 9u < d4);
+            let k10 = select(vec4<f32>(0.0), k_tile[kb + 10u], 10u < d4);
+            let k11 = select(vec4<f32>(0.0), k_tile[kb + 11u], 11u < d4);
+            let k12 = select(vec4<f32>(0.0), k_tile[kb + 12u], 12u < d4);
+            let k13 = select(vec4<f32>(0.0), k_tile[kb + 13u], 13u < d4);
+            let k14 = select(vec4<f32>(0.0), k_tile[kb + 14u], 14u < d4);
+            let k15 = select(vec4<f32>(0.0), k_tile[kb + 15u], 15u < d4);
+            let d1 = fma(q1_0, k0, fma(q1_1, k1, fma(q1_2, k2, fma(q1_3, k3, fma(q1_4, k4, fma(q1_5, k5, fma(q1_6, k6, fma(q1_7, k7, fma(q1_8, k8, fma(q1_9, k9, fma(q1_10, k10, fma(q1_11, k11, fma(q1_12, k12, fma(q1_13, k13, fma(q1_14, k14, fma(q1_15, k15, vec4<f32>(0.0)))))))))))))))));
+            let d2 = fma(q2_0, k0, fma(q2_1, k1, fma(q2_2, k2, fma(q2_3, k3, fma(q2_4, k4, fma(q2_5, k5, fma(q2_6, k6, fma(q2_7, k7, fma(q2_8, k8, fma(q2_9, k9, fma(q2_10, k10, fma(q2_11, k11, fma(q2_12, k12, fma(q2_13, k13, fma(q2_14, k14, fma(q2_15, k15, vec4<f32>(0.0)))))))))))))))));
+            {
+                let s = hsum(d1);
+                let valid = j < lim1;
+                let mn = select(m1, max(m1, s), valid);
+                let sc = vec4<f32>(exp(m1 - mn));
+                let pj = select(0.0, exp(s - mn), valid);
+                l1 = fma(l1, sc.x, pj);
+                m1 = mn;
+                let pv = vec4<f32>(pj);
+                if (0u < d4) { a1_0 = fma(pv, k0, a1_0 * sc); }
+                if (1u < d4) { a1_1 = fma(pv, k1, a1_1 * sc); }
+                if (2u < d4) { a1_2 = fma(pv, k2, a1_2 * sc); }
+                if (3u < d4) { a1_3 = fma(pv, k3, a1_3 * sc); }
+                if (4u < d4) { a1_4 = fma(pv, k4, a1_4 * sc); }
+                if (5u < d4) { a1_5 = fma(pv, k5, a1_5 * sc); }
+                if (6u < d4) { a1_6 = fma(pv, k6, a1_6 * sc); }
+                if (7u < d4) { a1_7 = fma(pv, k7, a1_7 * sc); }
+                if (8u < d4) { a1_8 = fma(pv, k8, a1_8 * sc); }
+                if (9u < d4) { a1_9 = fma(pv, k9, a1_9 * sc); }
+                if (10u < d4) { a1_10 = fma(pv, k10, a1_10 * sc); }
+                if (11u < d4) { a1_11 = fma(pv, k11, a1_11 * sc); }
+                if (12u < d4) { a1_12 = fma(pv, k12, a1_12 * sc); }
+                if (13u < d4) { a1_13 = fma(pv, k13, a1_13 * sc); }
+                if (14u < d4) { a1_14 = fma(pv, k14, a1_14 * sc); }
+                if (15u < d4) { a1_15 = fma(pv, k15, a1_15 * sc); }
+            }
+            {
+                let s = hsum(d2);
+                let valid = j < lim2;
+                let mn = select(m2, max(m2, s), valid);
+                let sc = vec4<f32>(exp(m2 - mn));
+                let pj = select(0.0, exp(s - mn), valid);
+                l2 = fma(l2, sc.x, pj);
+                m2 = mn;
+                let pv = vec4<f32>(pj);
+                if (0u < d4) { a2_0 = fma(pv, k0, a2_0 * sc); }
+                if (1u < d4) { a2_1 = fma(pv, k1, a2_1 * sc); }
+                if (2u < d4) { a2_2 = fma(pv, k2, a2_2 * sc); }
+                if (3u < d4) { a2_3 = fma(pv, k3, a2_3 * sc); }
+                if (4u < d4) { a2_4 = fma(pv, k4, a2_4 * sc); }
+                if (5u < d4) { a2_5 = fma(pv, k5, a2_5 * sc); }
+                if (6u < d4) { a2_6 = fma(pv, k6, a2_6 * sc); }
+                if (7u < d4) { a2_7 = fma(pv, k7, a2_7 * sc); }
+                if (8u < d4) { a2_8 = fma(pv, k8, a2_8 * sc); }
+                if (9u < d4) { a2_9 = fma(pv, k9, a2_9 * sc); }
+                if (10u < d4) { a2_10 = fma(pv, k10, a2_10 * sc); }
+                if (11u < d4) { a2_11 = fma(pv, k11, a2_11 * sc); }
+                if (12u < d4) { a2_12 = fma(pv, k12, a2_12 * sc); }
+                if (13u < d4) { a2_13 = fma(pv, k13, a2_13 * sc); }
+                if (14u < d4) { a2_14 = fma(pv, k14, a2_14 * sc); }
+                if (15u < d4) { a2_15 = fma(pv, k15, a2_15 * sc); }
+            }
+        }
+        // Row blocks [2] (of 3 live).
+        for (var j = max(e1, j0); j < select(0u, min(e2, j0 + cnt), nl == 3u); j++) {
+            let kb = (j - j0) * d4;
+            let k0 = select(vec4<f32>(0.0), k_tile[kb + 0u], 0u < d4);
+            let k1 = select(vec4<f32>(0.0), k_tile[kb + 1u], 1u < d4);
+            let k2 = select(vec4<f32>(0.0), k_tile[kb + 2u], 2u < d4);
+            let k3 = select(vec4<f32>(0.0), k_tile[kb + 3u], 3u < d4);
+            let k4 = select(vec4<f32>(0.0), k_tile[kb + 4u], 4u < d4);
+            let k5 = select(vec4<f32>(0.0), k_tile[kb + 5u], 5u < d4);
+            let k6 = select(vec4<f32>(0.0), k_tile[kb + 6u], 6u < d4);
+            let k7 = select(vec4<f32>(0.0), k_tile[kb + 7u], 7u < d4);
+            let k8 = select(vec4<f32>(0.0), k_tile[kb + 8u], 8u < d4);
+            let k9 = select(vec4<f32>(0.0), k_tile[kb + 9u], 9u < d4);
+            let k10 = select(vec4<f32>(0.0), k_tile[kb + 10u], 10u < d4);
+            let k11 = select(vec4<f32>(0.0), k_tile[kb + 11u], 11u < d4);
+            let k12 = select(vec4<f32>(0.0), k_tile[kb + 12u], 12u < d4);
+            let k13 = select(vec4<f32>(0.0), k_tile[kb + 13u], 13u < d4);
+            let k14 = select(vec4<f32>(0.0), k_tile[kb + 14u], 14u < d4);
+            let k15 = select(vec4<f32>(0.0), k_tile[kb + 15u], 15u < d4);
+            let d2 = fma(q2_0, k0, fma(q2_1, k1, fma(q2_2, k2, fma(q2_3, k3, fma(q2_4, k4, fma(q2_5, k5, fma(q2_6, k6, fma(q2_7, k7, fma(q2_8, k8, fma(q2_9, k9, fma(q2_10, k10, fma(q2_11, k11, fma(q2_12, k12, fma(q2_13, k13, fma(q2_14, k14, fma(q2_15, k15, vec4<f32>(0.0)))))))))))))))));
+            {
+                let s = hsum(d2);
+                let valid = j < lim2;
+                let mn = select(m2, max(m2, s), valid);
+                let sc = vec4<f32>(exp(m2 - mn));
+                let pj = select(0.0, exp(s - mn), valid);
+                l2 = fma(l2, sc.x, pj);
+                m2 = mn;
+                let pv = vec4<f32>(pj);
+                if (0u < d4) { a2_0 = fma(pv, k0, a2_0 * sc); }
+                if (1u < d4) { a2_1 = fma(pv, k1, a2_1 * sc); }
+                if (2u < d4) { a2_2 = fma(pv, k2, a2_2 * sc); }
+                if (3u < d4) { a2_3 = fma(pv, k3, a2_3 * sc); }
+                if (4u < d4) { a2_4 = fma(pv, k4, a2_4 * sc); }
+                if (5u < d4) { a2_5 = fma(pv, k5, a2_5 * sc); }
+                if (6u < d4) { a2_6 = fma(pv, k6, a2_6 * sc); }
+                if (7u < d4) { a2_7 = fma(pv, k7, a2_7 * sc); }
+                if (8u < d4) { a2_8 = fma(pv, k8, a2_8 * sc); }
+                if (9u < d4) { a2_9 = fma(pv, k9, a2_9 * sc); }
+                if (10u < d4) { a2_10 = fma(pv, k10, a2_10 * sc); }
+                if (11u < d4) { a2_11 = fma(pv, k11, a2_11 * sc); }
+                if (12u < d4) { a2_12 = fma(pv, k12, a2_12 * sc); }
+                if (13u < d4) { a2_13 = fma(pv, k13, a2_13 * sc); }
+                if (14u < d4) { a2_14 = fma(pv, k14, a2_14 * sc); }
+                if (15u < d4) { a2_15 = fma(pv, k15, a2_15 * sc); }
+            }
+        }
+        // Row blocks [0, 1] (of 2 live).
+        for (var j = max(0u, j0); j < select(0u, min(e0, j0 + cnt), nl == 2u); j++) {
+            let kb = (j - j0) * d4;
+            let k0 = select(vec4<f32>(0.0), k_tile[kb + 0u], 0u < d4);
+            let k1 = select(vec4<f32>(0.0), k_tile[kb + 1u], 1u < d4);
+            let k2 = select(vec4<f32>(0.0), k_tile[kb + 2u], 2u < d4);
+            let k3 = select(vec4<f32>(0.0), k_tile[kb + 3u], 3u < d4);
+            let k4 = select(vec4<f32>(0.0), k_tile[kb + 4u], 4u < d4);
+            let k5 = select(vec4<f32>(0.0), k_tile[kb + 5u], 5u < d4);
+            let k6 = select(vec4<f32>(0.0), k_tile[kb + 6u], 6u < d4);
+            let k7 = select(vec4<f32>(0.0), k_tile[kb + 7u], 7u < d4);
+            let k8 = select(vec4<f32>(0.0), k_tile[kb + 8u], 8u < d4);
+            let k9 = select(vec4<f32>(0.0), k_tile[kb + 9u], 9u < d4);
+            let k10 = select(vec4<f32>(0.0), k_tile[kb + 10u], 10u < d4);
+            let k11 = select(vec4<f32>(0.0), k_tile[kb + 11u], 11u < d4);
+            let k12 = select(vec4<f32>(0.0), k_tile[kb + 12u], 12u < d4);
+            let k13 = select(vec4<f32>(0.0), k_tile[kb + 13u], 13u < d4);
+            let k14 = select(vec4<f32>(0.0), k_tile[kb + 14u], 14u < d4);
+            let k15 = select(vec4<f32>(0.0), k_tile[kb + 15u], 15u < d4);
+            let d0 = fma(q0_0, k0, fma(q0_1, k1, fma(q0_2, k2, fma(q0_3, k3, fma(q0_4, k4, fma(q0_5, k5, fma(q0_6, k6, fma(q0_7, k7, fma(q0_8, k8, fma(q0_9, k9, fma(q0_10, k10, fma(q0_11, k11, fma(q0_12, k12, fma(q0_13, k13, fma(q0_14, k14, fma(q0_15, k15, vec4<f32>(0.0)))))))))))))))));
+            let d1 = fma(q1_0, k0, fma(q1_1, k1, fma(q1_2, k2, fma(q1_3, k3, fma(q1_4, k4, fma(q1_5, k5, fma(q1_6, k6, fma(q1_7, k7, fma(q1_8, k8, fma(q1_9, k9, fma(q1_10, k10, fma(q1_11, k11, fma(q1_12, k12, fma(q1_13, k13, fma(q1_14, k14, fma(q1_15, k15, vec4<f32>(0.0)))))))))))))))));
+            {
+                let s = hsum(d0);
+                let valid = j < lim0;
+                let mn = select(m0, max(m0, s), valid);
+                let sc = vec4<f32>(exp(m0 - mn));
+                let pj = select(0.0, exp(s - mn), valid);
+                l0 = fma(l0, sc.x, pj);
+                m0 = mn;
+                let pv = vec4<f32>(pj);
+                if (0u < d4) { a0_0 = fma(pv, k0, a0_0 * sc); }
+                if (1u < d4) { a0_1 = fma(pv, k1, a0_1 * sc); }
+                if (2u < d4) { a0_2 = fma(pv, k2, a0_2 * sc); }
+                if (3u < d4) { a0_3 = fma(pv, k3, a0_3 * sc); }
+                if (4u < d4) { a0_4 = fma(pv, k4, a0_4 * sc); }
+                if (5u < d4) { a0_5 = fma(pv, k5, a0_5 * sc); }
+                if (6u < d4) { a0_6 = fma(pv, k6, a0_6 * sc); }
+                if (7u < d4) { a0_7 = fma(pv, k7, a0_7 * sc); }
+                if (8u < d4) { a0_8 = fma(pv, k8, a0_8 * sc); }
+                if (9u < d4) { a0_9 = fma(pv, k9, a0_9 * sc); }
+                if (10u < d4) { a0_10 = fma(pv, k10, a0_10 * sc); }
+                if (11u < d4) { a0_11 = fma(pv, k11, a0_11 * sc); }
+                if (12u < d4) { a0_12 = fma(pv, k12, a0_12 * sc); }
+                if (13u < d4) { a0_13 = fma(pv, k13, a0_13 * sc); }
+                if (14u < d4) { a0_14 = fma(pv, k14, a0_14 * sc); }
+                if (15u < d4) { a0_15 = fma(pv, k15, a0_15 * sc); }
+            }
+            {
+                let s = hsum(d1);
+                let valid = j < lim1;
+                let mn = select(m1, max(m1, s), valid);
+                let sc = vec4<f32>(exp(m1 - mn));
+                let pj = select(0.0, exp(s - mn), valid);
+                l1 = fma(l1, sc.x, pj);
+                m1 = mn;
+                let pv = vec4<f32>(pj);
+                if (0u < d4) { a1_0 = fma(pv, k0, a1_0 * sc); }
+                if (1u < d4) { a1_1 = fma(pv, k1, a1_1 * sc); }
+                if (2u < d4) { a1_2 = fma(pv, k2, a1_2 * sc); }
+                if (3u < d4) { a1_3 = fma(pv, k3, a1_3 * sc); }
+                if (4u < d4) { a1_4 = fma(pv, k4, a1_4 * sc); }
+                if (5u < d4) { a1_5 = fma(pv, k5, a1_5 * sc); }
+                if (6u < d4) { a1_6 = fma(pv, k6, a1_6 * sc); }
+                if (7u < d4) { a1_7 = fma(pv, k7, a1_7 * sc); }
+                if (8u < d4) { a1_8 = fma(pv, k8, a1_8 * sc); }
+                if (9u < d4) { a1_9 = fma(pv, k9, a1_9 * sc); }
+                if (10u < d4) { a1_10 = fma(pv, k10, a1_10 * sc); }
+                if (11u < d4) { a1_11 = fma(pv, k11, a1_11 * sc); }
+                if (12u < d4) { a1_12 = fma(pv, k12, a1_12 * sc); }
+                if (13u < d4) { a1_13 = fma(pv, k13, a1_13 * sc); }
+                if (14u < d4) { a1_14 = fma(pv, k14, a1_14 * sc); }
+                if (15u < d4) { a1_15 = fma(pv, k15, a1_15 * sc); }
+            }
+        }
+        // Row blocks [1] (of 2 live).
+        for (var j = max(e0, j0); j < select(0u, min(e1, j0 + cnt), nl == 2u); j++) {
+            let kb = (j - j0) * d4;
+            let k0 = select(vec4<f32>(0.0), k_tile[kb + 0u], 0u < d4);
+            let k1 = select(vec4<f32>(0.0), k_tile[kb + 1u], 1u < d4);
+            let k2 = select(vec4<f32>(0.0), k_tile[kb + 2u], 2u < d4);
+            let k3 = select(vec4<f32>(0.0), k_tile[kb + 3u], 3u < d4);
+            let k4 = select(vec4<f32>(0.0), k_tile[kb + 4u], 4u < d4);
+            let k5 = select(vec4<f32>(0.0), k_tile[kb + 5u], 5u < d4);
+            let k6 = select(vec4<f32>(0.0), k_tile[kb + 6u], 6u < d4);
+            let k7 = select(vec4<f32>(0.0), k_tile[kb + 7u], 7u < d4);
+            let k8 = select(vec4<f32>(0.0), k_tile[kb + 8u], 8u < d4);
+            let k9 = select(vec4<f32>(0.0), k_tile[kb + 9u], 9u < d4);
+            let k10 = select(vec4<f32>(0.0), k_tile[kb + 10u], 10u < d4);
+            let k11 = select(vec4<f32>(0.0), k_tile[kb + 11u], 11u < d4);
+            let k12 = select(vec4<f32>(0.0), k_tile[kb + 12u], 12u < d4);
+            let k13 = select(vec4<f32>(0.0), k_tile[kb + 13u], 13u < d4);
+            let k14 = select(vec4<f32>(0.0), k_tile[kb + 14u], 14u < d4);
+            let k15 = select(vec4<f32>(0.0), k_tile[kb + 15u], 15u < d4);
+            let d1 = fma(q1_0, k0, fma(q1_1, k1, fma(q1_2, k2, fma(q1_3, k3, fma(q1_4, k4, fma(q1_5, k5, fma(q1_6, k6, fma(q1_7, k7, fma(q1_8, k8, fma(q1_9, k9, fma(q1_10, k10, fma(q1_11, k11, fma(q1_12, k12, fma(q1_13, k13, fma(q1_14, k14, fma(q1_15, k15, vec4<f32>(0.0)))))))))))))))));
+            {
+                let s = hsum(d1);
+                let valid = j < lim1;
+                let mn = select(m1, max(m1, s), valid);
+                let sc = vec4<f32>(exp(m1 - mn));
+                let pj = select(0.0, exp(s - mn), valid);
+                l1 = fma(l1, sc.x, pj);
+                m1 = mn;
+                let pv = vec4<f32>(pj);
+                if (0u < d4) { a1_0 = fma(pv, k0, a1_0 * sc); }
+                if (1u < d4) { a1_1 = fma(pv, k1, a1_1 * sc); }
+                if (2u < d4) { a1_2 = fma(pv, k2, a1_2 * sc); }
+                if (3u < d4) { a1_3 = fma(pv, k3, a1_3 * sc); }
+                if (4u < d4) { a1_4 = fma(pv, k4, a1_4 * sc); }
+                if (5u < d4) { a1_5 = fma(pv, k5, a1_5 * sc); }
+                if (6u < d4) { a1_6 = fma(pv, k6, a1_6 * sc); }
+                if (7u < d4) { a1_7 = fma(pv, k7, a1_7 * sc); }
+                if (8u < d4) { a1_8 = fma(pv, k8, a1_8 * sc); }
+                if (9u < d4) { a1_9 = fma(pv, k9, a1_9 * sc); }
+                if (10u < d4) { a1_10 = fma(pv, k10, a1_10 * sc); }
+                if (11u < d4) { a1_11 = fma(pv, k11, a1_11 * sc); }
+                if (12u < d4) { a1_12 = fma(pv, k12, a1_12 * sc); }
+                if (13u < d4) { a1_13 = fma(pv, k13, a1_13 * sc); }
+                if (14u < d4) { a1_14 = fma(pv, k14, a1_14 * sc); }
+                if (15u < d4) { a1_15 = fma(pv, k15, a1_15 * sc); }
+            }
+        }
+        // Row blocks [0] (of 1 live).
+        for (var j = max(0u, j0); j < select(0u, min(e0, j0 + cnt), nl == 1u); j++) {
+            let kb = (j - j0) * d4;
+            let k0 = select(vec4<f32>(0.0), k_tile[kb + 0u], 0u < d4);
+            let k1 = select(vec4<f32>(0.0), k_tile[kb + 1u], 1u < d4);
+            let k2 = select(vec4<f32>(0.0), k_tile[kb + 2u], 2u < d4);
+            let k3 = select(vec4<f32>(0.0), k_tile[kb + 3u], 3u < d4);
+            let k4 = select(vec4<f32>(0.0), k_tile[kb + 4u], 4u < d4);
+            let k5 = select(vec4<f32>(0.0), k_tile[kb + 5u], 5u < d4);
+            let k6 = select(vec4<f32>(0.0), k_tile[kb + 6u], 6u < d4);
+            let k7 = select(vec4<f32>(0.0), k_tile[kb + 7u], 7u < d4);
+            let k8 = select(vec4<f32>(0.0), k_tile[kb + 8u], 8u < d4);
+            let k9 = select(vec4<f32>(0.0), k_tile[kb + 9u], 9u < d4);
+            let k10 = select(vec4<f32>(0.0), k_tile[kb + 10u], 10u < d4);
+            let k11 = select(vec4<f32>(0.0), k_tile[kb + 11u], 11u < d4);
+            let k12 = select(vec4<f32>(0.0), k_tile[kb + 12u], 12u < d4);
+            let k13 = select(vec4<f32>(0.0), k_tile[kb + 13u], 13u < d4);
+            let k14 = select(vec4<f32>(0.0), k_tile[kb + 14u], 14u < d4);
+            let k15 = select(vec4<f32>(0.0), k_tile[kb + 15u], 15u < d4);
+            let d0 = fma(q0_0, k0, fma(q0_1, k1, fma(q0_2, k2, fma(q0_3, k3, fma(q0_4, k4, fma(q0_5, k5, fma(q0_6, k6, fma(q0_7, k7, fma(q0_8, k8, fma(q0_9, k9, fma(q0_10, k10, fma(q0_11, k11, fma(q0_12, k12, fma(q0_13, k13, fma(q0_14, k14, fma(q0_15, k15, vec4<f32>(0.0)))))))))))))))));
+            {
+                let s = hsum(d0);
+                let valid = j < lim0;
+                let mn = select(m0, max(m0, s), valid);
+                let sc = vec4<f32>(exp(m0 - mn));
+                let pj = select(0.0, exp(s - mn), valid);
+                l0 = fma(l0, sc.x, pj);
+                m0 = mn;
+                let pv = vec4<f32>(pj);
+                if (0u < d4) { a0_0 = fma(pv, k0, a0_0 * sc); }
+                if (1u < d4) { a0_1 = fma(pv, k1, a0_1 * sc); }
+                if (2u < d4) { a0_2 = fma(pv, k2, a0_2 * sc); }
+                if (3u < d4) { a0_3 = fma(pv, k3, a0_3 * sc); }
+                if (4u < d4) { a0_4 = fma(pv, k4, a0_4 * sc); }
+                if (5u < d4) { a0_5 = fma(pv, k5, a0_5 * sc); }
+                if (6u < d4) { a0_6 = fma(pv, k6, a0_6 * sc); }
+                if (7u < d4) { a0_7 = fma(pv, k7, a0_7 * sc); }
+                if (8u < d4) { a0_8 = fma(pv, k8, a0_8 * sc); }
+                if (9u < d4) { a0_9 = fma(pv, k9, a0_9 * sc); }
+                if (10u < d4) { a0_10 = fma(pv, k10, a0_10 * sc); }
+                if (11u < d4) { a0_11 = fma(pv, k11, a0_11 * sc); }
+                if (12u < d4) { a0_12 = fma(pv, k12, a0_12 * sc); }
+                if (13u < d4) { a0_13 = fma(pv, k13, a0_13 * sc); }
+                if (14u < d4) { a0_14 = fma(pv, k14, a0_14 * sc); }
+                if (15u < d4) { a0_15 = fma(pv, k15, a0_15 * sc); }
             }
         }
         workgroupBarrier();
