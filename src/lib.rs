@@ -13,10 +13,11 @@
 //!    [`backend`] module picks the GPU when an adapter exists
 //!
 //! This facade re-exports those crates, and holds the `transact` CLI, the
-//! demo world ([`world`]) and the benchmark cases ([`bench`]).
+//! demo world ([`world`]) and the benchmark cases ([`bench`], [`bench_gpu`]).
 
 pub mod backend;
 pub mod bench;
+pub mod bench_gpu;
 pub mod world;
 
 pub use transact_embed as embed;

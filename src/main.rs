@@ -103,6 +103,18 @@ enum BenchWhat {
         #[arg(long)]
         case: Option<String>,
     },
+    /// The GPU paths on the chosen adapter (V1 encode and score, V2 block variants), with CPU times.
+    Kernels {
+        /// Timed runs per case (after one warm-up).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Candidates per request (shrink it on a software adapter).
+        #[arg(long, default_value_t = bench::BATCH)]
+        batch: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -113,6 +125,9 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchWhat::Cpu { json, runs, case },
         } => bench_cpu(json, runs, case.as_deref()),
+        Command::Bench {
+            what: BenchWhat::Kernels { runs, json, batch },
+        } => bench_kernels(json, runs, batch),
     };
     match result {
         Ok(code) => code,
@@ -325,6 +340,65 @@ fn run_parity(files: &[PathBuf], tolerance: f32) -> Result<ExitCode> {
 
 fn round3(x: f64) -> f64 {
     (x * 1e3).round() / 1e3
+}
+
+fn bench_kernels(json: bool, runs: usize, batch: usize) -> Result<ExitCode> {
+    if batch == 0 {
+        return Err("--batch must be at least 1".into());
+    }
+    let ctx = Arc::new(transact::gpu::GpuContext::new_from_env()?);
+    let results =
+        transact::bench_gpu::run_kernels(&ctx, batch, runs).map_err(|e| -> Box<dyn Error> { e })?;
+    if json {
+        for r in &results {
+            say!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    say!(
+        "adapter: {} (f16 {}, timestamps {})",
+        ctx.adapter_name(),
+        ctx.has_f16(),
+        ctx.has_timestamps()
+    );
+    say!(
+        "B = {batch}, median of {} runs after 1 warm-up; times per path/variant (not per kernel: \
+         timestamps bracket a request's whole compute pass)",
+        runs.max(1)
+    );
+    let mut shape = "";
+    for r in &results {
+        if r.shape != shape {
+            shape = &r.shape;
+            say!("");
+            say!(
+                "{}",
+                match shape {
+                    "v1-s100-d96" => "V1: S 100, d 96, L 2, h 2, K 10",
+                    _ => "V2 blocks: S 192, d 64, FFN 32, L 2, causal",
+                }
+            );
+            say!(
+                "  {:<14} {:>11} {:>6} {:>11} {:>9} {:>14}",
+                "variant",
+                "gpu ms",
+                "clock",
+                "cpu ms",
+                "cpu/gpu",
+                "gpu cand/s"
+            );
+        }
+        say!(
+            "  {:<14} {:>11.3} {:>6} {:>11.3} {:>8.2}x {:>14.0}",
+            r.variant,
+            r.median_ms,
+            r.clock,
+            r.cpu_median_ms,
+            r.cpu_median_ms / r.median_ms,
+            batch as f64 / (r.median_ms / 1e3)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {

@@ -1,0 +1,71 @@
+//! Criterion benches of the GPU paths (the same work as `transact bench
+//! kernels`): the V2 block variants and the V1 encoder.
+//!
+//! `cargo bench --bench gpu`; `TRANSACT_BENCH_BATCH=32` shrinks the batch
+//! (default 256) for a software adapter such as lavapipe. Without an
+//! adapter it prints a note and registers nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use transact::bench_gpu::{V1GpuCase, V2GpuCase, batch_from_env};
+use transact::gpu::GpuContext;
+
+fn gpu(c: &mut Criterion) {
+    let ctx = match GpuContext::new_from_env() {
+        Ok(ctx) => Arc::new(ctx),
+        Err(e) => {
+            eprintln!("no GPU adapter ({e}); no GPU benchmarks registered");
+            return;
+        }
+    };
+    let batch = batch_from_env();
+    eprintln!("adapter: {}, B = {batch}", ctx.adapter_name());
+    let mut g = c.benchmark_group("gpu");
+    g.throughput(Throughput::Elements(batch as u64));
+    g.sample_size(10);
+    // Each call waits for the device (the request polls until its result is
+    // mapped), so the wall time of the loop is the GPU path's time.
+    match V2GpuCase::new(ctx.clone(), batch) {
+        Ok(v2) => {
+            for (i, label) in v2.labels().iter().enumerate() {
+                g.bench_function(format!("{}-b{batch}/{label}", V2GpuCase::NAME), |b| {
+                    b.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let t0 = std::time::Instant::now();
+                            if let Err(e) = v2.gpu_run(i) {
+                                eprintln!("V2 {label}: {e}");
+                            }
+                            total += t0.elapsed();
+                        }
+                        total
+                    })
+                });
+            }
+        }
+        Err(e) => eprintln!("V2 case not built: {e}"),
+    }
+    match V1GpuCase::new(ctx.clone(), batch) {
+        Ok(v1) => {
+            g.bench_function(format!("{}-b{batch}/encode", V1GpuCase::NAME), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        match v1.gpu_encode() {
+                            Ok(t) => total += t,
+                            Err(e) => eprintln!("V1 encode: {e}"),
+                        }
+                    }
+                    total
+                })
+            });
+        }
+        Err(e) => eprintln!("V1 case not built: {e}"),
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gpu);
+criterion_main!(benches);
