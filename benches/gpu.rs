@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use transact::bench_gpu::{V1GpuCase, V2GpuCase, batch_from_env};
 use transact::gpu::GpuContext;
 
@@ -25,6 +25,11 @@ fn gpu(c: &mut Criterion) {
     let mut g = c.benchmark_group("gpu");
     g.throughput(Throughput::Elements(batch as u64));
     g.sample_size(10);
+    // Flat sampling: on a software adapter one iteration takes ~0.1-0.5 s,
+    // so the linear ramp of 1 + 2 + ... + 10 iterations would be too long.
+    g.sampling_mode(SamplingMode::Flat);
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(3));
     // Each call waits for the device (the request polls until its result is
     // mapped), so the wall time of the loop is the GPU path's time.
     match V2GpuCase::new(ctx.clone(), batch) {

@@ -218,7 +218,7 @@ pub struct KernelResult {
     pub variant: String,
     /// Candidates per request.
     pub batch: usize,
-    /// Median GPU-side time in ms.
+    /// Median GPU-side time in ms (rounded to µs).
     pub median_ms: f64,
     /// `gpu` (timestamp queries around the compute pass) or `wall`.
     pub clock: &'static str,
@@ -264,9 +264,9 @@ pub fn run_kernels(
             shape: shape.into(),
             variant: variant.into(),
             batch,
-            median_ms: ms,
+            median_ms: (ms * 1e3).round() / 1e3,
             clock,
-            cpu_median_ms: cpu,
+            cpu_median_ms: (cpu * 1e3).round() / 1e3,
             granularity: "path",
             runs,
             adapter: adapter.clone(),
