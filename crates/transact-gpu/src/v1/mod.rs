@@ -178,6 +178,41 @@ pub(crate) fn record_bias_rows(
 /// mostly compute padding.
 pub(crate) const SMALL_M: usize = 8;
 
+/// `y[m×n] = residual + bias + x[m×k]·Wᵀ` (`W` stored `[n × k]`), all
+/// densely packed: the post-norm layers' "add the sub-layer to its input" step.
+#[allow(clippy::too_many_arguments)]
+fn record_residual_linear(
+    ctx: &GpuContext,
+    req: &mut Request<'_>,
+    (m, n, k): (usize, usize, usize),
+    x: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    bias: &wgpu::Buffer,
+    residual: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<(), GpuError> {
+    let rows = BiasRows {
+        rows: m,
+        cols: n,
+        ld: n,
+        off: 0,
+        src: Some((residual, n, 0)),
+        bias: Some(bias),
+    };
+    record_bias_rows(ctx, req, rows, y)?;
+    record_linear(
+        ctx,
+        req,
+        (m, n, k),
+        (x, k, 0),
+        (w, k, 0),
+        None,
+        (y, n, 0),
+        false,
+        true,
+    )
+}
+
 /// `y [m × n] = x [m × k] · Wᵀ (+ bias) (+ y)`, then optional ReLU, with
 /// `W` stored `[n × k]`. Operands are `(buffer, row stride, offset)`. Few
 /// rows run on `v1_linear_rows.wgsl`; otherwise the bias is written first
@@ -715,29 +750,15 @@ impl GpuTransActV1 {
                 ],
             )?;
             // y = x + attn·W_oᵀ + b_o; x1 = LN1(y).
-            record_bias_rows(
-                ctx,
-                rq,
-                BiasRows {
-                    rows,
-                    cols: d,
-                    ld: d,
-                    off: 0,
-                    src: Some((&x, d, 0)),
-                    bias: Some(&layer.out_b),
-                },
-                &y,
-            )?;
-            record_linear(
+            record_residual_linear(
                 ctx,
                 rq,
                 (rows, d, d),
-                (&att, d, 0),
-                (&layer.out_w, d, 0),
-                None,
-                (&y, d, 0),
-                false,
-                true,
+                &att,
+                &layer.out_w,
+                &layer.out_b,
+                &x,
+                &y,
             )?;
             let ln = LayerNormShape {
                 rows,
@@ -759,30 +780,7 @@ impl GpuTransActV1 {
                 true,
                 false,
             )?;
-            record_bias_rows(
-                ctx,
-                rq,
-                BiasRows {
-                    rows,
-                    cols: d,
-                    ld: d,
-                    off: 0,
-                    src: Some((&x1, d, 0)),
-                    bias: Some(&layer.b2),
-                },
-                &y,
-            )?;
-            record_linear(
-                ctx,
-                rq,
-                (rows, d, ff),
-                (&hid, ff, 0),
-                (&layer.w2, ff, 0),
-                None,
-                (&y, d, 0),
-                false,
-                true,
-            )?;
+            record_residual_linear(ctx, rq, (rows, d, ff), &hid, &layer.w2, &layer.b2, &x1, &y)?;
             record_layer_norm(ctx, rq, ln, &y, &x, Some((&layer.g2, &layer.be2)))?;
         }
 
