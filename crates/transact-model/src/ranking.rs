@@ -13,6 +13,18 @@ pub const FORMAT_RANKING: &str = "transact-ranking-model/1";
 /// Tensor name prefix of the heads in a ranking model file.
 pub const HEADS_PREFIX: &str = "heads.";
 
+/// Per-thread buffers reused across requests (encoder output, head features),
+/// so steady-state scoring does not allocate them per request.
+#[derive(Default)]
+struct Scratch {
+    encoded: Vec<f32>,
+    features: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
 /// TransAct V1 over the user's realtime sequence, then the ranking heads over
 /// `[encoder output ; candidate embedding ; user embedding ; context]`.
 #[derive(Clone, Debug)]
@@ -86,9 +98,15 @@ impl RankingModel {
             });
         }
         let batch = req.candidates.len() / d_item;
-        let mut encoded = vec![0.0f32; batch * self.v1.config().output_dim()];
-        self.v1.forward_request(req, &mut encoded)?;
-        self.score_encoded(&encoded, req.candidates, user_emb, context, logits)
+        let mut encoded = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut().encoded));
+        encoded.clear();
+        encoded.resize(batch * self.v1.config().output_dim(), 0.0);
+        let result = self
+            .v1
+            .forward_request(req, &mut encoded)
+            .and_then(|()| self.score_encoded(&encoded, req.candidates, user_emb, context, logits));
+        SCRATCH.with(|s| s.borrow_mut().encoded = encoded);
+        result
     }
 
     /// Runs the heads on an already encoded sequence (`B × encoder output`),
@@ -111,14 +129,18 @@ impl RankingModel {
         let user = optional_feature("user_embedding", user_emb, cfg.user_emb_dim)?;
         let ctx = optional_feature("context", context, cfg.context_dim)?;
         let n = self.heads.input_dim();
-        let mut features = Vec::with_capacity(batch * n);
+        let mut features = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut().features));
+        features.clear();
+        features.reserve(batch * n);
         for b in 0..batch {
             features.extend_from_slice(&encoded[b * d_seq..(b + 1) * d_seq]);
             features.extend_from_slice(&candidates[b * d_item..(b + 1) * d_item]);
             features.extend_from_slice(user);
             features.extend_from_slice(ctx);
         }
-        self.heads.forward(&features, batch, logits)
+        let result = self.heads.forward(&features, batch, logits);
+        SCRATCH.with(|s| s.borrow_mut().features = features);
+        result
     }
 
     /// All weights and configs as named tensors.
