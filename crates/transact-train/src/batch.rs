@@ -1,0 +1,52 @@
+//! One mini-batch of training examples, as the network consumes it.
+//!
+//! An example is one (logged request, candidate) pair. Everything is already
+//! resolved to table rows: the trainer maps item ids to rows of the item
+//! table and action types to rows of the action table, applies the padding,
+//! future and time-window masks, and looks up the per-head weights.
+
+/// Marks "no item" in [`Batch::nal_pos`] and [`Batch::nal_neg`].
+pub const NO_ITEM: u32 = u32::MAX;
+
+/// A mini-batch of `len` examples over sequences of `seq_len` positions
+/// (newest first).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    /// Examples `B`.
+    pub len: usize,
+    /// Positions per sequence `S` (the model's `seq_len`).
+    pub seq_len: usize,
+    /// `B × S` item-table rows of the sequence actions (any row for padding).
+    pub seq_items: Vec<u32>,
+    /// `B × S` action-table rows (0 = padding; the row is `1 + rank` of the
+    /// action id in the vocabulary, as in `VocabMode::Padded`).
+    pub seq_actions: Vec<u32>,
+    /// `B × S`: `true` where the position is masked (padding, in the future
+    /// of the request, or inside the batch's random time window). Position 0
+    /// of every example is never masked.
+    pub seq_masked: Vec<bool>,
+    /// `B` item-table rows of the candidates.
+    pub cand_items: Vec<u32>,
+    /// `B × user_dim` dense user features (empty when `user_dim` is 0).
+    pub user_features: Vec<f32>,
+    /// `B × H` labels in {0, 1}, one per head.
+    pub labels: Vec<f32>,
+    /// `B × H` per-head BCE weights `w_u · w_h` (label-weight matrix times
+    /// the user weight); 0 drops the term.
+    pub weights: Vec<f32>,
+    /// `B` item rows of the user's next positive action after the request
+    /// (the Next Action Loss target), [`NO_ITEM`] when there is none.
+    pub nal_pos: Vec<u32>,
+    /// Negatives per example for the Next Action Loss.
+    pub nal_negatives: usize,
+    /// `B × nal_negatives` item rows of impression negatives ([`NO_ITEM`]
+    /// pads a short list). Empty for in-batch negatives.
+    pub nal_neg: Vec<u32>,
+}
+
+impl Batch {
+    /// Heads `H`, from the label count (0 for an empty batch).
+    pub fn heads(&self) -> usize {
+        self.labels.len().checked_div(self.len).unwrap_or(0)
+    }
+}

@@ -1,0 +1,1 @@
+//! Every layer of the model, forward and backward side by side.
