@@ -2,6 +2,10 @@
 //!
 //! - [`layers`]: every layer's forward and backward side by side, each
 //!   checked against central finite differences.
+//! - [`params`]: named, flat parameters; gradients share their layout.
+//! - [`net`]: the trainable ranking network (item table, TransAct V1
+//!   encoder, DCN v2 + MLP heads, Next Action Loss projection): forward,
+//!   backward and losses over a [`Batch`].
 //! - [`batch`]: one mini-batch as the network consumes it.
 //! - [`data`]: datasets (action logs + logged requests), the seeded
 //!   synthetic world, importers for real logs.
@@ -11,5 +15,7 @@ pub mod batch;
 pub mod data;
 pub mod eval;
 pub mod layers;
+pub mod net;
+pub mod params;
 
 pub use batch::{Batch, NO_ITEM};

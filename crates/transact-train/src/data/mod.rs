@@ -85,3 +85,6 @@ pub struct Dataset {
     /// Logged requests, in time order.
     pub requests: Vec<LoggedRequest>,
 }
+
+pub mod import;
+pub mod synthetic;

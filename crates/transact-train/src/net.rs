@@ -1,0 +1,1 @@
+//! The whole trainable ranking network: forward, backward and losses over a [`crate::Batch`].

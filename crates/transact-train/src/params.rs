@@ -1,0 +1,1 @@
+//! Named, flat model parameters (and gradients of the same layout).
