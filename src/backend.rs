@@ -6,6 +6,7 @@
 //! adapter exists and says why it did not otherwise.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use transact_gpu::{GpuContext, GpuError, GpuRankingModel};
@@ -27,12 +28,22 @@ struct GpuState {
 
 /// Scores on a wgpu device, falling back to the CPU for a request whose
 /// device was lost.
+///
+/// Cheap to clone: clones share the device, the uploaded weights and the
+/// fallback state (keep one to watch a backend a [`transact_rank::Ranker`]
+/// owns).
+#[derive(Clone)]
 pub struct GpuBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     weights: Arc<RankingModel>,
     state: Mutex<Option<GpuState>>,
     adapter: String,
     software: bool,
     last_fallback: Mutex<Option<String>>,
+    devices_opened: AtomicUsize,
 }
 
 impl GpuBackend {
@@ -44,11 +55,14 @@ impl GpuBackend {
         let software =
             state.model.v1().context().adapter_info().device_type == wgpu::DeviceType::Cpu;
         Ok(Self {
-            software,
-            weights: model,
-            state: Mutex::new(Some(state)),
-            adapter,
-            last_fallback: Mutex::new(None),
+            inner: Arc::new(Inner {
+                software,
+                weights: model,
+                state: Mutex::new(Some(state)),
+                adapter,
+                last_fallback: Mutex::new(None),
+                devices_opened: AtomicUsize::new(1),
+            }),
         })
     }
 
@@ -61,18 +75,30 @@ impl GpuBackend {
 
     /// Whether the adapter is a software rasteriser (a CPU device).
     pub fn is_software(&self) -> bool {
-        self.software
+        self.inner.software
     }
 
     /// Why the last request ran on the CPU, if it did.
     pub fn last_fallback(&self) -> Option<String> {
-        self.last_fallback.lock().clone()
+        self.inner.last_fallback.lock().clone()
+    }
+
+    /// The device in use (`None` after a loss, until the next request
+    /// recreates it).
+    pub fn context(&self) -> Option<Arc<GpuContext>> {
+        let state = self.inner.state.lock();
+        state.as_ref().map(|s| s.model.v1().context().clone())
+    }
+
+    /// Devices opened so far: 1, plus one per recreation after a loss.
+    pub fn devices_opened(&self) -> usize {
+        self.inner.devices_opened.load(Ordering::SeqCst)
     }
 }
 
 impl Backend for GpuBackend {
     fn name(&self) -> String {
-        format!("gpu: {}", self.adapter)
+        format!("gpu: {}", self.inner.adapter)
     }
 
     fn score(
@@ -83,10 +109,14 @@ impl Backend for GpuBackend {
         context: Option<&[f32]>,
         logits: &mut [f32],
     ) -> Result<(), ModelError> {
-        let mut state = self.state.lock();
+        let inner = &*self.inner;
+        let mut state = inner.state.lock();
         if state.is_none() {
             // The device was lost earlier: try to recreate it.
-            *state = Self::open(&self.weights).ok();
+            *state = Self::open(&inner.weights).ok();
+            if state.is_some() {
+                inner.devices_opened.fetch_add(1, Ordering::SeqCst);
+            }
         }
         let outcome = match state.as_ref() {
             Some(s) => s.model.score(req, user_emb, context),
@@ -98,7 +128,7 @@ impl Backend for GpuBackend {
             Ok(v) => {
                 ModelError::check_len("logits", logits.len(), v.len())?;
                 logits.copy_from_slice(&v);
-                *self.last_fallback.lock() = None;
+                *inner.last_fallback.lock() = None;
                 Ok(())
             }
             Err(GpuError::BadInput { name, detail }) => Err(ModelError::BadInput { name, detail }),
@@ -112,7 +142,7 @@ impl Backend for GpuBackend {
                 }
                 drop(state);
                 eprintln!("transact: GPU request failed ({e}); scoring this request on the CPU");
-                *self.last_fallback.lock() = Some(e.to_string());
+                *inner.last_fallback.lock() = Some(e.to_string());
                 CpuBackend.score(model, req, user_emb, context, logits)
             }
         }
@@ -131,7 +161,7 @@ pub fn auto_backend(
         Ok(gpu) if !allow_software && gpu.is_software() => {
             let reason = format!(
                 "the only GPU adapter is a software one ({}); it is slower than the CPU path",
-                gpu.adapter
+                gpu.inner.adapter
             );
             eprintln!("transact: ranking on the CPU: {reason}");
             (

@@ -254,3 +254,69 @@ fn gpu_backend_ranks_like_the_cpu() {
     ));
     assert!(bad.is_err());
 }
+
+#[test]
+fn a_lost_device_scores_that_request_on_the_cpu_and_is_recreated() {
+    use transact::backend::GpuBackend;
+    let w = world();
+    let store = Arc::new(EmbeddedStore::in_memory(store_config()));
+    w.fill_store(store.as_ref()).expect("fill");
+    let items = Arc::new(w.items.clone());
+    let m = Arc::new(model());
+    let gpu = match GpuBackend::new(m.clone()) {
+        Ok(g) => g,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipping: no GPU adapter ({e})");
+            return;
+        }
+        Err(e) => panic!("CI=true needs a GPU adapter (install mesa-vulkan-drivers): {e}"),
+    };
+    let watch = gpu.clone();
+    let cpu = Ranker::new(
+        store.clone(),
+        items.clone(),
+        m.clone(),
+        RankerConfig::default(),
+    )
+    .expect("cpu ranker");
+    let ranker = Ranker::with_backend(store, items, m, RankerConfig::default(), Box::new(gpu))
+        .expect("gpu ranker");
+    let req = RankRequest::new(
+        4,
+        NOW,
+        w.candidates_for(4, 10, 2)
+            .into_iter()
+            .map(Candidate::Item)
+            .collect(),
+    );
+    let expected = cpu.rank(&req).expect("cpu rank");
+    let same = |got: &transact::rank::RankResponse| {
+        for (a, b) in expected.ranked.iter().zip(&got.ranked) {
+            assert_eq!(a.item_id, b.item_id);
+            assert!(
+                (a.utility - b.utility).abs() < 1e-4,
+                "{} vs {}",
+                a.utility,
+                b.utility
+            );
+        }
+    };
+    same(&ranker.rank(&req).expect("on the GPU"));
+    assert_eq!(watch.last_fallback(), None);
+
+    // The device goes away between requests: the next request cannot run on
+    // it, is scored on the CPU, and says why.
+    let ctx = watch.context().expect("a device");
+    ctx.destroy();
+    same(&ranker.rank(&req).expect("scored on the CPU"));
+    let why = watch.last_fallback().expect("a fallback reason");
+    assert!(why.contains("lost"), "{why}");
+    assert!(watch.context().is_none(), "the lost device is dropped");
+    assert_eq!(watch.devices_opened(), 1);
+
+    // The request after that opens a new device and runs on it.
+    same(&ranker.rank(&req).expect("on a new device"));
+    assert_eq!(watch.last_fallback(), None);
+    assert_eq!(watch.devices_opened(), 2);
+    assert!(!watch.context().expect("new device").is_lost());
+}

@@ -50,6 +50,7 @@ use crate::GpuError;
 use crate::device::{
     AdapterRequest, create_instance, describe_adapter, open_device, select_adapter,
 };
+use crate::timing::{KernelTime, Profile};
 
 /// A WGSL source file from `shaders/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -249,6 +250,10 @@ pub struct GpuContext {
     /// context run one at a time (re-entrant, so one thread may hold
     /// several).
     exec: parking_lot::ReentrantMutex<()>,
+    /// Time every dispatch of every request (see [`GpuContext::set_profiling`]).
+    profiling: AtomicBool,
+    /// The per-dispatch times of the last profiled request.
+    last_profile: Mutex<Option<Profile>>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -311,6 +316,8 @@ impl GpuContext {
             pipelines: Mutex::default(),
             pool: BufferPool::default(),
             exec: parking_lot::ReentrantMutex::new(()),
+            profiling: AtomicBool::new(false),
+            last_profile: Mutex::new(None),
         })
     }
 
@@ -359,6 +366,33 @@ impl GpuContext {
     /// [`GpuError::DeviceLost`].
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Times every dispatch of every later request with timestamp queries
+    /// (when the device has them), one compute pass per dispatch; read the
+    /// times of the last request with [`GpuContext::take_profile`]. For
+    /// benchmarks: the extra passes and queries cost a little time.
+    pub fn set_profiling(&self, on: bool) {
+        self.profiling.store(on, Ordering::SeqCst);
+    }
+
+    /// Per-dispatch GPU times of the last request that ran while profiling
+    /// was on (`None` if none did, or the device has no timestamp queries).
+    pub fn take_profile(&self) -> Option<Profile> {
+        self.last_profile.lock().take()
+    }
+
+    /// Destroys the device, as a driver reset or a removed GPU would: the
+    /// device-lost handler runs and every later request fails with
+    /// [`GpuError::DeviceLost`]. Callers test their recovery path with it.
+    pub fn destroy(&self) {
+        self.device.destroy();
+        // The lost callback runs on a later poll; record the loss now.
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        if !self.is_lost() {
+            *self.lost_reason.lock() = Some("Destroyed: the device was destroyed".into());
+            self.lost.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Buffers created by the pool so far (tests check steady-state reuse).
@@ -725,17 +759,49 @@ impl<'c> Request<'c> {
                 })
             })
             .collect();
-        let queries = self.timing.then(|| {
+        // Dispatches that run (a zero workgroup count is skipped).
+        let live: Vec<usize> = (0..self.dispatches.len())
+            .filter(|&i| !self.dispatches[i].groups.contains(&0))
+            .collect();
+        let per_dispatch =
+            ctx.profiling.load(Ordering::SeqCst) && ctx.has_timestamps() && !live.is_empty();
+        let n_queries = if per_dispatch {
+            // Two per dispatch, within wgpu's limit on one query set.
+            (2 * live.len()).min(wgpu::QUERY_SET_MAX_QUERIES as usize)
+        } else if self.timing || (ctx.profiling.load(Ordering::SeqCst) && ctx.has_timestamps()) {
+            2
+        } else {
+            0
+        };
+        let queries = (n_queries > 0).then(|| {
             device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("transact-gpu timing"),
                 ty: wgpu::QueryType::Timestamp,
-                count: 2,
+                count: n_queries as u32,
             })
         });
         let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some(&self.label),
         });
-        {
+        if per_dispatch && let Some(q) = &queries {
+            // One pass per dispatch, each bracketed by its own timestamps
+            // (dispatches past the query limit share the last pass's end).
+            for (j, &i) in live.iter().enumerate() {
+                let d = &self.dispatches[i];
+                let timed = 2 * j + 1 < n_queries;
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(&d.kernel.label),
+                    timestamp_writes: timed.then(|| wgpu::ComputePassTimestampWrites {
+                        query_set: q,
+                        beginning_of_pass_write_index: Some(2 * j as u32),
+                        end_of_pass_write_index: Some(2 * j as u32 + 1),
+                    }),
+                });
+                pass.set_pipeline(&d.kernel.pipeline);
+                pass.set_bind_group(0, &groups[i], &[]);
+                pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+            }
+        } else {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(&self.label),
                 timestamp_writes: queries.as_ref().map(|q| wgpu::ComputePassTimestampWrites {
@@ -744,28 +810,27 @@ impl<'c> Request<'c> {
                     end_of_pass_write_index: Some(1),
                 }),
             });
-            for (d, g) in self.dispatches.iter().zip(&groups) {
-                if d.groups.contains(&0) {
-                    continue;
-                }
+            for &i in &live {
+                let d = &self.dispatches[i];
                 pass.set_pipeline(&d.kernel.pipeline);
-                pass.set_bind_group(0, g, &[]);
+                pass.set_bind_group(0, &groups[i], &[]);
                 pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
             }
         }
         let elem = std::mem::size_of::<T>() as u64;
         let read_bytes = read.map(|(_, n)| (n as u64 * elem).next_multiple_of(4));
+        let ts_bytes = 8 * n_queries as u64;
         let mut ts_bufs = None;
         if let Some(q) = &queries {
             let resolve = device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("timestamps"),
-                size: 16,
+                size: ts_bytes,
                 usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             });
-            enc.resolve_query_set(q, 0..2, &resolve, 0);
-            let stage = ctx.buffer(16, BufferKind::Staging)?;
-            enc.copy_buffer_to_buffer(&resolve, 0, &stage, 0, 16);
+            enc.resolve_query_set(q, 0..n_queries as u32, &resolve, 0);
+            let stage = ctx.buffer(ts_bytes, BufferKind::Staging)?;
+            enc.copy_buffer_to_buffer(&resolve, 0, &stage, 0, ts_bytes);
             ts_bufs = Some((resolve, stage));
         }
         let staging = match (read, read_bytes) {
@@ -793,7 +858,7 @@ impl<'c> Request<'c> {
             pending.push(map_async(st, bytes));
         }
         if let Some((_, st)) = &ts_bufs {
-            pending.push(map_async(st, 16));
+            pending.push(map_async(st, ts_bytes));
         }
         // Wait for this submission. Another thread's poll may be the one
         // that runs our map callbacks, a moment after our own poll returns:
@@ -839,17 +904,42 @@ impl<'c> Request<'c> {
         let mut gpu_time = None;
         if let Some((_, st)) = &ts_bufs {
             let view = st
-                .slice(..16)
+                .slice(..ts_bytes)
                 .get_mapped_range()
                 .map_err(|e| map_err(e.to_string()))?;
             let t: Vec<u64> = bytemuck::pod_collect_to_vec(&view[..]);
             drop(view);
             st.unmap();
             let period = f64::from(ctx.queue.get_timestamp_period());
-            if t.len() == 2 && t[1] >= t[0] {
-                gpu_time = Some(Duration::from_nanos(
-                    ((t[1] - t[0]) as f64 * period).round() as u64,
-                ));
+            let span = |a: u64, b: u64| {
+                Duration::from_nanos((b.saturating_sub(a) as f64 * period).round() as u64)
+            };
+            if let (Some(&first), Some(&last)) = (t.first(), t.last())
+                && last >= first
+            {
+                gpu_time = Some(span(first, last));
+            }
+            if ctx.profiling.load(Ordering::SeqCst) {
+                let kernels = if per_dispatch {
+                    live.iter()
+                        .zip(t.chunks_exact(2))
+                        .map(|(&i, w)| {
+                            let d = &self.dispatches[i];
+                            KernelTime {
+                                label: d.kernel.label.clone(),
+                                groups: d.groups,
+                                time: span(w[0], w[1]),
+                            }
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                *ctx.last_profile.lock() = Some(Profile {
+                    request: self.label.clone(),
+                    total: gpu_time.unwrap_or_default(),
+                    kernels,
+                });
             }
         }
         Ok(Readback {

@@ -1,7 +1,7 @@
 //! Launchers for the shaders in `shaders/`.
 //!
 //! Each kernel has a `record_*` function that adds one dispatch to a
-//! [`Request`] (buffers already on the GPU; used to chain kernels in one
+//! [`Request`](crate::Request) (buffers already on the GPU; used to chain kernels in one
 //! command buffer) and a host convenience function that uploads slices,
 //! runs the one kernel and reads the result back (used by tests and for
 //! one-off work). The `record_*` functions check shapes against the buffer
