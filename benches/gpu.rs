@@ -1,5 +1,6 @@
 //! Criterion benches of the GPU paths (the same work as `transact bench
-//! kernels`): the V2 block variants and the V1 encoder.
+//! kernels`): the V2 block variants, the GEMM naive and tiled, and the V1
+//! encoder.
 //!
 //! `cargo bench --bench gpu`; `TRANSACT_BENCH_BATCH=32` shrinks the batch
 //! (default 256) for a software adapter such as lavapipe. Without an
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use transact::bench_gpu::{V1GpuCase, V2GpuCase, batch_from_env};
+use transact::bench_gpu::{GemmGpuCase, V1GpuCase, V2GpuCase, batch_from_env};
 use transact::gpu::GpuContext;
 
 fn gpu(c: &mut Criterion) {
@@ -51,6 +52,25 @@ fn gpu(c: &mut Criterion) {
             }
         }
         Err(e) => eprintln!("V2 case not built: {e}"),
+    }
+    match GemmGpuCase::new(ctx.clone(), batch) {
+        Ok(gemm) => {
+            for (naive, name) in [(true, "naive"), (false, "tiled")] {
+                g.bench_function(format!("{}-b{batch}/{name}", GemmGpuCase::NAME), |b| {
+                    b.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            match gemm.run(naive) {
+                                Ok(t) => total += t,
+                                Err(e) => eprintln!("GEMM {name}: {e}"),
+                            }
+                        }
+                        total
+                    })
+                });
+            }
+        }
+        Err(e) => eprintln!("GEMM case not built: {e}"),
     }
     match V1GpuCase::new(ctx.clone(), batch) {
         Ok(v1) => {

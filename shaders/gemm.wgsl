@@ -128,3 +128,35 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         }
     }
 }
+
+// The naive product, kept as the baseline the tiled kernel is measured
+// against (`transact bench kernels`): one invocation per element of C, a
+// plain loop over K reading A and B from storage. Same parameters, options
+// and results as `gemm`; dispatch ceil(N / 64) × M workgroups.
+@compute @workgroup_size(64, 1, 1)
+fn gemm_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let col = gid.x;
+    let row = gid.y;
+    if (row >= p.m || col >= p.n) {
+        return;
+    }
+    var acc = 0.0;
+    for (var kk = 0u; kk < p.k; kk++) {
+        let av = f32(a[p.a_off + row * p.lda + kk]);
+        var bv: f32;
+        if (TRANS_B) {
+            bv = f32(b[p.b_off + col * p.ldb + kk]);
+        } else {
+            bv = f32(b[p.b_off + kk * p.ldb + col]);
+        }
+        acc += av * bv;
+    }
+    let ci = p.c_off + row * p.ldc + col;
+    if (ACCUMULATE) {
+        acc += f32(c[ci]);
+    }
+    if (RELU) {
+        acc = max(acc, 0.0);
+    }
+    c[ci] = st(acc);
+}

@@ -5,10 +5,11 @@
 //! f16 when the adapter has `SHADER_F16`), each with the CPU time of the
 //! same work for reference.
 //!
-//! Times are per path and variant: the infra's timestamp queries bracket a
-//! request's whole compute pass, not each dispatch. The V2 blocks use GPU
-//! timestamps when the adapter has them; the V1 paths expose no timed entry
-//! point, so they are wall time (submission to mapped result, plus upload).
+//! Each path is timed as a whole and per kernel: with
+//! [`GpuContext::set_profiling`] every dispatch runs in its own compute pass
+//! bracketed by timestamp queries (when the adapter has them; wall time of
+//! the whole path otherwise). A GEMM case compares the naive kernel with
+//! the tiled one on V1's input-projection shape.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use transact_gpu::kernels::gemm::{GemmOptions, GemmShape, record_gemm, record_gemm_naive};
 use transact_gpu::timing::Clock;
 use transact_gpu::{GpuContext, GpuError, GpuRankingModel, GpuV2Blocks, Precision, Variant};
 use transact_model::v2::{V2Block, blocks_forward};
@@ -209,27 +211,146 @@ impl V2GpuCase {
     }
 }
 
-/// One line of `transact bench kernels`.
+/// The GEMM of V1's input projection over every token of every candidate
+/// (`M = B·S` rows, `N = 3d = 288`, `K = d = 96`, `B` transposed), on the
+/// naive kernel (one invocation per output) and the tiled one.
+pub struct GemmGpuCase {
+    ctx: Arc<GpuContext>,
+    shape: GemmShape,
+    a: transact_gpu::PooledBuffer,
+    b: transact_gpu::PooledBuffer,
+    c: transact_gpu::PooledBuffer,
+}
+
+impl GemmGpuCase {
+    /// Name used in reports.
+    pub const NAME: &'static str = "gemm-qkv-s100-d96";
+
+    /// Uploads random operands for `batch` candidates of 100 tokens.
+    pub fn new(ctx: Arc<GpuContext>, batch: usize) -> Result<Self, BenchError> {
+        let (m, n, k) = (batch * 100, 288, 96);
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let b: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let (a, b) = (ctx.upload(&a)?, ctx.upload(&b)?);
+        let c = ctx.storage((m * n * 4) as u64)?;
+        Ok(Self {
+            shape: GemmShape::dense(m, n, k, true),
+            ctx,
+            a,
+            b,
+            c,
+        })
+    }
+
+    /// One product on the naive (`true`) or tiled kernel; wall time of the
+    /// request.
+    pub fn run(&self, naive: bool) -> Result<Duration, GpuError> {
+        let o = GemmOptions {
+            trans_b: true,
+            ..GemmOptions::default()
+        };
+        let mut rq = self.ctx.request("gemm case");
+        let record = if naive {
+            record_gemm_naive
+        } else {
+            record_gemm
+        };
+        record(&self.ctx, &mut rq, self.shape, o, &self.a, &self.b, &self.c)?;
+        rq.finish()
+    }
+}
+
+/// One line of `transact bench kernels`: a whole path or variant (`kernel`
+/// empty), or one kernel within it.
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelResult {
-    /// Shape family (`v1-s100-d96`, `v2-s192-d64`).
+    /// Shape family (`gemm-qkv-s100-d96`, `v1-s100-d96`, `v2-s192-d64`).
     pub shape: String,
-    /// Path or variant (`encode`, `score`, `fused-f32`, ...).
+    /// Path or variant (`naive`, `tiled`, `encode`, `score`, `fused-f32`, ...).
     pub variant: String,
+    /// `shader::entry` for a per-kernel line; empty for the whole path.
+    pub kernel: String,
+    /// Dispatches of the kernel per request (of every kernel for a path line).
+    pub dispatches: usize,
     /// Candidates per request.
     pub batch: usize,
-    /// Median GPU-side time in ms (rounded to µs).
+    /// Median time in ms (rounded to µs).
     pub median_ms: f64,
-    /// `gpu` (timestamp queries around the compute pass) or `wall`.
+    /// `gpu` (timestamp queries) or `wall` (submission to result).
     pub clock: &'static str,
-    /// Median CPU time of the same work in ms.
-    pub cpu_median_ms: f64,
-    /// What the time covers: the whole path (`path`), not per kernel.
-    pub granularity: &'static str,
+    /// Median CPU time of the same work in ms (path lines of V1 and V2).
+    pub cpu_median_ms: Option<f64>,
     /// Timed runs after one warm-up.
     pub runs: usize,
     /// Adapter name.
     pub adapter: String,
+}
+
+/// Median times of a profiled path: the whole request and each kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Profiled {
+    /// Median of the whole request, in ms.
+    pub total_ms: f64,
+    /// `gpu` or `wall`.
+    pub clock: &'static str,
+    /// Per kernel in order of first use: label, dispatches per request,
+    /// median summed time in ms (empty without timestamp queries).
+    pub kernels: Vec<(String, usize, f64)>,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Runs `f` once to warm up, then `runs` times with per-dispatch profiling
+/// on `ctx` (GPU timestamps when the device has them, else the wall time
+/// `f` returns).
+pub fn profile_path(
+    ctx: &GpuContext,
+    runs: usize,
+    mut f: impl FnMut() -> Result<Duration, GpuError>,
+) -> Result<Profiled, GpuError> {
+    ctx.set_profiling(true);
+    let result = (|| {
+        f()?;
+        ctx.take_profile();
+        let mut totals = Vec::new();
+        let mut walls = Vec::new();
+        let mut per: Vec<(String, usize, Vec<f64>)> = Vec::new();
+        for _ in 0..runs.max(1) {
+            walls.push(f()?.as_secs_f64() * 1e3);
+            if let Some(p) = ctx.take_profile() {
+                totals.push(p.total.as_secs_f64() * 1e3);
+                for k in p.by_kernel() {
+                    let ms = k.time.as_secs_f64() * 1e3;
+                    match per.iter_mut().find(|(l, _, _)| *l == k.label) {
+                        Some(e) => e.2.push(ms),
+                        None => per.push((k.label, k.dispatches, vec![ms])),
+                    }
+                }
+            }
+        }
+        Ok(if totals.len() == walls.len() {
+            Profiled {
+                total_ms: median(&mut totals),
+                clock: "gpu",
+                kernels: per
+                    .into_iter()
+                    .map(|(l, n, mut v)| (l, n, median(&mut v)))
+                    .collect(),
+            }
+        } else {
+            Profiled {
+                total_ms: median(&mut walls),
+                clock: "wall",
+                kernels: Vec::new(),
+            }
+        })
+    })();
+    ctx.set_profiling(false);
+    result
 }
 
 /// Median over `runs` of `f` after one warm-up; the clock is `gpu` only
@@ -246,47 +367,62 @@ pub fn median_gpu(
         all_gpu &= c == Clock::Gpu;
         v.push(t.as_secs_f64() * 1e3);
     }
-    v.sort_by(f64::total_cmp);
-    Ok((v[v.len() / 2], if all_gpu { "gpu" } else { "wall" }))
+    Ok((median(&mut v), if all_gpu { "gpu" } else { "wall" }))
 }
 
 /// Runs every case on `ctx` with `batch` candidates, `runs` timed runs each
-/// after one warm-up (GPU and CPU alike).
+/// after one warm-up (GPU and CPU alike): the GEMM naive vs tiled, V1
+/// encode and score, the V2 block variants; each path with its per-kernel
+/// breakdown when the device has timestamp queries.
 pub fn run_kernels(
     ctx: &Arc<GpuContext>,
     batch: usize,
     runs: usize,
 ) -> Result<Vec<KernelResult>, BenchError> {
     let adapter = ctx.adapter_name();
+    let round = |ms: f64| (ms * 1e3).round() / 1e3;
     let mut out = Vec::new();
-    let mut push = |shape: &str, variant: &str, (ms, clock): (f64, &'static str), cpu: f64| {
-        out.push(KernelResult {
+    let mut push = |shape: &str, variant: &str, p: &Profiled, cpu: Option<f64>| {
+        let line = |kernel: &str, dispatches: usize, ms: f64, cpu: Option<f64>| KernelResult {
             shape: shape.into(),
             variant: variant.into(),
+            kernel: kernel.into(),
+            dispatches,
             batch,
-            median_ms: (ms * 1e3).round() / 1e3,
-            clock,
-            cpu_median_ms: (cpu * 1e3).round() / 1e3,
-            granularity: "path",
+            median_ms: round(ms),
+            clock: p.clock,
+            cpu_median_ms: cpu.map(round),
             runs,
             adapter: adapter.clone(),
-        });
+        };
+        let all = p.kernels.iter().map(|k| k.1).sum();
+        out.push(line("", all, p.total_ms, cpu));
+        for (label, n, ms) in &p.kernels {
+            out.push(line(label, *n, *ms, None));
+        }
     };
+
+    let gemm = GemmGpuCase::new(ctx.clone(), batch)?;
+    for (naive, name) in [(true, "naive"), (false, "tiled")] {
+        let p = profile_path(ctx, runs, || gemm.run(naive))?;
+        push(GemmGpuCase::NAME, name, &p, None);
+    }
+    drop(gemm);
 
     let mut v1 = V1GpuCase::new(ctx.clone(), batch)?;
     let cpu = crate::bench::median_ms(runs, 1, || v1.cpu_encode())?;
-    let gpu = median_gpu(runs, || v1.gpu_encode().map(|t| (t, Clock::Wall)))?;
-    push(V1GpuCase::NAME, "encode", gpu, cpu);
+    let p = profile_path(ctx, runs, || v1.gpu_encode())?;
+    push(V1GpuCase::NAME, "encode", &p, Some(cpu));
     let cpu = crate::bench::median_ms(runs, 1, || v1.cpu_score())?;
-    let gpu = median_gpu(runs, || v1.gpu_score().map(|t| (t, Clock::Wall)))?;
-    push(V1GpuCase::NAME, "score", gpu, cpu);
+    let p = profile_path(ctx, runs, || v1.gpu_score())?;
+    push(V1GpuCase::NAME, "score", &p, Some(cpu));
     drop(v1);
 
     let v2 = V2GpuCase::new(ctx.clone(), batch)?;
     let cpu = crate::bench::median_ms(runs, 1, || v2.cpu_run())?;
     for (i, label) in v2.labels().iter().enumerate() {
-        let gpu = median_gpu(runs, || v2.gpu_run(i))?;
-        push(V2GpuCase::NAME, label, gpu, cpu);
+        let p = profile_path(ctx, runs, || v2.gpu_run(i).map(|(t, _)| t))?;
+        push(V2GpuCase::NAME, label, &p, Some(cpu));
     }
     Ok(out)
 }

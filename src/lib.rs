@@ -13,7 +13,7 @@
 //!    [`backend`] module picks the GPU when an adapter exists
 //!
 //! This facade re-exports those crates, and holds the `transact` CLI, the
-//! demo world ([`world`]) and the benchmark cases ([`bench`], [`bench_gpu`]).
+//! demo world ([`world`]) and the benchmark cases ([`mod@bench`], [`bench_gpu`]).
 
 pub mod backend;
 pub mod bench;

@@ -103,7 +103,7 @@ enum BenchWhat {
         #[arg(long)]
         case: Option<String>,
     },
-    /// The GPU paths on the chosen adapter (V1 encode and score, V2 block variants), with CPU times.
+    /// The GPU paths on the chosen adapter (GEMM naive/tiled, V1 encode and score, V2 block variants), whole and per kernel, with CPU times.
     Kernels {
         /// Timed runs per case (after one warm-up).
         #[arg(long, default_value_t = 3)]
@@ -362,8 +362,8 @@ fn bench_kernels(json: bool, runs: usize, batch: usize) -> Result<ExitCode> {
         ctx.has_timestamps()
     );
     say!(
-        "B = {batch}, median of {} runs after 1 warm-up; times per path/variant (not per kernel: \
-         timestamps bracket a request's whole compute pass)",
+        "B = {batch}, median of {} runs after 1 warm-up; per kernel: each dispatch in its own \
+         timed compute pass",
         runs.max(1)
     );
     let mut shape = "";
@@ -375,28 +375,58 @@ fn bench_kernels(json: bool, runs: usize, batch: usize) -> Result<ExitCode> {
                 "{}",
                 match shape {
                     "v1-s100-d96" => "V1: S 100, d 96, L 2, h 2, K 10",
-                    _ => "V2 blocks: S 192, d 64, FFN 32, L 2, causal",
+                    "v2-s192-d64" => "V2 blocks: S 192, d 64, FFN 32, L 2, causal",
+                    _ => "GEMM of V1's input projection: M = B·100, N 288, K 96",
                 }
             );
             say!(
-                "  {:<14} {:>11} {:>6} {:>11} {:>9} {:>14}",
+                "  {:<12} {:<44} {:>5} {:>11} {:>6} {:>6} {:>11} {:>9}",
                 "variant",
+                "kernel",
+                "disp",
                 "gpu ms",
+                "share",
                 "clock",
                 "cpu ms",
-                "cpu/gpu",
-                "gpu cand/s"
+                "cpu/gpu"
             );
         }
-        say!(
-            "  {:<14} {:>11.3} {:>6} {:>11.3} {:>8.2}x {:>14.0}",
-            r.variant,
-            r.median_ms,
-            r.clock,
-            r.cpu_median_ms,
-            r.cpu_median_ms / r.median_ms,
-            batch as f64 / (r.median_ms / 1e3)
-        );
+        if r.kernel.is_empty() {
+            let (cpu, ratio) = match r.cpu_median_ms {
+                Some(c) => (format!("{c:.3}"), format!("{:.2}x", c / r.median_ms)),
+                None => (String::new(), String::new()),
+            };
+            say!(
+                "  {:<12} {:<44} {:>5} {:>11.3} {:>6} {:>6} {:>11} {:>9}",
+                r.variant,
+                "(whole path)",
+                r.dispatches,
+                r.median_ms,
+                "",
+                r.clock,
+                cpu,
+                ratio
+            );
+        } else {
+            let total = results
+                .iter()
+                .find(|t| t.shape == r.shape && t.variant == r.variant && t.kernel.is_empty())
+                .map_or(0.0, |t| t.median_ms);
+            let share = if total > 0.0 {
+                format!("{:.0}%", 100.0 * r.median_ms / total)
+            } else {
+                String::new()
+            };
+            say!(
+                "  {:<12} {:<44} {:>5} {:>11.3} {:>6} {:>6}",
+                "",
+                r.kernel,
+                r.dispatches,
+                r.median_ms,
+                share,
+                r.clock
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -126,6 +126,37 @@ fn gemm_matches_cpu_on_fixed_shapes() {
 }
 
 #[test]
+fn naive_gemm_matches_the_cpu_like_the_tiled_one() {
+    use transact_gpu::kernels::gemm::{GemmOptions, GemmShape, record_gemm_naive};
+    let Some(ctx) = test_context() else { return };
+    for &(m, n, k) in &[(1, 1, 1), (33, 70, 5), (7, 130, 64)] {
+        for trans_b in [false, true] {
+            let a = random(m * k, 1.0, 3);
+            let b = random(k * n, 1.0, 4);
+            let mut rq = ctx.request("naive gemm test");
+            let (ab, bb) = (ctx.upload(&a).unwrap(), ctx.upload(&b).unwrap());
+            // C starts at 1.0 and the product is accumulated, then ReLU.
+            let cb = ctx.upload(&vec![1.0f32; m * n]).unwrap();
+            let o = GemmOptions {
+                trans_b,
+                relu: true,
+                accumulate: true,
+                ..GemmOptions::default()
+            };
+            let s = GemmShape::dense(m, n, k, trans_b);
+            record_gemm_naive(&ctx, &mut rq, s, o, &ab, &bb, &cb).unwrap();
+            let g = rq.finish_read::<f32>(&cb, m * n).unwrap().data;
+            let c: Vec<f32> = cpu_gemm(m, n, k, &a, &b, trans_b, false)
+                .into_iter()
+                .map(|v| (v + 1.0).max(0.0))
+                .collect();
+            let e = max_rel_err(&g, &c);
+            assert!(e < 1e-5, "m {m} n {n} k {k} trans {trans_b}: {e}");
+        }
+    }
+}
+
+#[test]
 fn layer_norm_matches_cpu_with_and_without_affine() {
     let Some(ctx) = test_context() else { return };
     for &(rows, d) in &[(1, 1), (3, 7), (130, 64)] {

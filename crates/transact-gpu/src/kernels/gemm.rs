@@ -83,6 +83,32 @@ pub fn record_gemm(
     b: &wgpu::Buffer,
     c: &wgpu::Buffer,
 ) -> Result<(), GpuError> {
+    record_entry(ctx, req, s, o, [a, b, c], false)
+}
+
+/// Records the same product on `gemm.wgsl::gemm_naive` (one invocation per
+/// output, no tiling): the baseline `transact bench kernels` compares the
+/// tiled kernel with. Needs `M` within the per-dimension workgroup limit.
+pub fn record_gemm_naive(
+    ctx: &GpuContext,
+    req: &mut Request<'_>,
+    s: GemmShape,
+    o: GemmOptions,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    c: &wgpu::Buffer,
+) -> Result<(), GpuError> {
+    record_entry(ctx, req, s, o, [a, b, c], true)
+}
+
+fn record_entry(
+    ctx: &GpuContext,
+    req: &mut Request<'_>,
+    s: GemmShape,
+    o: GemmOptions,
+    [a, b, c]: [&wgpu::Buffer; 3],
+    naive: bool,
+) -> Result<(), GpuError> {
     if s.m == 0 || s.n == 0 {
         return Ok(());
     }
@@ -112,7 +138,8 @@ pub fn record_gemm(
         ("RELU", f64::from(u8::from(o.relu))),
         ("ACCUMULATE", f64::from(u8::from(o.accumulate))),
     ];
-    let mut spec = KernelSpec::new(GEMM, "gemm")
+    let entry = if naive { "gemm_naive" } else { "gemm" };
+    let mut spec = KernelSpec::new(GEMM, entry)
         .constants(&consts)
         .storage(o.storage);
     // Both tiles are written before they are read.
@@ -130,12 +157,12 @@ pub fn record_gemm(
         c_off: to_u32("c_off", s.c_off)?,
         pad: [0; 3],
     };
-    req.dispatch(
-        &kernel,
-        &p,
-        &[a, b, c],
-        [groups("n", s.n, 32)?, groups("m", s.m, 32)?, 1],
-    )
+    let wg = if naive {
+        [groups("n", s.n, 64)?, to_u32("m", s.m)?, 1]
+    } else {
+        [groups("n", s.n, 32)?, groups("m", s.m, 32)?, 1]
+    };
+    req.dispatch(&kernel, &p, &[a, b, c], wg)
 }
 
 /// `A [m × k] · B` (`B [k × n]`, or `[n × k]` with `trans_b`), f32, with
