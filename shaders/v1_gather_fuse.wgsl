@@ -1,5 +1,4 @@
-// TransAct V1 input side: token gather with early fusion, and the first
-// layer's split input projection.
+// TransAct V1 input side: token gather with early fusion.
 //
 // The host uploads ONE buffer per request (read here as `src`, u32 words;
 // f32 values are stored as their bit patterns):
@@ -9,15 +8,12 @@
 // Only unmasked positions are kept ("packed"), so the encoder never sees a
 // masked key and masked output rows are simply absent (they are zero).
 //
-// Entry points (bindings 1.. in the order the host passes them):
-// - `gather`:   x[b, t] = [E_act(row_t) ; e_{pos_t} ; e_c(b)] for each of the
-//               `bc` candidate copies (without early fusion bc = 1 and the
-//               candidate part is absent), and xu[t] = [E_act ; e] once.
-//               bindings: 1 src, 2 x (out), 3 action table, 4 xu (out).
-// - `fuse_qkv`: qkv[b, t] = U[t] + C[b], where U = xu·W_userᵀ (per request)
-//               and C = e_c·W_candᵀ + bias (per candidate): the first-layer
-//               projection W·[x_t ; e_c] split into its two column blocks.
-//               bindings: 1 U (as u32 words), 2 qkv (out), 3 C.
+// `gather`: x[b, t] = [E_act(row_t) ; e_{pos_t} ; e_c(b)] for each of the
+// `bc` candidate copies (without early fusion bc = 1 and the candidate part
+// is absent), and xu[t] = [E_act ; e] once (the user part, which the first
+// layer projects once per request). The action table, x and xu hold the
+// encoder's storage type `st` (alias prepended by the host).
+// Bindings: 1 src, 2 x (out), 3 action table, 4 xu (out).
 
 struct Params {
     se: u32,
@@ -30,19 +26,19 @@ struct Params {
     rows_off: u32,
     item_off: u32,
     cand_off: u32,
-    width: u32,
     total: u32,
     _p0: u32,
     _p1: u32,
     _p2: u32,
     _p3: u32,
+    _p4: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<u32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
-@group(0) @binding(3) var<storage, read> aux: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dst2: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<st>;
+@group(0) @binding(3) var<storage, read> aux: array<st>;
+@group(0) @binding(4) var<storage, read_write> dst2: array<st>;
 
 // Flat thread index over a 2-D grid of 64-wide workgroups (the host splits
 // large counts over y to stay under the per-dimension limit).
@@ -66,7 +62,7 @@ fn gather(@builtin(local_invocation_id) lid: vec3<u32>,
     let row = src[p.rows_off + t];
     var v = 0.0;
     if (c < p.da) {
-        v = aux[row * p.da + c];
+        v = f32(aux[row * p.da + c]);
     } else if (c < p.da + p.di) {
         if (pos < p.n_given) {
             v = bitcast<f32>(src[p.item_off + pos * p.di + (c - p.da)]);
@@ -74,24 +70,9 @@ fn gather(@builtin(local_invocation_id) lid: vec3<u32>,
     } else {
         v = bitcast<f32>(src[p.cand_off + b * p.di + (c - p.da - p.di)]);
     }
-    dst[i] = v;
+    dst[i] = st(v);
     let du = p.da + p.di;
     if (b == 0u && c < du) {
-        dst2[t * du + c] = v;
+        dst2[t * du + c] = st(v);
     }
-}
-
-@compute @workgroup_size(64, 1, 1)
-fn fuse_qkv(@builtin(local_invocation_id) lid: vec3<u32>,
-            @builtin(workgroup_id) wid: vec3<u32>,
-            @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(lid, wid, nwg);
-    if (i >= p.total) {
-        return;
-    }
-    let r = i / p.width;
-    let c = i % p.width;
-    let b = r / p.se;
-    let t = r % p.se;
-    dst[i] = bitcast<f32>(src[t * p.width + c]) + aux[b * p.width + c];
 }

@@ -25,7 +25,7 @@ use crate::v1::{
     BiasRows, DCN_HEADS, DcnParams, GpuTransActV1, OutTarget, check_finite, flat_groups, model_err,
     record_bias_rows, record_linear,
 };
-use crate::{GpuContext, GpuError, KernelSpec, PooledBuffer, Request};
+use crate::{GpuContext, GpuError, KernelSpec, PooledBuffer, Precision, Request, Storage, Variant};
 
 /// One dense layer on the device, weight `[d_out × d_in]`.
 struct Dense {
@@ -77,6 +77,7 @@ impl Dense {
             (y, self.d_out, 0),
             relu,
             false,
+            Storage::F32,
         )
     }
 }
@@ -247,9 +248,23 @@ impl std::fmt::Debug for GpuRankingModel {
 }
 
 impl GpuRankingModel {
-    /// Uploads the weights of `model` (encoder and heads).
+    /// Uploads the weights of `model` (encoder and heads): the fused
+    /// encoder where it fits, f32 storage (see
+    /// [`GpuRankingModel::with_options`]).
     pub fn new(ctx: Arc<GpuContext>, model: &RankingModel) -> Result<Self, GpuError> {
-        let v1 = GpuTransActV1::new(ctx.clone(), model.v1())?;
+        Self::with_options(ctx, model, Variant::Fused, Precision::F32)
+    }
+
+    /// Uploads the weights of `model` with the encoder's `variant` and
+    /// storage `precision` (preferences, with the fallbacks of
+    /// [`GpuTransActV1::with_options`]); the heads always run in f32.
+    pub fn with_options(
+        ctx: Arc<GpuContext>,
+        model: &RankingModel,
+        variant: Variant,
+        precision: Precision,
+    ) -> Result<Self, GpuError> {
+        let v1 = GpuTransActV1::with_options(ctx.clone(), model.v1(), variant, precision)?;
         let heads = GpuRankingHeads::new(ctx, model.heads())?;
         let hc = model.heads().config();
         Ok(Self {

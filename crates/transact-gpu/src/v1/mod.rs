@@ -15,25 +15,41 @@
 //! 1. `v1_gather_fuse.wgsl::gather`: tokens `[E_act(a_t) ; e_t ; e_c]` for
 //!    every candidate (early fusion), and the user part `[E_act ; e_t]` once.
 //! 2. First layer with early fusion: the input projection split by columns,
-//!    `W·[x_t ; e_c] + b = W_x·x_t + (W_c·e_c + b)`: two GEMMs (`S_e` user
-//!    rows, `B` candidate rows), added by `fuse_qkv`.
-//! 3. Per layer (post-norm): `qkv = x·W_inᵀ + b`, `mha.wgsl` (all heads,
-//!    online softmax over the packed keys), `x + attn·W_oᵀ + b_o`, affine
-//!    LayerNorm, `relu(x·W_1ᵀ + b_1)·W_2ᵀ + b_2` plus the residual, affine
-//!    LayerNorm. Products run on `gemm.wgsl` (bias written first by
-//!    `dcn_heads.wgsl::bias_rows`, the GEMM accumulates on top), or, with
-//!    at most 8 rows (`B` small), on `v1_linear_rows.wgsl`, one thread per
-//!    output with bias, accumulation and ReLU fused.
-//! 4. `masked_rows_compress.wgsl`: max-pool over all `S` rows (masked and
-//!    padded rows count as zeros), `b_o`, and the `K` newest positions with
-//!    zeros for masked ones; one more GEMM adds `pooled·W_oᵀ`.
+//!    `W·[x_t ; e_c] + b = W_x·x_t + (W_c·e_c + b)`: two products (`S_e`
+//!    user rows, `B` candidate rows, `e_c` read back from the tokens),
+//!    added by `v1_add_rows.wgsl`. Other layers: `qkv = x·W_inᵀ + b`.
+//! 3. The rest of each post-norm layer, in one of two ways ([`Variant`]):
+//!    - **Fused** (`v1_block_fused.wgsl`, one dispatch per layer): per
+//!      workgroup 128 query rows of one candidate, multi-head attention with
+//!      an online softmax over the packed keys, `x + attn·W_oᵀ + b_o`,
+//!      affine LayerNorm, `relu(x·W_1ᵀ + b_1)·W_2ᵀ + b_2` plus the residual,
+//!      affine LayerNorm, written back into `x`. Rows are held in named
+//!      vec4 registers and the layer's weights (`W_oᵀ`, `W_1`, `W_2ᵀ`, biases,
+//!      LayerNorm parameters) are read from a 64 KiB uniform buffer. Runs
+//!      where [`fused_fits`]: `d` a multiple of 4 up to 96, at most 4 heads
+//!      (any head width), the weights in 64 KiB (`f ≤ 34` at `d = 96`).
+//!    - **Unfused** (about 9 dispatches per layer): `v1_mha.wgsl` (one
+//!      thread per row and head, online softmax), residual + bias
+//!      (`v1_add_rows.wgsl`) with the output projection accumulated on top,
+//!      affine LayerNorm, the FFN likewise. Products run on `gemm.wgsl`
+//!      (bias or residual written first by `v1_add_rows.wgsl`, the GEMM
+//!      accumulates on top), or, with at most 8 rows (`B` small), on
+//!      `v1_linear_rows.wgsl`, one thread per output with bias,
+//!      accumulation and ReLU fused.
+//! 4. `v1_compress.wgsl`: max-pool over all `S` rows (masked and padded rows
+//!    count as zeros), `b_o`, and the `K` newest positions with zeros for
+//!    masked ones; one more product adds `pooled·W_oᵀ`.
 //!
 //! Without early fusion the tokens do not depend on the candidate: the
 //! sequence is encoded once and the compression step writes it to every
 //! candidate's output.
 //!
 //! Weights are uploaded once, with the query rows of every `in_proj`
-//! pre-scaled by `1/sqrt(d/h)`.
+//! pre-scaled by `1/sqrt(d/h)`. Storage precision ([`Precision`]): the
+//! action table, the layer weights and every activation of steps 1–3 are
+//! f32, or f16 where the device has `SHADER_F16` (arithmetic is f32
+//! either way; an f16 request without it falls back to f32). The encoder
+//! output, the max-pool projection and the heads stay f32.
 
 #[cfg(test)]
 mod tests;
@@ -46,7 +62,8 @@ use crate::context::Shader;
 use crate::kernels::gemm::{GemmOptions, GemmShape};
 use crate::kernels::layer_norm::LayerNormShape;
 use crate::kernels::{record_gemm, record_layer_norm, to_u32};
-use crate::{GpuContext, GpuError, KernelSpec, PooledBuffer, Request, Storage};
+use crate::v2::{Precision, Variant};
+use crate::{GpuContext, GpuError, KernelSpec, PooledBuffer, Readback, Request, Storage};
 
 /// `shaders/v1_gather_fuse.wgsl`.
 pub const V1_GATHER_FUSE: Shader = Shader {
@@ -54,16 +71,29 @@ pub const V1_GATHER_FUSE: Shader = Shader {
     source: include_str!("../../../../shaders/v1_gather_fuse.wgsl"),
 };
 
-/// `shaders/mha.wgsl`.
-pub const MHA: Shader = Shader {
-    name: "mha",
-    source: include_str!("../../../../shaders/mha.wgsl"),
+/// `shaders/v1_mha.wgsl`.
+pub const V1_MHA: Shader = Shader {
+    name: "v1_mha",
+    source: include_str!("../../../../shaders/v1_mha.wgsl"),
 };
 
-/// `shaders/masked_rows_compress.wgsl`.
-pub const MASKED_ROWS_COMPRESS: Shader = Shader {
-    name: "masked_rows_compress",
-    source: include_str!("../../../../shaders/masked_rows_compress.wgsl"),
+/// `shaders/v1_compress.wgsl`.
+pub const V1_COMPRESS: Shader = Shader {
+    name: "v1_compress",
+    source: include_str!("../../../../shaders/v1_compress.wgsl"),
+};
+
+/// `shaders/v1_add_rows.wgsl`.
+pub const V1_ADD_ROWS: Shader = Shader {
+    name: "v1_add_rows",
+    source: include_str!("../../../../shaders/v1_add_rows.wgsl"),
+};
+
+/// `shaders/v1_block_fused.wgsl` (generated by
+/// `scripts/gen_v1_block_fused.py`).
+pub const V1_BLOCK_FUSED: Shader = Shader {
+    name: "v1_block_fused",
+    source: include_str!("../../../../shaders/v1_block_fused.wgsl"),
 };
 
 /// `shaders/v1_linear_rows.wgsl`.
@@ -173,13 +203,88 @@ pub(crate) fn record_bias_rows(
     req.dispatch(&k, &p, &[src_buf, dst, bias_buf], flat_groups(ctx, total)?)
 }
 
+/// One `v1_add_rows.wgsl` dispatch (see the shader): `rows × cols` values
+/// `dst[off + r·ld + c] = src[soff + (r mod src_rows)·sld + c] +
+/// bias[boff + (r / bias_div)·bias_ld + c]`, each term optional.
+#[derive(Clone, Copy, Debug)]
+struct AddRows<'a> {
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    off: usize,
+    /// `(buffer, row stride, offset, rows before it repeats)`.
+    src: Option<(&'a wgpu::Buffer, usize, usize, usize)>,
+    /// `(buffer, row stride, offset, dst rows per bias row)`.
+    bias: Option<(&'a wgpu::Buffer, usize, usize, usize)>,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AddRowsParams {
+    rows: u32,
+    cols: u32,
+    ld: u32,
+    off: u32,
+    sld: u32,
+    soff: u32,
+    src_rows: u32,
+    has_src: u32,
+    has_bias: u32,
+    bias_div: u32,
+    bias_ld: u32,
+    boff: u32,
+    total: u32,
+    pad: [u32; 3],
+}
+
+/// Records one `add_rows` dispatch in storage type `st`.
+fn record_add_rows(
+    ctx: &GpuContext,
+    req: &mut Request<'_>,
+    s: AddRows<'_>,
+    st: Storage,
+    dst: &wgpu::Buffer,
+) -> Result<(), GpuError> {
+    let total = s.rows * s.cols;
+    if total == 0 {
+        return Ok(());
+    }
+    let (src_buf, bias_buf) = match (s.src, s.bias) {
+        (Some(a), Some(b)) => (a.0, b.0),
+        (Some(a), None) => (a.0, a.0),
+        (None, Some(b)) => (b.0, b.0),
+        (None, None) => return Err(GpuError::bad("add_rows", "neither a source nor a bias")),
+    };
+    let (sld, soff, src_rows) = s.src.map_or((0, 0, 1), |(_, ld, off, n)| (ld, off, n));
+    let (bias_ld, boff, bias_div) = s.bias.map_or((0, 0, 1), |(_, ld, off, n)| (ld, off, n));
+    let p = AddRowsParams {
+        rows: u("rows", s.rows)?,
+        cols: u("cols", s.cols)?,
+        ld: u("ld", s.ld)?,
+        off: u("off", s.off)?,
+        sld: u("sld", sld)?,
+        soff: u("soff", soff)?,
+        src_rows: u("src_rows", src_rows.max(1))?,
+        has_src: u32::from(s.src.is_some()),
+        has_bias: u32::from(s.bias.is_some()),
+        bias_div: u("bias_div", bias_div.max(1))?,
+        bias_ld: u("bias_ld", bias_ld)?,
+        boff: u("boff", boff)?,
+        total: u("total", total)?,
+        pad: [0; 3],
+    };
+    let k = ctx.kernel(&KernelSpec::new(V1_ADD_ROWS, "add_rows").storage(st))?;
+    req.dispatch(&k, &p, &[src_buf, dst, bias_buf], flat_groups(ctx, total)?)
+}
+
 /// Products with at most this many rows run on `v1_linear_rows.wgsl` (one
 /// thread per output) instead of the tiled GEMM, whose 32-row tiles would
 /// mostly compute padding.
 pub(crate) const SMALL_M: usize = 8;
 
 /// `y[m×n] = residual + bias + x[m×k]·Wᵀ` (`W` stored `[n × k]`), all
-/// densely packed: the post-norm layers' "add the sub-layer to its input" step.
+/// densely packed in storage type `st`: the post-norm layers' "add the
+/// sub-layer to its input" step.
 #[allow(clippy::too_many_arguments)]
 fn record_residual_linear(
     ctx: &GpuContext,
@@ -190,16 +295,17 @@ fn record_residual_linear(
     bias: &wgpu::Buffer,
     residual: &wgpu::Buffer,
     y: &wgpu::Buffer,
+    st: Storage,
 ) -> Result<(), GpuError> {
-    let rows = BiasRows {
+    let rows = AddRows {
         rows: m,
         cols: n,
         ld: n,
         off: 0,
-        src: Some((residual, n, 0)),
-        bias: Some(bias),
+        src: Some((residual, n, 0, m)),
+        bias: Some((bias, 0, 0, m)),
     };
-    record_bias_rows(ctx, req, rows, y)?;
+    record_add_rows(ctx, req, rows, st, y)?;
     record_linear(
         ctx,
         req,
@@ -210,14 +316,15 @@ fn record_residual_linear(
         (y, n, 0),
         false,
         true,
+        st,
     )
 }
 
 /// `y [m × n] = x [m × k] · Wᵀ (+ bias) (+ y)`, then optional ReLU, with
-/// `W` stored `[n × k]`. Operands are `(buffer, row stride, offset)`. Few
-/// rows run on `v1_linear_rows.wgsl`; otherwise the bias is written first
-/// and the tiled GEMM accumulates on top (there, `bias` and `accumulate`
-/// cannot be combined).
+/// `W` stored `[n × k]`, every buffer in storage type `st`. Operands are
+/// `(buffer, row stride, offset)`. Few rows run on `v1_linear_rows.wgsl`;
+/// otherwise the bias is written first and the tiled GEMM accumulates on
+/// top (there, `bias` and `accumulate` cannot be combined).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record_linear(
     ctx: &GpuContext,
@@ -229,6 +336,7 @@ pub(crate) fn record_linear(
     y: (&wgpu::Buffer, usize, usize),
     relu: bool,
     accumulate: bool,
+    st: Storage,
 ) -> Result<(), GpuError> {
     if m == 0 || n == 0 {
         return Ok(());
@@ -248,7 +356,7 @@ pub(crate) fn record_linear(
             accumulate: u32::from(accumulate),
             relu: u32::from(relu),
         };
-        let kernel = ctx.kernel(&KernelSpec::new(V1_LINEAR_ROWS, "linear_rows"))?;
+        let kernel = ctx.kernel(&KernelSpec::new(V1_LINEAR_ROWS, "linear_rows").storage(st))?;
         return req.dispatch(
             &kernel,
             &p,
@@ -263,17 +371,18 @@ pub(crate) fn record_linear(
                 "bias and accumulation together are not supported by the GEMM path",
             ));
         }
-        (Some(b), false) => record_bias_rows(
+        (Some(b), false) => record_add_rows(
             ctx,
             req,
-            BiasRows {
+            AddRows {
                 rows: m,
                 cols: n,
                 ld: y.1,
                 off: y.2,
                 src: None,
-                bias: Some(b),
+                bias: Some((b, 0, 0, m)),
             },
+            st,
             y.0,
         )?,
         (None, _) => {}
@@ -293,7 +402,7 @@ pub(crate) fn record_linear(
         trans_b: true,
         relu,
         accumulate: accumulate || bias.is_some(),
-        storage: Storage::F32,
+        storage: st,
     };
     record_gemm(ctx, req, s, o, x.0, w.0, y.0)
 }
@@ -331,7 +440,8 @@ pub(crate) fn check_finite(name: &str, xs: &[f32]) -> Result<(), GpuError> {
     }
 }
 
-/// One encoder layer's weights on the device.
+/// One encoder layer's weights on the device (storage buffers in the
+/// model's storage type).
 struct Layer {
     /// `[3d × d]`, query rows scaled by `1/sqrt(d/h)`.
     in_w: wgpu::Buffer,
@@ -347,6 +457,9 @@ struct Layer {
     be1: wgpu::Buffer,
     g2: wgpu::Buffer,
     be2: wgpu::Buffer,
+    /// The fused kernel's 64 KiB uniform weight buffer (f32), when the
+    /// fused variant runs.
+    fused: Option<wgpu::Buffer>,
 }
 
 /// The request after host-side checks: sizes and the one upload.
@@ -390,6 +503,8 @@ pub struct GpuTransActV1 {
     action_emb: wgpu::Buffer,
     layers: Vec<Layer>,
     out_linear: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    variant: Variant,
+    precision: Precision,
 }
 
 impl std::fmt::Debug for GpuTransActV1 {
@@ -398,16 +513,166 @@ impl std::fmt::Debug for GpuTransActV1 {
             .field("d", &self.cfg.d_model())
             .field("layers", &self.layers.len())
             .field("heads", &self.cfg.nhead)
+            .field("variant", &self.variant)
+            .field("precision", &self.precision)
             .finish_non_exhaustive()
     }
 }
 
+/// Query rows per workgroup of the fused kernel (the shader's `ROWS`).
+const FUSED_ROWS: usize = 128;
+/// Widest layer the fused kernel handles (4 × the shader's `MAX_D4`).
+pub const FUSED_MAX_D: usize = 96;
+/// Most heads the fused kernel handles (one vec4 lane each).
+pub const FUSED_MAX_HEADS: usize = 4;
+/// Size of the fused kernel's uniform weight buffer (the shader declares
+/// `array<vec4<f32>, 4096>`).
+const FUSED_WEIGHT_BYTES: usize = 65536;
+
+/// f32 values in the fused kernel's weight buffer for width `d` and FFN
+/// width `f`: `W_oᵀ`, `W_1`, `W_2ᵀ`, six `d`-vectors and `b_1` rounded up
+/// to whole vec4s.
+fn fused_weight_floats(d: usize, f: usize) -> usize {
+    d * d + 2 * f * d + 6 * d + 4 * f.div_ceil(4)
+}
+
+/// Whether the fused kernel handles a layer of width `d`, FFN width `f`
+/// and `h` heads on a device with `limits`: `d` a multiple of 4 up to
+/// [`FUSED_MAX_D`], at most [`FUSED_MAX_HEADS`] heads, the weights in the
+/// 64 KiB uniform buffer (at `d = 96`, `f ≤ 34`), and the device's uniform
+/// binding limit.
+pub fn fused_fits(d: usize, f: usize, h: usize, limits: &wgpu::Limits) -> bool {
+    d > 0
+        && d.is_multiple_of(4)
+        && d <= FUSED_MAX_D
+        && (1..=FUSED_MAX_HEADS).contains(&h)
+        && 4 * fused_weight_floats(d, f) <= FUSED_WEIGHT_BYTES
+        && limits.max_uniform_buffer_binding_size >= FUSED_WEIGHT_BYTES as u64
+}
+
+/// f32 values as f16 bit patterns.
+fn to_f16(x: &[f32]) -> Vec<u16> {
+    x.iter()
+        .map(|&v| half::f16::from_f32(v).to_bits())
+        .collect()
+}
+
+/// A persistent storage buffer holding `v` in `precision`.
+fn upload_weights(
+    ctx: &GpuContext,
+    label: &str,
+    v: &[f32],
+    precision: Precision,
+) -> Result<wgpu::Buffer, GpuError> {
+    match precision {
+        Precision::F32 => ctx.persistent(label, v),
+        Precision::F16 => ctx.persistent(label, &to_f16(v)),
+    }
+}
+
+/// One layer's weights as host vectors (PyTorch layouts; `in_w`/`in_b`
+/// with the query part scaled).
+struct HostLayer {
+    in_w: Vec<f32>,
+    in_b: Vec<f32>,
+    out_w: Vec<f32>,
+    out_b: Vec<f32>,
+    w1: Vec<f32>,
+    b1: Vec<f32>,
+    w2: Vec<f32>,
+    b2: Vec<f32>,
+    g1: Vec<f32>,
+    be1: Vec<f32>,
+    g2: Vec<f32>,
+    be2: Vec<f32>,
+}
+
+/// The fused kernel's uniform buffer for one layer (layout in the shader's
+/// header), values rounded through f16 with f16 storage so that both
+/// variants use the same weights.
+fn fused_weights(
+    ctx: &GpuContext,
+    l: &HostLayer,
+    d: usize,
+    f: usize,
+    precision: Precision,
+    i: usize,
+) -> Result<wgpu::Buffer, GpuError> {
+    let round = |v: f32| match precision {
+        Precision::F32 => v,
+        Precision::F16 => half::f16::from_f32(v).to_f32(),
+    };
+    let mut w = vec![0.0f32; FUSED_WEIGHT_BYTES / 4];
+    if fused_weight_floats(d, f) > w.len() {
+        return Err(GpuError::Unsupported(format!(
+            "V1 layer d = {d}, FFN {f}: weights exceed the fused kernel's buffer"
+        )));
+    }
+    // W_oᵀ: row k (input) holds W_o[.., k].
+    for k in 0..d {
+        for o in 0..d {
+            w[k * d + o] = round(l.out_w[o * d + k]);
+        }
+    }
+    let w1 = d * d;
+    for (dst, &v) in w[w1..w1 + f * d].iter_mut().zip(&l.w1) {
+        *dst = round(v);
+    }
+    // W_2ᵀ: row j (hidden unit) holds W_2[.., j].
+    let w2 = w1 + f * d;
+    for j in 0..f {
+        for o in 0..d {
+            w[w2 + j * d + o] = round(l.w2[o * f + j]);
+        }
+    }
+    let vb = w2 + f * d;
+    for (n, v) in [&l.out_b, &l.g1, &l.be1, &l.b2, &l.g2, &l.be2]
+        .into_iter()
+        .enumerate()
+    {
+        for (dst, &x) in w[vb + n * d..vb + (n + 1) * d].iter_mut().zip(v.iter()) {
+            *dst = round(x);
+        }
+    }
+    let b1 = vb + 6 * d;
+    for (dst, &v) in w[b1..b1 + f].iter_mut().zip(&l.b1) {
+        *dst = round(v);
+    }
+    let buf = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some(&format!("v1 layer {i} fused weights")),
+        size: FUSED_WEIGHT_BYTES as u64,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    ctx.write(&buf, bytemuck::cast_slice(&w));
+    Ok(buf)
+}
+
 impl GpuTransActV1 {
-    /// Uploads the weights of `model` (once).
+    /// Uploads the weights of `model` (once): the fused variant where it
+    /// fits, f32 storage (see [`GpuTransActV1::with_options`]).
     ///
     /// Fails if the head width `d/h` exceeds [`MAX_HEAD_DIM`], a weight does
     /// not fit a storage binding, or the device fails.
     pub fn new(ctx: Arc<GpuContext>, model: &TransActV1) -> Result<Self, GpuError> {
+        Self::with_options(ctx, model, Variant::Fused, Precision::F32)
+    }
+
+    /// Uploads the weights of `model` (once). `variant` and `precision` are
+    /// preferences: [`Variant::Fused`] falls back to [`Variant::Unfused`]
+    /// where the fused kernel does not fit ([`fused_fits`]),
+    /// [`Precision::F16`] to [`Precision::F32`] without `SHADER_F16`;
+    /// [`GpuTransActV1::variant`] and [`GpuTransActV1::precision`] tell what
+    /// runs.
+    ///
+    /// Fails if the head width `d/h` exceeds [`MAX_HEAD_DIM`], a weight does
+    /// not fit a storage binding, or the device fails.
+    pub fn with_options(
+        ctx: Arc<GpuContext>,
+        model: &TransActV1,
+        variant: Variant,
+        precision: Precision,
+    ) -> Result<Self, GpuError> {
         let cfg = model.config().clone();
         cfg.validate().map_err(model_err)?;
         let d = cfg.d_model();
@@ -417,7 +682,17 @@ impl GpuTransActV1 {
                 "V1 head width {dh} (the attention kernel handles up to {MAX_HEAD_DIM})"
             )));
         }
+        let precision = if precision == Precision::F16 && !ctx.has_f16() {
+            Precision::F32
+        } else {
+            precision
+        };
         let ff = cfg.dim_feedforward;
+        let variant = if variant == Variant::Fused && fused_fits(d, ff, cfg.nhead, ctx.limits()) {
+            Variant::Fused
+        } else {
+            Variant::Unfused
+        };
         let map = model.to_tensors();
         let pre = transact_model::v1::TENSOR_PREFIX;
         let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>, GpuError> {
@@ -429,30 +704,50 @@ impl GpuTransActV1 {
             "action_emb_module.weight",
             &[cfg.action_rows(), cfg.action_emb_dim],
         )?;
-        let action_emb = ctx.persistent("v1 action table", &action)?;
+        let action_emb = upload_weights(&ctx, "v1 action table", &action, precision)?;
         let scale = 1.0 / (dh as f32).sqrt();
         let mut layers = Vec::with_capacity(cfg.num_layer);
         for i in 0..cfg.num_layer {
             let p = format!("transformer_encoder.layers.{i}.");
             let t = |n: &str, shape: &[usize]| get(&format!("{p}{n}"), shape);
-            let up = |n: &str, v: &[f32]| ctx.persistent(&format!("v1 layer {i} {n}"), v);
             let mut in_w = t("self_attn.in_proj_weight", &[3 * d, d])?;
             in_w[..d * d].iter_mut().for_each(|v| *v *= scale);
             let mut in_b = t("self_attn.in_proj_bias", &[3 * d])?;
             in_b[..d].iter_mut().for_each(|v| *v *= scale);
+            let h = HostLayer {
+                in_w,
+                in_b,
+                out_w: t("self_attn.out_proj.weight", &[d, d])?,
+                out_b: t("self_attn.out_proj.bias", &[d])?,
+                w1: t("linear1.weight", &[ff, d])?,
+                b1: t("linear1.bias", &[ff])?,
+                w2: t("linear2.weight", &[d, ff])?,
+                b2: t("linear2.bias", &[d])?,
+                g1: t("norm1.weight", &[d])?,
+                be1: t("norm1.bias", &[d])?,
+                g2: t("norm2.weight", &[d])?,
+                be2: t("norm2.bias", &[d])?,
+            };
+            let up = |n: &str, v: &[f32]| {
+                upload_weights(&ctx, &format!("v1 layer {i} {n}"), v, precision)
+            };
+            let fused = (variant == Variant::Fused)
+                .then(|| fused_weights(&ctx, &h, d, ff, precision, i))
+                .transpose()?;
             layers.push(Layer {
-                in_w: up("in_w", &in_w)?,
-                in_b: up("in_b", &in_b)?,
-                out_w: up("out_w", &t("self_attn.out_proj.weight", &[d, d])?)?,
-                out_b: up("out_b", &t("self_attn.out_proj.bias", &[d])?)?,
-                w1: up("w1", &t("linear1.weight", &[ff, d])?)?,
-                b1: up("b1", &t("linear1.bias", &[ff])?)?,
-                w2: up("w2", &t("linear2.weight", &[d, ff])?)?,
-                b2: up("b2", &t("linear2.bias", &[d])?)?,
-                g1: up("g1", &t("norm1.weight", &[d])?)?,
-                be1: up("be1", &t("norm1.bias", &[d])?)?,
-                g2: up("g2", &t("norm2.weight", &[d])?)?,
-                be2: up("be2", &t("norm2.bias", &[d])?)?,
+                in_w: up("in_w", &h.in_w)?,
+                in_b: up("in_b", &h.in_b)?,
+                out_w: up("out_w", &h.out_w)?,
+                out_b: up("out_b", &h.out_b)?,
+                w1: up("w1", &h.w1)?,
+                b1: up("b1", &h.b1)?,
+                w2: up("w2", &h.w2)?,
+                b2: up("b2", &h.b2)?,
+                g1: up("g1", &h.g1)?,
+                be1: up("be1", &h.be1)?,
+                g2: up("g2", &h.g2)?,
+                be2: up("be2", &h.be2)?,
+                fused,
             });
         }
         let out_linear = if cfg.concat_max_pool {
@@ -474,12 +769,32 @@ impl GpuTransActV1 {
             action_emb,
             layers,
             out_linear,
+            variant,
+            precision,
         })
     }
 
     /// The model's configuration.
     pub fn config(&self) -> &V1Config {
         &self.cfg
+    }
+
+    /// The variant that runs (after any fallback).
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
+
+    /// The storage precision of weights and activations (after any
+    /// fallback). The output and the max-pool projection are f32 either way.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    fn storage(&self) -> Storage {
+        match self.precision {
+            Precision::F32 => Storage::F32,
+            Precision::F16 => Storage::F16,
+        }
     }
 
     /// Output width per candidate, `(K + 1)·d` (or `K·d` without max-pool).
@@ -501,10 +816,21 @@ impl GpuTransActV1 {
     /// embeddings, an unknown action id in [`VocabMode::Padded`]), and on a
     /// device error.
     pub fn encode(&self, req: &V1Request<'_>) -> Result<Vec<f32>, GpuError> {
+        Ok(self.encode_timed(req, false)?.data)
+    }
+
+    /// [`GpuTransActV1::encode`], also returning the wall time of the
+    /// submission and, with `timing` on a device with timestamp queries,
+    /// the GPU time of the compute pass.
+    pub fn encode_timed(
+        &self,
+        req: &V1Request<'_>,
+        timing: bool,
+    ) -> Result<Readback<f32>, GpuError> {
         let plan = self.plan(req)?;
         let ctx = &*self.ctx;
         let od = self.output_dim();
-        let mut rq = ctx.request("v1 encode");
+        let mut rq = ctx.request("v1 encode").with_timing(timing);
         let input = ctx.upload(&plan.words)?;
         let out = ctx.storage((plan.batch * od * 4) as u64)?;
         let mut held = Vec::new();
@@ -515,7 +841,7 @@ impl GpuTransActV1 {
             OutTarget { buf: &out, ld: od },
             &mut held,
         )?;
-        Ok(rq.finish_read::<f32>(&out, plan.batch * od)?.data)
+        rq.finish_read::<f32>(&out, plan.batch * od)
     }
 
     /// The embedding row of `id` (the CPU model's rule), or an error for an
@@ -625,8 +951,8 @@ impl GpuTransActV1 {
     }
 
     /// Records the encoder for `plan` (its upload in `input`) and writes
-    /// `B` output rows into `out`. Pooled buffers the dispatches use are
-    /// pushed to `held`: keep them until the request has finished.
+    /// `B` output rows (f32) into `out`. Pooled buffers the dispatches use
+    /// are pushed to `held`: keep them until the request has finished.
     pub(crate) fn record(
         &self,
         rq: &mut Request<'_>,
@@ -637,6 +963,7 @@ impl GpuTransActV1 {
     ) -> Result<(), GpuError> {
         let ctx = &*self.ctx;
         let cfg = &self.cfg;
+        let st = self.storage();
         let fuse = cfg.concat_candidate_emb;
         let (da, di) = (cfg.action_emb_dim, cfg.item_emb_dim);
         let du = da + di;
@@ -648,14 +975,22 @@ impl GpuTransActV1 {
         let batch = plan.batch;
         let bc = if fuse { batch } else { 1 };
         let rows = bc * se;
-        let f4 = |n: usize| (n.max(1) * 4) as u64;
-        let x = ctx.storage(f4(rows * d))?;
-        let xu = ctx.storage(f4(se * du))?;
-        let qkv = ctx.storage(f4(rows * 3 * d))?;
-        let att = ctx.storage(f4(rows * d))?;
-        let y = ctx.storage(f4(rows * d))?;
-        let x1 = ctx.storage(f4(rows * d))?;
-        let hid = ctx.storage(f4(rows * ff))?;
+        let eb = st.bytes();
+        let sz = |n: usize| n.max(1) as u64 * eb;
+        let x = ctx.storage(sz(rows * d))?;
+        let xu = ctx.storage(sz(se * du))?;
+        let qkv = ctx.storage(sz(rows * 3 * d))?;
+        // Scratch of the unfused layers only.
+        let unfused = (self.variant == Variant::Unfused)
+            .then(|| -> Result<_, GpuError> {
+                Ok((
+                    ctx.storage(sz(rows * d))?,
+                    ctx.storage(sz(rows * d))?,
+                    ctx.storage(sz(rows * d))?,
+                    ctx.storage(sz(rows * ff))?,
+                ))
+            })
+            .transpose()?;
 
         // Tokens.
         let gp = GatherParams {
@@ -669,11 +1004,10 @@ impl GpuTransActV1 {
             rows_off: u("rows_off", plan.rows_off)?,
             item_off: u("item_off", plan.item_off)?,
             cand_off: u("cand_off", plan.cand_off)?,
-            width: u("width", 3 * d)?,
             total: u("total", rows * d)?,
-            pad: [0; 4],
+            pad: [0; 5],
         };
-        let k = ctx.kernel(&KernelSpec::new(V1_GATHER_FUSE, "gather"))?;
+        let k = ctx.kernel(&KernelSpec::new(V1_GATHER_FUSE, "gather").storage(st))?;
         rq.dispatch(
             &k,
             &gp,
@@ -684,10 +1018,11 @@ impl GpuTransActV1 {
         for (l, layer) in self.layers.iter().enumerate() {
             // qkv = x·W_inᵀ + b_in.
             if l == 0 && fuse {
-                let ub = ctx.storage(f4(se * 3 * d))?;
-                let cb = ctx.storage(f4(batch * 3 * d))?;
+                let ub = ctx.storage(sz(se * 3 * d))?;
+                let cb = ctx.storage(sz(batch * 3 * d))?;
                 // U = xu·W_userᵀ (per request, no bias) and
-                // C = e_c·W_candᵀ + b (per candidate): the column blocks of W_in.
+                // C = e_c·W_candᵀ + b (per candidate; e_c read from the
+                // tokens, row 0 of each candidate): the column blocks of W_in.
                 record_linear(
                     ctx,
                     rq,
@@ -698,24 +1033,30 @@ impl GpuTransActV1 {
                     (&ub, 3 * d, 0),
                     false,
                     false,
+                    st,
                 )?;
                 record_linear(
                     ctx,
                     rq,
                     (batch, 3 * d, di),
-                    (input, di, plan.cand_off),
+                    (&x, se * d, du),
                     (&layer.in_w, d, du),
                     Some(&layer.in_b),
                     (&cb, 3 * d, 0),
                     false,
                     false,
+                    st,
                 )?;
-                let fp = GatherParams {
-                    total: u("total", rows * 3 * d)?,
-                    ..gp
+                // qkv[b, t] = U[t] + C[b].
+                let fuse_rows = AddRows {
+                    rows,
+                    cols: 3 * d,
+                    ld: 3 * d,
+                    off: 0,
+                    src: Some((&ub, 3 * d, 0, se)),
+                    bias: Some((&cb, 3 * d, 0, se)),
                 };
-                let k = ctx.kernel(&KernelSpec::new(V1_GATHER_FUSE, "fuse_qkv"))?;
-                rq.dispatch(&k, &fp, &[&ub, &qkv, &cb], flat_groups(ctx, rows * 3 * d)?)?;
+                record_add_rows(ctx, rq, fuse_rows, st, &qkv)?;
                 held.push(ub);
                 held.push(cb);
             } else {
@@ -729,63 +1070,107 @@ impl GpuTransActV1 {
                     (&qkv, 3 * d, 0),
                     false,
                     false,
+                    st,
                 )?;
             }
-            // Attention, all heads.
-            let mp = MhaParams {
-                seq: u("se", se)?,
-                heads: u("heads", h)?,
-                dh: u("dh", dh)?,
-                d: u("d", d)?,
-            };
-            let k = ctx.kernel(&KernelSpec::new(MHA, "mha"))?;
-            rq.dispatch(
-                &k,
-                &mp,
-                &[&qkv, &att],
-                [
-                    u("groups", se.div_ceil(WG))?,
-                    u("heads", h)?,
-                    u("candidates", bc)?,
-                ],
-            )?;
-            // y = x + attn·W_oᵀ + b_o; x1 = LN1(y).
-            record_residual_linear(
-                ctx,
-                rq,
-                (rows, d, d),
-                &att,
-                &layer.out_w,
-                &layer.out_b,
-                &x,
-                &y,
-            )?;
-            let ln = LayerNormShape {
-                rows,
-                d,
-                seq: 1,
-                eps: cfg.layer_norm_eps,
-                storage: Storage::F32,
-            };
-            record_layer_norm(ctx, rq, ln, &y, &x1, Some((&layer.g1, &layer.be1)))?;
-            // hid = relu(x1·W_1ᵀ + b_1); y = x1 + hid·W_2ᵀ + b_2; x = LN2(y).
-            record_linear(
-                ctx,
-                rq,
-                (rows, ff, d),
-                (&x1, d, 0),
-                (&layer.w1, d, 0),
-                Some(&layer.b1),
-                (&hid, ff, 0),
-                true,
-                false,
-            )?;
-            record_residual_linear(ctx, rq, (rows, d, ff), &hid, &layer.w2, &layer.b2, &x1, &y)?;
-            record_layer_norm(ctx, rq, ln, &y, &x, Some((&layer.g2, &layer.be2)))?;
+            match (&layer.fused, &unfused) {
+                (Some(wu), _) => {
+                    // Attention, LN1, FFN, LN2 in one dispatch; x in place.
+                    let consts = [("D", d as f64), ("F", ff as f64), ("H", h as f64)];
+                    let spec = KernelSpec::new(V1_BLOCK_FUSED, "v1_block")
+                        .constants(&consts)
+                        .storage(st);
+                    let k = ctx.kernel(&spec)?;
+                    let p = FusedParams {
+                        se: u("se", se)?,
+                        pad: [0; 3],
+                        eps: cfg.layer_norm_eps,
+                        pad1: [0.0; 3],
+                    };
+                    rq.dispatch(
+                        &k,
+                        &p,
+                        &[&qkv, wu, &x],
+                        [
+                            u("groups", se.div_ceil(FUSED_ROWS))?,
+                            u("candidates", bc)?,
+                            1,
+                        ],
+                    )?;
+                }
+                (None, Some((att, y, x1, hid))) => {
+                    // Attention, all heads.
+                    let mp = MhaParams {
+                        seq: u("se", se)?,
+                        heads: u("heads", h)?,
+                        dh: u("dh", dh)?,
+                        d: u("d", d)?,
+                    };
+                    let k = ctx.kernel(&KernelSpec::new(V1_MHA, "mha").storage(st))?;
+                    rq.dispatch(
+                        &k,
+                        &mp,
+                        &[&qkv, att],
+                        [
+                            u("groups", se.div_ceil(WG))?,
+                            u("heads", h)?,
+                            u("candidates", bc)?,
+                        ],
+                    )?;
+                    // y = x + attn·W_oᵀ + b_o; x1 = LN1(y).
+                    record_residual_linear(
+                        ctx,
+                        rq,
+                        (rows, d, d),
+                        att,
+                        &layer.out_w,
+                        &layer.out_b,
+                        &x,
+                        y,
+                        st,
+                    )?;
+                    let ln = LayerNormShape {
+                        rows,
+                        d,
+                        seq: 1,
+                        eps: cfg.layer_norm_eps,
+                        storage: st,
+                    };
+                    record_layer_norm(ctx, rq, ln, y, x1, Some((&layer.g1, &layer.be1)))?;
+                    // hid = relu(x1·W_1ᵀ + b_1); y = x1 + hid·W_2ᵀ + b_2; x = LN2(y).
+                    record_linear(
+                        ctx,
+                        rq,
+                        (rows, ff, d),
+                        (x1, d, 0),
+                        (&layer.w1, d, 0),
+                        Some(&layer.b1),
+                        (hid, ff, 0),
+                        true,
+                        false,
+                        st,
+                    )?;
+                    record_residual_linear(
+                        ctx,
+                        rq,
+                        (rows, d, ff),
+                        hid,
+                        &layer.w2,
+                        &layer.b2,
+                        x1,
+                        y,
+                        st,
+                    )?;
+                    record_layer_norm(ctx, rq, ln, y, &x, Some((&layer.g2, &layer.be2)))?;
+                }
+                (None, None) => {
+                    return Err(GpuError::bad("variant", "fused weights missing"));
+                }
+            }
         }
 
-        // Output compression.
-        let pooled = ctx.storage(f4(batch * d))?;
+        // Output compression (f32 out).
+        let pooled = ctx.storage((batch * d).max(1) as u64 * 4)?;
         let k_pos = cfg.kept_positions();
         let cp = CompressParams {
             se: u("se", se)?,
@@ -804,7 +1189,7 @@ impl GpuTransActV1 {
             Some((_, b)) => b,
             None => &x,
         };
-        let k = ctx.kernel(&KernelSpec::new(MASKED_ROWS_COMPRESS, "compress"))?;
+        let k = ctx.kernel(&KernelSpec::new(V1_COMPRESS, "compress").storage(st))?;
         rq.dispatch(
             &k,
             &cp,
@@ -822,9 +1207,13 @@ impl GpuTransActV1 {
                 (out.buf, out.ld, 0),
                 false,
                 true,
+                Storage::F32,
             )?;
         }
-        held.extend([x, xu, qkv, att, y, x1, hid, pooled]);
+        held.extend([x, xu, qkv, pooled]);
+        if let Some((a, b, c, e)) = unfused {
+            held.extend([a, b, c, e]);
+        }
         Ok(())
     }
 }
@@ -842,9 +1231,17 @@ struct GatherParams {
     rows_off: u32,
     item_off: u32,
     cand_off: u32,
-    width: u32,
     total: u32,
-    pad: [u32; 4],
+    pad: [u32; 5],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct FusedParams {
+    se: u32,
+    pad: [u32; 3],
+    eps: f32,
+    pad1: [f32; 3],
 }
 
 #[repr(C)]
