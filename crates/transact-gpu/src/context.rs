@@ -41,7 +41,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -254,7 +254,19 @@ pub struct GpuContext {
     profiling: AtomicBool,
     /// The per-dispatch times of the last profiled request.
     last_profile: Mutex<Option<Profile>>,
+    /// Bind groups by kernel, parameter slice and buffers: with pooled
+    /// buffers, a request shape seen before finds its bind groups here.
+    bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
+    bind_groups_created: AtomicU64,
 }
+
+/// Identity of a bind group: the kernel (its cache address), the
+/// parameter buffer with offset and size, the storage buffers in order.
+type BindKey = (usize, wgpu::Buffer, u64, u64, Vec<wgpu::Buffer>);
+
+/// The bind-group cache is emptied when it grows past this (its entries
+/// keep their buffers alive).
+const BIND_GROUP_CACHE_MAX: usize = 2048;
 
 impl std::fmt::Debug for GpuContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -318,6 +330,8 @@ impl GpuContext {
             exec: parking_lot::ReentrantMutex::new(()),
             profiling: AtomicBool::new(false),
             last_profile: Mutex::new(None),
+            bind_groups: Mutex::new(HashMap::new()),
+            bind_groups_created: AtomicU64::new(0),
         })
     }
 
@@ -393,6 +407,12 @@ impl GpuContext {
             *self.lost_reason.lock() = Some("Destroyed: the device was destroyed".into());
             self.lost.store(true, Ordering::SeqCst);
         }
+    }
+
+    /// Bind groups created so far (a repeated request shape reuses its
+    /// cached ones).
+    pub fn bind_groups_created(&self) -> u64 {
+        self.bind_groups_created.load(Ordering::Relaxed)
     }
 
     /// Buffers created by the pool so far (tests check steady-state reuse).
@@ -734,31 +754,49 @@ impl<'c> Request<'c> {
         if !self.params.is_empty() {
             ctx.write(&param_buf, &self.params);
         }
-        let groups: Vec<wgpu::BindGroup> = self
-            .dispatches
-            .iter()
-            .map(|d| {
-                let mut entries = vec![wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &param_buf,
-                        offset: d.param_offset,
-                        size: std::num::NonZeroU64::new(d.param_size),
-                    }),
-                }];
-                for (i, b) in d.buffers.iter().enumerate() {
-                    entries.push(wgpu::BindGroupEntry {
-                        binding: i as u32 + 1,
-                        resource: b.as_entire_binding(),
+        let groups: Vec<wgpu::BindGroup> = {
+            let mut cache = ctx.bind_groups.lock();
+            self.dispatches
+                .iter()
+                .map(|d| {
+                    let key: BindKey = (
+                        Arc::as_ptr(&d.kernel) as usize,
+                        (*param_buf).clone(),
+                        d.param_offset,
+                        d.param_size,
+                        d.buffers.clone(),
+                    );
+                    if let Some(g) = cache.get(&key) {
+                        return g.clone();
+                    }
+                    let mut entries = vec![wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &param_buf,
+                            offset: d.param_offset,
+                            size: std::num::NonZeroU64::new(d.param_size),
+                        }),
+                    }];
+                    for (i, b) in d.buffers.iter().enumerate() {
+                        entries.push(wgpu::BindGroupEntry {
+                            binding: i as u32 + 1,
+                            resource: b.as_entire_binding(),
+                        });
+                    }
+                    let g = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some(&d.kernel.label),
+                        layout: &d.kernel.layout,
+                        entries: &entries,
                     });
-                }
-                device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(&d.kernel.label),
-                    layout: &d.kernel.layout,
-                    entries: &entries,
+                    ctx.bind_groups_created.fetch_add(1, Ordering::Relaxed);
+                    if cache.len() >= BIND_GROUP_CACHE_MAX {
+                        cache.clear();
+                    }
+                    cache.insert(key, g.clone());
+                    g
                 })
-            })
-            .collect();
+                .collect()
+        };
         // Dispatches that run (a zero workgroup count is skipped).
         let live: Vec<usize> = (0..self.dispatches.len())
             .filter(|&i| !self.dispatches[i].groups.contains(&0))

@@ -55,6 +55,31 @@ fn steady_state_requests_reuse_pooled_buffers() {
 }
 
 #[test]
+fn steady_state_requests_reuse_cached_bind_groups() {
+    let Some(_) = test_context() else { return };
+    let ctx = GpuContext::new_from_env().unwrap();
+    let a = random(40 * 24, 1.0, 1);
+    let b = random(24 * 30, 1.0, 2);
+    let first = gemm(&ctx, 40, 30, 24, &a, &b, false, false).unwrap();
+    let after_first = ctx.bind_groups_created();
+    assert!(after_first > 0);
+    for _ in 0..5 {
+        // Same shapes: same pooled buffers, same bind groups, same result.
+        assert_eq!(gemm(&ctx, 40, 30, 24, &a, &b, false, false).unwrap(), first);
+    }
+    assert_eq!(ctx.bind_groups_created(), after_first);
+    // New data in the same buffers is read through the cached groups.
+    let a2: Vec<f32> = a.iter().map(|v| v * 2.0).collect();
+    let doubled = gemm(&ctx, 40, 30, 24, &a2, &b, false, false).unwrap();
+    for (x, y) in doubled.iter().zip(&first) {
+        assert!(
+            (x - 2.0 * y).abs() <= 1e-4 * (1.0 + y.abs()),
+            "{x} vs 2·{y}"
+        );
+    }
+}
+
+#[test]
 fn unknown_adapter_name_lists_the_adapters_seen() {
     let Some(_) = test_context() else { return };
     let req = AdapterRequest {
