@@ -12,7 +12,8 @@ use transact_model::{
     HeadsConfig, RankingHeads, RankingModel, TransActV1, V1Config, V1Request, VocabMode,
 };
 
-use crate::{GpuContext, GpuError, GpuRankingModel, GpuTransActV1};
+use super::fused_fits;
+use crate::{GpuContext, GpuError, GpuRankingModel, GpuTransActV1, Precision, Variant};
 
 /// The shared context; `None` (skip) without an adapter unless `CI=true`.
 fn test_context() -> Option<Arc<GpuContext>> {
@@ -149,24 +150,85 @@ impl Data {
     }
 }
 
-/// Runs `encode` and `score` on the GPU and the CPU; returns the largest
-/// relative errors.
-fn compare(ctx: &Arc<GpuContext>, case: &Case) -> (f32, f32) {
-    let m = model(case);
+/// What the CPU model computes for a case: encoder output and logits.
+struct Cpu {
+    model: RankingModel,
+    data: Data,
+    enc: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+fn cpu(case: &Case) -> Cpu {
+    let model = model(case);
     let data = Data::new(case);
     let req = data.request();
-    let gpu = GpuRankingModel::new(ctx.clone(), &m).unwrap();
-    let od = m.v1().output_dim();
-    let mut want = vec![0.0; case.batch * od];
-    m.v1().forward_request(&req, &mut want).unwrap();
-    let got = gpu.encode(&req).unwrap();
-    let e_enc = max_rel_err(&got, &want);
-
+    let mut enc = vec![0.0; case.batch * model.v1().output_dim()];
+    model.v1().forward_request(&req, &mut enc).unwrap();
     let (user, cx) = (Data::opt(&data.user), Data::opt(&data.context));
-    let mut want_l = vec![0.0; case.batch * m.heads().num_heads()];
-    m.score(&req, user, cx, &mut want_l).unwrap();
-    let got_l = gpu.score(&req, user, cx).unwrap();
-    (e_enc, max_rel_err(&got_l, &want_l))
+    let mut logits = vec![0.0; case.batch * model.heads().num_heads()];
+    model.score(&req, user, cx, &mut logits).unwrap();
+    Cpu {
+        model,
+        data,
+        enc,
+        logits,
+    }
+}
+
+/// Runs `encode` and `score` on the GPU with `variant` and `precision`;
+/// returns the largest relative errors against the CPU and the model (to
+/// check which variant and precision ran).
+fn gpu_errors(
+    ctx: &Arc<GpuContext>,
+    c: &Cpu,
+    variant: Variant,
+    precision: Precision,
+) -> (f32, f32, GpuRankingModel) {
+    let gpu = GpuRankingModel::with_options(ctx.clone(), &c.model, variant, precision).unwrap();
+    let req = c.data.request();
+    let e_enc = max_rel_err(&gpu.encode(&req).unwrap(), &c.enc);
+    let (user, cx) = (Data::opt(&c.data.user), Data::opt(&c.data.context));
+    let e_score = max_rel_err(&gpu.score(&req, user, cx).unwrap(), &c.logits);
+    (e_enc, e_score, gpu)
+}
+
+/// Every variant and precision with its tolerance (relative, against the
+/// CPU): 1e-4 with f32 storage, 1e-2 with f16.
+const RUNS: [(Variant, Precision, f32); 4] = [
+    (Variant::Unfused, Precision::F32, 1e-4),
+    (Variant::Fused, Precision::F32, 1e-4),
+    (Variant::Unfused, Precision::F16, 1e-2),
+    (Variant::Fused, Precision::F16, 1e-2),
+];
+
+/// Runs `case` in every variant and precision; checks the errors and that
+/// what was asked for ran (fused wherever [`fused_fits`], f16 wherever
+/// the device has it). Returns a description of the first failure.
+fn check_all_runs(ctx: &Arc<GpuContext>, case: &Case) -> Result<(), String> {
+    let c = cpu(case);
+    let cfg = &case.cfg;
+    let fits = fused_fits(cfg.d_model(), cfg.dim_feedforward, cfg.nhead, ctx.limits());
+    for (variant, precision, tol) in RUNS {
+        let (e, s, gpu) = gpu_errors(ctx, &c, variant, precision);
+        let want_v = if fits { variant } else { Variant::Unfused };
+        let want_p = if ctx.has_f16() {
+            precision
+        } else {
+            Precision::F32
+        };
+        let ran = (gpu.v1().variant(), gpu.v1().precision());
+        if ran != (want_v, want_p) {
+            return Err(format!(
+                "asked {variant:?} {precision:?}, ran {ran:?} for {case:?}"
+            ));
+        }
+        if !(e < tol && s < tol) {
+            return Err(format!(
+                "{variant:?} {precision:?}: encode error {e}, score error {s} (tolerance {tol}) for {case:?}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 type Raw = (
@@ -246,12 +308,17 @@ fn case_strategy() -> impl Strategy<Value = Case> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 10, failure_persistence: None, ..ProptestConfig::default() })]
 
+    /// Random shapes (d = 12 … 24 with 1, 2 or 4 heads, so head widths of
+    /// 3 … 24, all in the fused kernel's range), masks and weights: every
+    /// variant and precision against the CPU.
     #[test]
     fn encode_and_score_match_the_cpu(case in case_strategy()) {
         let Some(ctx) = test_context() else { return Ok(()); };
-        let (e_enc, e_score) = compare(&ctx, &case);
-        prop_assert!(e_enc < 1e-4, "encode: relative error {e_enc} for {case:?}");
-        prop_assert!(e_score < 1e-4, "score: relative error {e_score} for {case:?}");
+        let cfg = &case.cfg;
+        prop_assert!(fused_fits(cfg.d_model(), cfg.dim_feedforward, cfg.nhead, ctx.limits()));
+        if let Err(e) = check_all_runs(&ctx, &case) {
+            prop_assert!(false, "{}", e);
+        }
     }
 }
 
@@ -307,20 +374,43 @@ fn fixed_corner_cases_match_the_cpu() {
     c.cfg.concat_max_pool = false;
     c.cfg.latest_n_emb = 0;
     cases.push(c);
-    // 70 rows: more than one attention workgroup per sequence.
+    // 70 rows: more than one workgroup of the unfused attention per
+    // sequence; 150: two fused workgroups (128 rows each), the second
+    // partly dead.
+    for n in [70, 150] {
+        let mut c = base.clone();
+        c.cfg.seq_len = n;
+        c.n = n;
+        c.future = 0.1;
+        c.padding = 0.05;
+        cases.push(c);
+    }
+    // B = 1 and S = 1.
     let mut c = base.clone();
-    c.cfg.seq_len = 70;
-    c.n = 70;
-    c.future = 0.1;
-    c.padding = 0.05;
+    c.batch = 1;
+    c.cfg.seq_len = 1;
+    c.n = 1;
     cases.push(c);
+    // One head and four (head width 3: heads start inside a vec4); four
+    // heads without fusion or pool.
+    for h in [1, 4] {
+        let mut c = base.clone();
+        c.cfg.nhead = h;
+        cases.push(c.clone());
+        c.cfg.concat_candidate_emb = false;
+        c.cfg.concat_max_pool = false;
+        c.batch = 1;
+        cases.push(c);
+    }
     for case in &cases {
-        let (e, s) = compare(&ctx, case);
-        assert!(e < 1e-4 && s < 1e-4, "errors {e} / {s} for {case:?}");
+        if let Err(e) = check_all_runs(&ctx, case) {
+            panic!("{e}");
+        }
     }
 }
 
-/// The reference width d = 96 (S = 100, K = 10, h = 2, L = 2), B = 4.
+/// The reference width d = 96 (S = 100, K = 10, h = 2, L = 2), B = 2,
+/// every variant and precision.
 #[test]
 fn reference_width_matches_the_cpu() {
     let Some(ctx) = test_context() else { return };
@@ -333,19 +423,27 @@ fn reference_width_matches_the_cpu() {
             mlp_hidden: vec![32, 16],
             ..HeadsConfig::default()
         },
-        batch: 4,
+        batch: 2,
         n: 100,
         seed: 5,
         future: 0.1,
         padding: 0.1,
     };
+    let cfg = &case.cfg;
+    assert!(fused_fits(
+        cfg.d_model(),
+        cfg.dim_feedforward,
+        cfg.nhead,
+        ctx.limits()
+    ));
     let t0 = std::time::Instant::now();
-    let (e, s) = compare(&ctx, &case);
+    if let Err(e) = check_all_runs(&ctx, &case) {
+        panic!("{e}");
+    }
     eprintln!(
-        "d = 96, S = 100, B = 4: encode + score (GPU and CPU) in {:?}",
+        "d = 96, S = 100, B = 2: encode + score in 4 variants (GPU) and on the CPU in {:?}",
         t0.elapsed()
     );
-    assert!(e < 1e-4 && s < 1e-4, "errors {e} / {s}");
 }
 
 #[test]
@@ -457,21 +555,138 @@ fn steady_state_reuses_buffers() {
     let ctx = Arc::new(GpuContext::new_from_env().unwrap());
     let case = small_case();
     let m = model(&case);
-    let gpu = GpuRankingModel::new(ctx.clone(), &m).unwrap();
     let d = Data::new(&case);
     let req = d.request();
     let (user, cx) = (Some(d.user.as_slice()), Some(d.context.as_slice()));
-    let first = gpu.score(&req, user, cx).unwrap();
-    gpu.encode(&req).unwrap();
-    let created = ctx.buffers_created();
-    for _ in 0..3 {
-        assert_eq!(gpu.score(&req, user, cx).unwrap(), first);
+    for (variant, precision, _) in RUNS {
+        let gpu = GpuRankingModel::with_options(ctx.clone(), &m, variant, precision).unwrap();
+        let first = gpu.score(&req, user, cx).unwrap();
         gpu.encode(&req).unwrap();
+        let created = ctx.buffers_created();
+        for _ in 0..3 {
+            assert_eq!(gpu.score(&req, user, cx).unwrap(), first);
+            gpu.encode(&req).unwrap();
+        }
+        assert_eq!(
+            ctx.buffers_created(),
+            created,
+            "{variant:?} {precision:?}: buffers were created in steady state"
+        );
     }
+}
+
+/// Dispatches `record` issues for `case` with `variant` (f32).
+fn dispatches(ctx: &Arc<GpuContext>, m: &RankingModel, case: &Case, variant: Variant) -> usize {
+    let gpu = GpuTransActV1::with_options(ctx.clone(), m.v1(), variant, Precision::F32).unwrap();
+    assert_eq!(gpu.variant(), variant);
+    let data = Data::new(case);
+    let plan = gpu.plan(&data.request()).unwrap();
+    assert!(
+        plan.batch * plan.se > super::SMALL_M,
+        "the case must take the GEMM path"
+    );
+    let od = gpu.output_dim();
+    let mut rq = ctx.request("count");
+    let input = ctx.upload(&plan.words).unwrap();
+    let out = ctx.storage((plan.batch * od * 4) as u64).unwrap();
+    let mut held = Vec::new();
+    gpu.record(
+        &mut rq,
+        &plan,
+        &input,
+        super::OutTarget { buf: &out, ld: od },
+        &mut held,
+    )
+    .unwrap();
+    rq.len()
+}
+
+/// The fused variant replaces the nine dispatches after each layer's input
+/// projection (attention, two residual + bias writes, three GEMMs, a bias
+/// write, two LayerNorms) by one.
+#[test]
+fn fused_layers_take_one_dispatch_each() {
+    let Some(ctx) = test_context() else { return };
+    let case = small_case();
+    let m = model(&case);
+    let unfused = dispatches(&ctx, &m, &case, Variant::Unfused);
+    let fused = dispatches(&ctx, &m, &case, Variant::Fused);
     assert_eq!(
-        ctx.buffers_created(),
-        created,
-        "buffers were created in steady state"
+        unfused - fused,
+        8 * case.cfg.num_layer,
+        "{unfused} vs {fused}"
+    );
+}
+
+/// Shapes the fused kernel does not take run unfused, and still match the
+/// CPU; f16 is used exactly when the device has it.
+#[test]
+fn fused_falls_back_where_it_does_not_fit() {
+    let Some(ctx) = test_context() else { return };
+    let base = small_case();
+    let mut cases = Vec::new();
+    // d = 3 + 2·4 = 11: not a multiple of 4.
+    let mut c = base.clone();
+    c.cfg.action_emb_dim = 3;
+    c.cfg.nhead = 1;
+    cases.push(c);
+    // 6 heads (d = 12): more than the fused kernel's 4.
+    let mut c = base.clone();
+    c.cfg.nhead = 6;
+    cases.push(c);
+    // d = 96 with FFN 64: the weights exceed 64 KiB.
+    let mut c = base.clone();
+    c.cfg.action_emb_dim = 32;
+    c.cfg.item_emb_dim = 32;
+    c.cfg.dim_feedforward = 64;
+    cases.push(c);
+    for case in &cases {
+        let cfg = &case.cfg;
+        assert!(!fused_fits(
+            cfg.d_model(),
+            cfg.dim_feedforward,
+            cfg.nhead,
+            ctx.limits()
+        ));
+        // check_all_runs asserts the fallback and the errors.
+        if let Err(e) = check_all_runs(&ctx, case) {
+            panic!("{e}");
+        }
+    }
+    assert!(fused_fits(96, 34, 4, ctx.limits()));
+    assert!(!fused_fits(96, 35, 2, ctx.limits()));
+    assert!(!fused_fits(100, 8, 2, ctx.limits()));
+}
+
+/// `shaders/v1_block_fused.wgsl` is what `scripts/gen_v1_block_fused.py`
+/// prints (skipped without `python3`, unless `CI=true`).
+#[test]
+fn generated_fused_shader_is_up_to_date() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = match std::process::Command::new("python3")
+        .arg(root.join("scripts/gen_v1_block_fused.py"))
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "python3 is needed: {e}"
+            );
+            eprintln!("note: no python3 ({e}), test skipped");
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let generated = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        generated == super::V1_BLOCK_FUSED.source,
+        "shaders/v1_block_fused.wgsl differs from the generator's output: run \
+         python3 scripts/gen_v1_block_fused.py > shaders/v1_block_fused.wgsl"
     );
 }
 
