@@ -1,0 +1,511 @@
+//! Whole-network checks: finite differences, range splits, parity with the
+//! serving model, overfitting a small batch, and input errors.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use transact_model::{HeadsConfig, V1Config, V1Request};
+
+use super::*;
+use crate::layers::gradcheck::{Tolerance, check_gradient};
+
+fn tiny_cfg(nal: bool, dropout: f32) -> NetConfig {
+    NetConfig {
+        v1: V1Config {
+            seq_len: 4,
+            latest_n_emb: 2,
+            action_vocab: vec![0, 1, 2],
+            action_emb_dim: 4,
+            item_emb_dim: 4,
+            num_layer: 2,
+            nhead: 2,
+            dim_feedforward: 8,
+            ..V1Config::default()
+        },
+        heads: HeadsConfig {
+            heads: vec!["repin".into(), "click".into(), "hide".into()],
+            user_emb_dim: 3,
+            context_dim: 0,
+            cross_layers: 1,
+            mlp_hidden: vec![8],
+        },
+        use_sequence: true,
+        item_rows: 12,
+        learn_items: true,
+        nal,
+        dropout,
+    }
+}
+
+/// A random batch: masked positions (never position 0), some zero weights,
+/// some examples without a NAL target, short negative lists.
+fn random_batch(cfg: &NetConfig, b: usize, seed: u64) -> Batch {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let s = cfg.v1.seq_len;
+    let h = cfg.heads.heads.len();
+    let rows = cfg.item_rows as u32;
+    let arows = cfg.v1.action_rows() as u32;
+    let negs = 3;
+    let mut batch = Batch {
+        len: b,
+        seq_len: s,
+        nal_negatives: negs,
+        ..Batch::default()
+    };
+    for _ in 0..b {
+        for p in 0..s {
+            let a = rng.random_range(0..arows);
+            let masked = p != 0 && (a == 0 || rng.random_bool(0.2));
+            batch.seq_actions.push(a);
+            // Masked positions may hold any row, even an invalid one.
+            batch.seq_items.push(if masked {
+                u32::MAX - 1
+            } else {
+                rng.random_range(0..rows)
+            });
+            batch.seq_masked.push(masked);
+        }
+        batch.cand_items.push(rng.random_range(0..rows));
+        for _ in 0..cfg.heads.user_emb_dim {
+            batch.user_features.push(rng.random_range(-1.0..1.0));
+        }
+        for _ in 0..h {
+            batch.labels.push(f32::from(u8::from(rng.random_bool(0.4))));
+            batch.weights.push(if rng.random_bool(0.15) {
+                0.0
+            } else {
+                rng.random_range(0.5..1.5)
+            });
+        }
+        batch.nal_pos.push(if rng.random_bool(0.8) {
+            rng.random_range(0..rows)
+        } else {
+            NO_ITEM
+        });
+        for _ in 0..negs {
+            batch.nal_neg.push(if rng.random_bool(0.8) {
+                rng.random_range(0..rows)
+            } else {
+                NO_ITEM
+            });
+        }
+    }
+    batch
+}
+
+fn loss_of(net: &Net, params: &Params, batch: &Batch, opts: &StepOptions) -> f64 {
+    let mut g = vec![0.0; params.len()];
+    let st = net
+        .forward_backward(
+            params,
+            batch,
+            0..batch.len,
+            opts,
+            &mut g,
+            &mut Workspace::default(),
+        )
+        .unwrap();
+    f64::from(st.loss)
+}
+
+/// Finite differences of the whole loss for a sample of every tensor.
+fn check_network(cfg: NetConfig, opts: StepOptions, seed: u64) {
+    let (net, params) = Net::new(cfg.clone(), seed).unwrap();
+    // Larger cross weights, so the cross layers matter in the check.
+    let mut params = params;
+    let batch = random_batch(&cfg, 6, seed + 1);
+    let mut grads = vec![0.0; params.len()];
+    net.forward_backward(
+        &params,
+        &batch,
+        0..batch.len,
+        &opts,
+        &mut grads,
+        &mut Workspace::default(),
+    )
+    .unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed + 2);
+    let specs = params.specs().to_vec();
+    let mut checked = 0;
+    for s in &specs {
+        // Row 0 of the action table is the padding row: like PyTorch's
+        // `padding_idx`, it takes no gradient (checked below).
+        let skip = if s.name.ends_with("action_emb_module.weight") {
+            s.shape[1]
+        } else {
+            0
+        };
+        let idx: Vec<usize> = (0..6)
+            .map(|_| s.offset + rng.random_range(skip..s.len))
+            .collect();
+        let base = params.clone();
+        let data = params.data_mut();
+        let rep = check_gradient(
+            &s.name,
+            data,
+            &grads,
+            Some(&idx),
+            Tolerance::default(),
+            |x| {
+                let mut q = base.clone();
+                q.data_mut().copy_from_slice(x);
+                loss_of(&net, &q, &batch, &opts)
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        checked += rep.checked;
+    }
+    assert!(
+        checked > specs.len() * 4,
+        "only {checked} coordinates compared"
+    );
+    if let Some(s) = specs
+        .iter()
+        .find(|s| s.name.ends_with("action_emb_module.weight"))
+    {
+        let pad = &grads[s.offset..s.offset + s.shape[1]];
+        assert!(pad.iter().all(|&v| v == 0.0), "the padding row got {pad:?}");
+    }
+    // Every tensor receives some gradient.
+    for s in &specs {
+        let g = params.grad(&grads, &s.name).unwrap();
+        assert!(
+            g.iter().any(|&v| v != 0.0),
+            "no gradient reaches `{}`",
+            s.name
+        );
+    }
+}
+
+#[test]
+fn network_gradients_match_finite_differences_with_impression_negatives() {
+    let opts = StepOptions {
+        nal_weight: 0.5,
+        in_batch_negatives: false,
+        dropout: false,
+        step_seed: 3,
+    };
+    check_network(tiny_cfg(true, 0.0), opts, 11);
+}
+
+#[test]
+fn network_gradients_match_finite_differences_with_in_batch_negatives() {
+    let opts = StepOptions {
+        nal_weight: 0.5,
+        in_batch_negatives: true,
+        dropout: false,
+        step_seed: 3,
+    };
+    check_network(tiny_cfg(true, 0.0), opts, 12);
+}
+
+#[test]
+fn network_gradients_match_finite_differences_with_dropout() {
+    let opts = StepOptions {
+        nal_weight: 0.5,
+        in_batch_negatives: false,
+        dropout: true,
+        step_seed: 99,
+    };
+    check_network(tiny_cfg(true, 0.3), opts, 13);
+}
+
+#[test]
+fn baseline_gradients_match_finite_differences() {
+    let cfg = NetConfig {
+        use_sequence: false,
+        ..tiny_cfg(false, 0.0)
+    };
+    let (_, params) = Net::new(cfg.clone(), 1).unwrap();
+    assert!(params.specs().iter().all(|s| !s.name.starts_with("v1.")));
+    let opts = StepOptions {
+        nal_weight: 0.0,
+        ..StepOptions::default()
+    };
+    check_network(cfg, opts, 14);
+}
+
+#[test]
+fn range_split_gradients_sum_to_the_full_batch() {
+    for (in_batch, dropout) in [(false, 0.0), (true, 0.25)] {
+        let cfg = tiny_cfg(true, dropout);
+        let (net, params) = Net::new(cfg.clone(), 5).unwrap();
+        let batch = random_batch(&cfg, 45, 6);
+        let opts = StepOptions {
+            nal_weight: 0.3,
+            in_batch_negatives: in_batch,
+            dropout: true,
+            step_seed: 17,
+        };
+        let mut ws = Workspace::default();
+        let mut full = vec![0.0; params.len()];
+        let st = net
+            .forward_backward(&params, &batch, 0..45, &opts, &mut full, &mut ws)
+            .unwrap();
+        let mut sum = vec![0.0; params.len()];
+        let mut total = LossStats::default();
+        for r in [0..5, 5..33, 33..45] {
+            let mut g = vec![0.0; params.len()];
+            total.add(
+                &net.forward_backward(&params, &batch, r, &opts, &mut g, &mut ws)
+                    .unwrap(),
+            );
+            sum.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+        }
+        assert_eq!(total.examples, 45);
+        assert_eq!(total.nal_targets, st.nal_targets);
+        assert!(
+            (total.loss - st.loss).abs() < 1e-5,
+            "{} vs {}",
+            total.loss,
+            st.loss
+        );
+        let worst = full
+            .iter()
+            .zip(&sum)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-6, "split gradients differ by {worst}");
+    }
+}
+
+/// A request for the serving model and the same request as a training batch.
+fn parity_case(cfg: &NetConfig, params: &Params, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let model = params.to_ranking_model(cfg).unwrap();
+    let di = cfg.v1.item_emb_dim;
+    let s = cfg.v1.seq_len;
+    let items = params.get(ITEMS).unwrap();
+    let n = s - 1; // one padded tail position
+    let vocab = &cfg.v1.action_vocab;
+    let mut ids = Vec::new();
+    let mut times = Vec::new();
+    let mut rows = Vec::new();
+    for p in 0..n {
+        let pad = p > 0 && rng.random_bool(0.2);
+        ids.push(if pad {
+            -1
+        } else {
+            vocab[rng.random_range(0..vocab.len())]
+        });
+        // One action in the future (masked at inference).
+        times.push(if p == 2 { 2_000 } else { 1_000 - p as i64 });
+        rows.push(rng.random_range(0..cfg.item_rows as u32));
+    }
+    let emb: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| items[r as usize * di..(r as usize + 1) * di].to_vec())
+        .collect();
+    let b = 5;
+    let cands: Vec<u32> = (0..b)
+        .map(|_| rng.random_range(0..cfg.item_rows as u32))
+        .collect();
+    let cand_emb: Vec<f32> = cands
+        .iter()
+        .flat_map(|&r| items[r as usize * di..(r as usize + 1) * di].to_vec())
+        .collect();
+    let user: Vec<f32> = (0..cfg.heads.user_emb_dim)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let req = V1Request {
+        action_types: &ids,
+        item_embeddings: &emb,
+        action_times_ms: &times,
+        request_time_ms: 1_500,
+        candidates: &cand_emb,
+    };
+    let h = cfg.heads.heads.len();
+    let mut want = vec![0.0; b * h];
+    let user_opt = (!user.is_empty()).then_some(user.as_slice());
+    model.score(&req, user_opt, None, &mut want).unwrap();
+
+    let mut batch = Batch {
+        len: b,
+        seq_len: s,
+        ..Batch::default()
+    };
+    for &c in &cands {
+        for p in 0..s {
+            let (row, masked, item) = if p < n {
+                let row = cfg.v1.action_row(ids[p]).map_or(0, |r| r as u32);
+                let masked = p != 0 && (row == 0 || 1_500 - times[p] < 0);
+                (row, masked, rows[p])
+            } else {
+                (0, true, 0)
+            };
+            batch.seq_actions.push(row);
+            batch.seq_masked.push(masked);
+            batch.seq_items.push(item);
+        }
+        batch.cand_items.push(c);
+        batch.user_features.extend_from_slice(&user);
+    }
+    let (net, _) = Net::new(cfg.clone(), 0).unwrap();
+    let mut got = vec![0.0; b * h];
+    net.predict(params, &batch, 0..b, &mut got).unwrap();
+    for (i, (a, w)) in got.iter().zip(&want).enumerate() {
+        assert!((a - w).abs() < 1e-4, "logit {i}: training {a}, serving {w}");
+    }
+}
+
+#[test]
+fn predict_matches_the_serving_model() {
+    let cfg = tiny_cfg(true, 0.1);
+    let (_, params) = Net::new(cfg.clone(), 21).unwrap();
+    parity_case(&cfg, &params, 1);
+    // A wider model, one layer, no user features, K = all positions.
+    let cfg = NetConfig {
+        v1: V1Config {
+            seq_len: 12,
+            latest_n_emb: 0,
+            action_emb_dim: 8,
+            item_emb_dim: 8,
+            num_layer: 1,
+            nhead: 4,
+            dim_feedforward: 16,
+            ..V1Config::default()
+        },
+        heads: HeadsConfig {
+            mlp_hidden: vec![16, 8],
+            cross_layers: 2,
+            ..HeadsConfig::default()
+        },
+        item_rows: 40,
+        ..NetConfig::default()
+    };
+    let (_, mut params) = Net::new(cfg.clone(), 22).unwrap();
+    // Non-zero biases and LayerNorm affines, so every parameter matters.
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for s in params.specs().to_vec() {
+        if s.name.ends_with("bias") || s.name.contains("norm") {
+            for v in &mut params.data_mut()[s.range()] {
+                *v += rng.random_range(-0.3..0.3);
+            }
+        }
+    }
+    parity_case(&cfg, &params, 2);
+}
+
+#[test]
+fn params_round_trip_through_tensor_maps_and_the_serving_model() {
+    let cfg = tiny_cfg(true, 0.0);
+    let (_, params) = Net::new(cfg.clone(), 8).unwrap();
+    let back = Params::from_tensor_map(&cfg, &params.to_tensor_map()).unwrap();
+    assert_eq!(back, params);
+    let model = params.to_ranking_model(&cfg).unwrap();
+    let items = params.get(ITEMS).unwrap();
+    let again = Params::from_ranking_model(&cfg, &model, items, 8).unwrap();
+    assert_eq!(again, params);
+    // The serving model's own tensors are exactly ours.
+    let served = model.to_tensors().unwrap();
+    for (name, t) in &served.tensors {
+        let transact_model::weights::Tensor::F32 { data, .. } = t else {
+            panic!("{name} is not f32");
+        };
+        assert_eq!(params.get(name).unwrap(), data.as_slice(), "{name}");
+    }
+    assert_eq!(
+        served.tensors.len() + 2,
+        params.specs().len(),
+        "only items.weight and nal.proj.weight are extra"
+    );
+    assert!(params.decay_ranges().len() > 4);
+    assert!(Params::from_tensor_map(&tiny_cfg(false, 0.0), &TensorMap::new()).is_err());
+}
+
+#[test]
+fn sgd_overfits_a_small_batch() {
+    let cfg = tiny_cfg(true, 0.0);
+    let (net, mut params) = Net::new(cfg.clone(), 31).unwrap();
+    let batch = random_batch(&cfg, 16, 32);
+    let opts = StepOptions {
+        nal_weight: 0.1,
+        in_batch_negatives: false,
+        dropout: false,
+        step_seed: 0,
+    };
+    let mut ws = Workspace::default();
+    let mut grads = vec![0.0; params.len()];
+    let mut first = None;
+    let mut last = 0.0;
+    for _ in 0..400 {
+        grads.fill(0.0);
+        let st = net
+            .forward_backward(&params, &batch, 0..batch.len, &opts, &mut grads, &mut ws)
+            .unwrap();
+        first.get_or_insert(st.bce);
+        last = st.bce;
+        for (p, g) in params.data_mut().iter_mut().zip(&grads) {
+            *p -= 0.1 * g;
+        }
+    }
+    let first = first.unwrap_or(0.0);
+    assert!(last < first / 20.0, "BCE went from {first} to {last}");
+}
+
+#[test]
+fn bad_batches_are_errors_not_panics() {
+    let cfg = tiny_cfg(true, 0.0);
+    let (net, params) = Net::new(cfg.clone(), 1).unwrap();
+    let good = random_batch(&cfg, 4, 2);
+    let opts = StepOptions::default();
+    let run = |b: &Batch, r: Range<usize>| {
+        let mut g = vec![0.0; params.len()];
+        net.forward_backward(&params, b, r, &opts, &mut g, &mut Workspace::default())
+    };
+    assert!(run(&good, 0..4).is_ok());
+    assert!(run(&good, 2..6).is_err());
+    let mut cases: Vec<(&str, Batch)> = Vec::new();
+    let mut b = good.clone();
+    b.seq_items.pop();
+    cases.push(("short seq_items", b));
+    let mut b = good.clone();
+    b.seq_masked[4] = true;
+    cases.push(("masked position 0", b));
+    let mut b = good.clone();
+    b.cand_items[1] = 12;
+    cases.push(("candidate row out of range", b));
+    let mut b = good.clone();
+    b.seq_masked[1] = false;
+    b.seq_items[1] = 99;
+    cases.push(("sequence row out of range", b));
+    let mut b = good.clone();
+    b.seq_masked[2] = false;
+    b.seq_actions[2] = 7;
+    cases.push(("action row out of range", b));
+    let mut b = good.clone();
+    b.labels.pop();
+    cases.push(("short labels", b));
+    let mut b = good.clone();
+    b.weights[0] = f32::NAN;
+    cases.push(("NaN weight", b));
+    let mut b = good.clone();
+    b.nal_pos[0] = 50;
+    cases.push(("NAL row out of range", b));
+    let mut b = good.clone();
+    b.seq_len = 5;
+    cases.push(("wrong seq_len", b));
+    let mut b = good.clone();
+    b.user_features.push(0.0);
+    cases.push(("long user_features", b));
+    for (what, b) in cases {
+        let e = run(&b, 0..4);
+        assert!(matches!(e, Err(TrainError::Batch(_))), "{what}: {e:?}");
+    }
+    let mut g = vec![0.0; 3];
+    assert!(matches!(
+        net.forward_backward(
+            &params,
+            &good,
+            0..4,
+            &opts,
+            &mut g,
+            &mut Workspace::default()
+        ),
+        Err(TrainError::Params(_))
+    ));
+    let bad_cfg = NetConfig {
+        use_sequence: false,
+        ..tiny_cfg(true, 0.0)
+    };
+    assert!(Net::new(bad_cfg, 0).is_err());
+}
