@@ -10,7 +10,7 @@
 //! job ([`super::encoder::mask_rows_forward`]). A row whose keys are all
 //! masked gets zero attention output.
 
-use transact_embed::kernels::{Par, RhsLayout, exp_approx, matmul};
+use transact_embed::kernels::{Par, RhsLayout, matmul, softmax_rows_fast};
 
 use super::linear::{linear_backward, linear_forward, transpose};
 use super::{TrainError, kernel, need, sized};
@@ -143,30 +143,19 @@ fn scatter_add(
     }
 }
 
-/// Softmax of one score row over the keys not masked (`mask[s]` true =
-/// excluded); an all-masked row becomes zeros.
-fn softmax_masked(row: &mut [f32], mask: Option<&[bool]>) {
-    let mut max = f32::NEG_INFINITY;
-    for (s, &v) in row.iter().enumerate() {
-        if !mask.is_some_and(|m| m[s]) && v > max {
-            max = v;
+/// Softmax of each row of `p [n × n]` over the keys not masked (`mask[s]`
+/// true = excluded); a row with every key masked becomes zeros.
+fn softmax_masked(p: &mut [f32], n: usize, mask: Option<&[bool]>) {
+    if let Some(mask) = mask {
+        for row in p.chunks_exact_mut(n) {
+            for (v, &m) in row.iter_mut().zip(mask) {
+                if m {
+                    *v = f32::NEG_INFINITY;
+                }
+            }
         }
     }
-    if max == f32::NEG_INFINITY {
-        row.fill(0.0);
-        return;
-    }
-    let mut sum = 0.0f32;
-    for (s, v) in row.iter_mut().enumerate() {
-        *v = if mask.is_some_and(|m| m[s]) {
-            0.0
-        } else {
-            exp_approx(*v - max)
-        };
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    row.iter_mut().for_each(|v| *v *= inv);
+    softmax_rows_fast(p, n);
 }
 
 /// Forward: `out [M × d] = MHA(x)` for the sequences of `offsets`, with
@@ -213,9 +202,7 @@ pub fn mha_forward(
             let p = &mut probs[poff..poff + n * n];
             poff += n * n;
             matmul(n, n, dh, q, k, RhsLayout::NxK, p, false, Par::Seq).map_err(kernel)?;
-            for row in p.chunks_exact_mut(n) {
-                softmax_masked(row, mask);
-            }
+            softmax_masked(p, n, mask);
             matmul(n, dh, n, p, v, RhsLayout::KxN, o, false, Par::Seq).map_err(kernel)?;
             for t in 0..n {
                 attn[(r0 + t) * d + head * dh..][..dh].copy_from_slice(&o[t * dh..(t + 1) * dh]);

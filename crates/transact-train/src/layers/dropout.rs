@@ -21,11 +21,11 @@ pub fn dropout_key(step_seed: u64, example: u64, layer: u64, site: u64) -> u64 {
 }
 
 /// Whether element `index` under `key` is kept, at drop probability `p`.
+/// One hash serves four consecutive counters (16 random bits each).
 #[inline]
 pub fn kept(key: u64, index: u64, p: f32) -> bool {
-    // 24 random bits → a uniform in [0, 1).
-    let u = (mix64(key ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03)) >> 40) as f32
-        * (1.0 / (1u64 << 24) as f32);
+    let h = mix64(key ^ (index / 4).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let u = ((h >> (16 * (index % 4))) & 0xFFFF) as f32 * (1.0 / 65_536.0);
     u >= p
 }
 
@@ -41,12 +41,19 @@ pub fn dropout_forward(x: &mut [f32], p: f32, key: u64, first: u64) {
         return;
     }
     let scale = 1.0 / (1.0 - p);
-    for (i, v) in x.iter_mut().enumerate() {
-        *v = if kept(key, first + i as u64, p) {
-            *v * scale
-        } else {
-            0.0
-        };
+    // Probability threshold on 16-bit draws: kept iff draw >= p·65536.
+    let thr = (p * 65_536.0).ceil() as u64;
+    let mut i = 0usize;
+    while i < x.len() {
+        let c = first + i as u64;
+        let h = mix64(key ^ (c / 4).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let mut lane = (c % 4) as usize;
+        while lane < 4 && i < x.len() {
+            let draw = (h >> (16 * lane)) & 0xFFFF;
+            x[i] = if draw >= thr { x[i] * scale } else { 0.0 };
+            lane += 1;
+            i += 1;
+        }
     }
 }
 

@@ -75,22 +75,44 @@ pub fn add_column_sums(x: &[f32], width: usize, acc: &mut [f32]) {
 }
 
 /// `dst[c × rows + r] = src[r × cols + c]` for `src [rows × cols]`
-/// (`dst` must hold `rows · cols` values). Works in small tiles.
+/// (`dst` must hold `rows · cols` values; nothing is written otherwise).
+/// Works in 8 × 8 tiles held in registers.
+// `c` picks one column across the tile's rows.
+#[allow(clippy::needless_range_loop)]
 pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const T: usize = 16;
-    if src.len() < rows * cols || dst.len() < rows * cols {
+    const T: usize = 8;
+    let n = rows * cols;
+    if src.len() < n || dst.len() < n {
         return;
     }
-    for r0 in (0..rows).step_by(T) {
-        let r1 = (r0 + T).min(rows);
-        for c0 in (0..cols).step_by(T) {
-            let c1 = (c0 + T).min(cols);
-            for r in r0..r1 {
-                let row = &src[r * cols..];
-                for c in c0..c1 {
-                    dst[c * rows + r] = row[c];
+    let (src, dst) = (&src[..n], &mut dst[..n]);
+    let full_r = rows - rows % T;
+    let full_c = cols - cols % T;
+    for r0 in (0..full_r).step_by(T) {
+        for c0 in (0..full_c).step_by(T) {
+            let mut tile = [[0.0f32; T]; T];
+            for (r, t) in tile.iter_mut().enumerate() {
+                let s = (r0 + r) * cols + c0;
+                t.copy_from_slice(&src[s..s + T]);
+            }
+            for c in 0..T {
+                let d = (c0 + c) * rows + r0;
+                let out = &mut dst[d..d + T];
+                for (r, o) in out.iter_mut().enumerate() {
+                    *o = tile[r][c];
                 }
             }
+        }
+    }
+    // Edges: the last `cols % T` columns of the full rows, then the last rows.
+    for r in 0..full_r {
+        for c in full_c..cols {
+            dst[c * rows + r] = src[r * cols + c];
+        }
+    }
+    for r in full_r..rows {
+        for c in 0..cols {
+            dst[c * rows + r] = src[r * cols + c];
         }
     }
 }

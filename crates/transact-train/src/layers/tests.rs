@@ -139,9 +139,11 @@ proptest! {
 
     #[test]
     fn encoder_layer_backward_matches_finite_differences(
-        lens in prop::collection::vec(1usize..5, 1..3), heads in 1usize..3, dh in 1usize..4, ff in 1usize..5,
+        lens in prop::collection::vec(1usize..5, 1..3), heads in 1usize..3, dh in 3usize..5, ff in 1usize..5,
         p_drop in prop::sample::select(vec![0.0f32, 0.3]), seed in 0u64..1000,
     ) {
+        // d ≥ 3: LayerNorm over two values is a smoothed sign function, too
+        // sharp for finite differences.
         let dims = EncoderDims { d: heads * dh, heads, ff, eps: 1e-5 };
         let d = dims.d;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
