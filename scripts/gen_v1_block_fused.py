@@ -43,7 +43,11 @@ HEADER = """\
 // Row vectors live in MAX_D4 = 24 named vec4 registers per row (q, the
 // attention accumulators, x1); loops over them are unrolled by the
 // generator and guarded by `c < d4`, a constant once D is set, so narrower
-// layers compile to fewer steps. The per-head softmax state of a row is one
+// layers compile to fewer steps. Buffers are read and written element by
+// element (`ld_qkv`, `ld_x`, `st_x`), so D need not be a multiple of 4: the
+// lanes of the last vec4 past D are constant-guarded and stay zero.
+// (Lavapipe keeps vec4s as four SIMD channels, so vec4 loads would not
+// save work there.) The per-head softmax state of a row is one
 // vec4 (lane = head, H <= 4); `hin`, `hmask` and `expand` map vec4 steps
 // to heads and fold to constants, so any head width works, including
 // heads that do not start on a vec4 boundary.
@@ -51,11 +55,13 @@ HEADER = """\
 // The layer's weights come from a 64 KiB uniform buffer `wu` (f32, read
 // with invocation-uniform indices, which lavapipe turns into broadcasts),
 // in vec4 units:
-//   [W_oᵀ: D rows of D/4] [W_1: F rows of D/4] [W_2ᵀ: F rows of D/4]
-//   [b_o | g_1 | β_1 | b_2 | g_2 | β_2: D/4 each] [b_1: ⌈F/4⌉]
+//   [W_oᵀ: 4·d4 rows of d4] [W_1: F rows of d4] [W_2ᵀ: F rows of d4]
+//   [b_o | g_1 | β_1 | b_2 | g_2 | β_2: d4 each] [b_1: ⌈F/4⌉]
+// with d4 = ⌈D/4⌉ and zeros past D in every row (so LayerNorm's gain and
+// bias keep the lanes past D at zero).
 // The FFN never stores its hidden layer: each hidden unit is computed,
-// rectified and folded into the output at once. D must be a multiple of 4
-// and at most 96, H at most 4 (the host checks). Activations are `st`
+// rectified and folded into the output at once. D must be at most 96 and
+// H at most 4 (the host checks). Activations are `st`
 // (alias prepended by the host); arithmetic is f32.
 
 struct Params {
@@ -70,7 +76,7 @@ struct Params {
     _pad5: f32,
 }
 
-// Model width (a multiple of 4, at most 4·MAX_D4), FFN width, heads.
+// Model width (at most 4·MAX_D4), FFN width, heads.
 override D: u32 = 96u;
 override F: u32 = 32u;
 override H: u32 = 2u;
@@ -83,12 +89,44 @@ const NEG: f32 = -1.0e30;
 const W_VEC4: u32 = 4096u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> qkv: array<vec4<st>>;
+@group(0) @binding(1) var<storage, read> qkv: array<st>;
 @group(0) @binding(2) var<uniform> wu: array<vec4<f32>, W_VEC4>;
-@group(0) @binding(3) var<storage, read_write> x: array<vec4<st>>;
+@group(0) @binding(3) var<storage, read_write> x: array<st>;
 
 fn hsum(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
+}
+
+// Lanes of vec4 step c below D.
+fn lanes(c: u32) -> vec4<bool> {
+    return vec4<u32>(4u * c, 4u * c + 1u, 4u * c + 2u, 4u * c + 3u) < vec4<u32>(D);
+}
+
+// Elements 4c .. 4c + 3 (those below D, zeros past it) of the row at `off`.
+fn ld_qkv(off: u32, c: u32) -> vec4<f32> {
+    let i = off + 4u * c;
+    var v = vec4<f32>(f32(qkv[i]), 0.0, 0.0, 0.0);
+    if (4u * c + 1u < D) { v.y = f32(qkv[i + 1u]); }
+    if (4u * c + 2u < D) { v.z = f32(qkv[i + 2u]); }
+    if (4u * c + 3u < D) { v.w = f32(qkv[i + 3u]); }
+    return v;
+}
+
+fn ld_x(off: u32, c: u32) -> vec4<f32> {
+    let i = off + 4u * c;
+    var v = vec4<f32>(f32(x[i]), 0.0, 0.0, 0.0);
+    if (4u * c + 1u < D) { v.y = f32(x[i + 1u]); }
+    if (4u * c + 2u < D) { v.z = f32(x[i + 2u]); }
+    if (4u * c + 3u < D) { v.w = f32(x[i + 3u]); }
+    return v;
+}
+
+fn st_x(off: u32, c: u32, v: vec4<f32>) {
+    let i = off + 4u * c;
+    x[i] = st(v.x);
+    if (4u * c + 1u < D) { x[i + 1u] = st(v.y); }
+    if (4u * c + 2u < D) { x[i + 2u] = st(v.z); }
+    if (4u * c + 3u < D) { x[i + 3u] = st(v.w); }
 }
 
 // Head of each lane of vec4 step c.
@@ -139,7 +177,7 @@ def layer_norm(src, dst, r, g_off, b_off):
     w("        let mean = vec4<f32>(hsum(sum) / f32(D));")
     w("        var sq = vec4<f32>(0.0);")
     for c in C:
-        w(f"        if ({c}u < d4) {{ {dst}{r}_{c} -= mean; sq = fma({dst}{r}_{c}, {dst}{r}_{c}, sq); }}")
+        w(f"        if ({c}u < d4) {{ {dst}{r}_{c} = select(vec4<f32>(0.0), {dst}{r}_{c} - mean, lanes({c}u)); sq = fma({dst}{r}_{c}, {dst}{r}_{c}, sq); }}")
     w("        let rstd = vec4<f32>(inverseSqrt(hsum(sq) / f32(D) + p.eps));")
     for c in C:
         w(f"        if ({c}u < d4) {{ {dst}{r}_{c} = fma({dst}{r}_{c} * rstd, wu[vb + {g_off}u * d4 + {c}u], "
@@ -150,13 +188,13 @@ def layer_norm(src, dst, r, g_off, b_off):
 w(HEADER)
 w("@compute @workgroup_size(64, 1, 1)")
 w("fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {")
-w("""    let d4 = D / 4u;
-    let ld = 3u * d4;
+w("""    let d4 = (D + 3u) / 4u;
+    let ld = 3u * D;
     let se = p.se;
     let base = wid.y * se;
     let tw = wid.x * ROWS;
     // Offsets in the weight buffer (vec4s).
-    let w1 = D * d4;
+    let w1 = 4u * d4 * d4;
     let w2 = w1 + F * d4;
     let vb = w2 + F * d4;
     let b1 = vb + 6u * d4;
@@ -172,7 +210,7 @@ for r in R:
     for c in C:
         w(f"    var q{r}_{c} = vec4<f32>(0.0);")
 for c in C:
-    w(f"    if ({c}u < d4) {{ " + " ".join(f"q{r}_{c} = vec4<f32>(qkv[row{r} * ld + {c}u]);" for r in R) + " }")
+    w(f"    if ({c}u < d4) {{ " + " ".join(f"q{r}_{c} = ld_qkv(row{r} * ld, {c}u);" for r in R) + " }")
 for r in R:
     for c in C:
         w(f"    var a{r}_{c} = vec4<f32>(0.0);")
@@ -181,13 +219,13 @@ w("""
     // head), online softmax (running max m, denominator l), accumulators
     // rescaled and the value row added. Every packed key is valid.
     for (var j = 0u; j < se; j++) {
-        let kb = (base + j) * ld + d4;
-        let vo = kb + d4;""")
+        let kb = (base + j) * ld + D;
+        let vo = kb + D;""")
 for c in C:
     w(f"        var k{c} = vec4<f32>(0.0);")
     w(f"        var v{c} = vec4<f32>(0.0);")
 for c in C:
-    w(f"        if ({c}u < d4) {{ k{c} = vec4<f32>(qkv[kb + {c}u]); v{c} = vec4<f32>(qkv[vo + {c}u]); }}")
+    w(f"        if ({c}u < d4) {{ k{c} = ld_qkv(kb, {c}u); v{c} = ld_qkv(vo, {c}u); }}")
 for r in R:
     w("        {")
     for hh in range(MAX_H):
@@ -217,7 +255,7 @@ w("""    var yt: array<array<vec4<f32>, MAX_D4>, 2>;
         let bias = wu[vb + c];""")
 for r in R:
     w(f"        var s{r} = bias;")
-    w(f"        if (live{r}) {{ s{r} += vec4<f32>(x[row{r} * d4 + c]); }}")
+    w(f"        if (live{r}) {{ s{r} += ld_x(row{r} * D, c); }}")
 for k in C:
     w(f"        if ({k}u < d4) {{")
     w(f"            let r0 = {4 * k}u * d4 + c;")
@@ -257,9 +295,9 @@ for r in R:
 w("    // Live rows only.")
 for r in R:
     w(f"    if (live{r}) {{")
-    w(f"        let ob = row{r} * d4;")
+    w(f"        let ob = row{r} * D;")
     for c in C:
-        w(f"        if ({c}u < d4) {{ x[ob + {c}u] = vec4<st>(a{r}_{c}); }}")
+        w(f"        if ({c}u < d4) {{ st_x(ob, {c}u, a{r}_{c}); }}")
     w("    }")
 w("}")
 print("\n".join(o))

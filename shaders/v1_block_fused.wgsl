@@ -21,7 +21,11 @@
 // Row vectors live in MAX_D4 = 24 named vec4 registers per row (q, the
 // attention accumulators, x1); loops over them are unrolled by the
 // generator and guarded by `c < d4`, a constant once D is set, so narrower
-// layers compile to fewer steps. The per-head softmax state of a row is one
+// layers compile to fewer steps. Buffers are read and written element by
+// element (`ld_qkv`, `ld_x`, `st_x`), so D need not be a multiple of 4: the
+// lanes of the last vec4 past D are constant-guarded and stay zero.
+// (Lavapipe keeps vec4s as four SIMD channels, so vec4 loads would not
+// save work there.) The per-head softmax state of a row is one
 // vec4 (lane = head, H <= 4); `hin`, `hmask` and `expand` map vec4 steps
 // to heads and fold to constants, so any head width works, including
 // heads that do not start on a vec4 boundary.
@@ -29,11 +33,13 @@
 // The layer's weights come from a 64 KiB uniform buffer `wu` (f32, read
 // with invocation-uniform indices, which lavapipe turns into broadcasts),
 // in vec4 units:
-//   [W_oᵀ: D rows of D/4] [W_1: F rows of D/4] [W_2ᵀ: F rows of D/4]
-//   [b_o | g_1 | β_1 | b_2 | g_2 | β_2: D/4 each] [b_1: ⌈F/4⌉]
+//   [W_oᵀ: 4·d4 rows of d4] [W_1: F rows of d4] [W_2ᵀ: F rows of d4]
+//   [b_o | g_1 | β_1 | b_2 | g_2 | β_2: d4 each] [b_1: ⌈F/4⌉]
+// with d4 = ⌈D/4⌉ and zeros past D in every row (so LayerNorm's gain and
+// bias keep the lanes past D at zero).
 // The FFN never stores its hidden layer: each hidden unit is computed,
-// rectified and folded into the output at once. D must be a multiple of 4
-// and at most 96, H at most 4 (the host checks). Activations are `st`
+// rectified and folded into the output at once. D must be at most 96 and
+// H at most 4 (the host checks). Activations are `st`
 // (alias prepended by the host); arithmetic is f32.
 
 struct Params {
@@ -48,7 +54,7 @@ struct Params {
     _pad5: f32,
 }
 
-// Model width (a multiple of 4, at most 4·MAX_D4), FFN width, heads.
+// Model width (at most 4·MAX_D4), FFN width, heads.
 override D: u32 = 96u;
 override F: u32 = 32u;
 override H: u32 = 2u;
@@ -61,12 +67,44 @@ const NEG: f32 = -1.0e30;
 const W_VEC4: u32 = 4096u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> qkv: array<vec4<st>>;
+@group(0) @binding(1) var<storage, read> qkv: array<st>;
 @group(0) @binding(2) var<uniform> wu: array<vec4<f32>, W_VEC4>;
-@group(0) @binding(3) var<storage, read_write> x: array<vec4<st>>;
+@group(0) @binding(3) var<storage, read_write> x: array<st>;
 
 fn hsum(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
+}
+
+// Lanes of vec4 step c below D.
+fn lanes(c: u32) -> vec4<bool> {
+    return vec4<u32>(4u * c, 4u * c + 1u, 4u * c + 2u, 4u * c + 3u) < vec4<u32>(D);
+}
+
+// Elements 4c .. 4c + 3 (those below D, zeros past it) of the row at `off`.
+fn ld_qkv(off: u32, c: u32) -> vec4<f32> {
+    let i = off + 4u * c;
+    var v = vec4<f32>(f32(qkv[i]), 0.0, 0.0, 0.0);
+    if (4u * c + 1u < D) { v.y = f32(qkv[i + 1u]); }
+    if (4u * c + 2u < D) { v.z = f32(qkv[i + 2u]); }
+    if (4u * c + 3u < D) { v.w = f32(qkv[i + 3u]); }
+    return v;
+}
+
+fn ld_x(off: u32, c: u32) -> vec4<f32> {
+    let i = off + 4u * c;
+    var v = vec4<f32>(f32(x[i]), 0.0, 0.0, 0.0);
+    if (4u * c + 1u < D) { v.y = f32(x[i + 1u]); }
+    if (4u * c + 2u < D) { v.z = f32(x[i + 2u]); }
+    if (4u * c + 3u < D) { v.w = f32(x[i + 3u]); }
+    return v;
+}
+
+fn st_x(off: u32, c: u32, v: vec4<f32>) {
+    let i = off + 4u * c;
+    x[i] = st(v.x);
+    if (4u * c + 1u < D) { x[i + 1u] = st(v.y); }
+    if (4u * c + 2u < D) { x[i + 2u] = st(v.z); }
+    if (4u * c + 3u < D) { x[i + 3u] = st(v.w); }
 }
 
 // Head of each lane of vec4 step c.
@@ -103,13 +141,13 @@ fn hexp(v: vec4<f32>) -> vec4<f32> {
 
 @compute @workgroup_size(64, 1, 1)
 fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let d4 = D / 4u;
-    let ld = 3u * d4;
+    let d4 = (D + 3u) / 4u;
+    let ld = 3u * D;
     let se = p.se;
     let base = wid.y * se;
     let tw = wid.x * ROWS;
     // Offsets in the weight buffer (vec4s).
-    let w1 = D * d4;
+    let w1 = 4u * d4 * d4;
     let w2 = w1 + F * d4;
     let vb = w2 + F * d4;
     let b1 = vb + 6u * d4;
@@ -173,30 +211,30 @@ fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     var q1_21 = vec4<f32>(0.0);
     var q1_22 = vec4<f32>(0.0);
     var q1_23 = vec4<f32>(0.0);
-    if (0u < d4) { q0_0 = vec4<f32>(qkv[row0 * ld + 0u]); q1_0 = vec4<f32>(qkv[row1 * ld + 0u]); }
-    if (1u < d4) { q0_1 = vec4<f32>(qkv[row0 * ld + 1u]); q1_1 = vec4<f32>(qkv[row1 * ld + 1u]); }
-    if (2u < d4) { q0_2 = vec4<f32>(qkv[row0 * ld + 2u]); q1_2 = vec4<f32>(qkv[row1 * ld + 2u]); }
-    if (3u < d4) { q0_3 = vec4<f32>(qkv[row0 * ld + 3u]); q1_3 = vec4<f32>(qkv[row1 * ld + 3u]); }
-    if (4u < d4) { q0_4 = vec4<f32>(qkv[row0 * ld + 4u]); q1_4 = vec4<f32>(qkv[row1 * ld + 4u]); }
-    if (5u < d4) { q0_5 = vec4<f32>(qkv[row0 * ld + 5u]); q1_5 = vec4<f32>(qkv[row1 * ld + 5u]); }
-    if (6u < d4) { q0_6 = vec4<f32>(qkv[row0 * ld + 6u]); q1_6 = vec4<f32>(qkv[row1 * ld + 6u]); }
-    if (7u < d4) { q0_7 = vec4<f32>(qkv[row0 * ld + 7u]); q1_7 = vec4<f32>(qkv[row1 * ld + 7u]); }
-    if (8u < d4) { q0_8 = vec4<f32>(qkv[row0 * ld + 8u]); q1_8 = vec4<f32>(qkv[row1 * ld + 8u]); }
-    if (9u < d4) { q0_9 = vec4<f32>(qkv[row0 * ld + 9u]); q1_9 = vec4<f32>(qkv[row1 * ld + 9u]); }
-    if (10u < d4) { q0_10 = vec4<f32>(qkv[row0 * ld + 10u]); q1_10 = vec4<f32>(qkv[row1 * ld + 10u]); }
-    if (11u < d4) { q0_11 = vec4<f32>(qkv[row0 * ld + 11u]); q1_11 = vec4<f32>(qkv[row1 * ld + 11u]); }
-    if (12u < d4) { q0_12 = vec4<f32>(qkv[row0 * ld + 12u]); q1_12 = vec4<f32>(qkv[row1 * ld + 12u]); }
-    if (13u < d4) { q0_13 = vec4<f32>(qkv[row0 * ld + 13u]); q1_13 = vec4<f32>(qkv[row1 * ld + 13u]); }
-    if (14u < d4) { q0_14 = vec4<f32>(qkv[row0 * ld + 14u]); q1_14 = vec4<f32>(qkv[row1 * ld + 14u]); }
-    if (15u < d4) { q0_15 = vec4<f32>(qkv[row0 * ld + 15u]); q1_15 = vec4<f32>(qkv[row1 * ld + 15u]); }
-    if (16u < d4) { q0_16 = vec4<f32>(qkv[row0 * ld + 16u]); q1_16 = vec4<f32>(qkv[row1 * ld + 16u]); }
-    if (17u < d4) { q0_17 = vec4<f32>(qkv[row0 * ld + 17u]); q1_17 = vec4<f32>(qkv[row1 * ld + 17u]); }
-    if (18u < d4) { q0_18 = vec4<f32>(qkv[row0 * ld + 18u]); q1_18 = vec4<f32>(qkv[row1 * ld + 18u]); }
-    if (19u < d4) { q0_19 = vec4<f32>(qkv[row0 * ld + 19u]); q1_19 = vec4<f32>(qkv[row1 * ld + 19u]); }
-    if (20u < d4) { q0_20 = vec4<f32>(qkv[row0 * ld + 20u]); q1_20 = vec4<f32>(qkv[row1 * ld + 20u]); }
-    if (21u < d4) { q0_21 = vec4<f32>(qkv[row0 * ld + 21u]); q1_21 = vec4<f32>(qkv[row1 * ld + 21u]); }
-    if (22u < d4) { q0_22 = vec4<f32>(qkv[row0 * ld + 22u]); q1_22 = vec4<f32>(qkv[row1 * ld + 22u]); }
-    if (23u < d4) { q0_23 = vec4<f32>(qkv[row0 * ld + 23u]); q1_23 = vec4<f32>(qkv[row1 * ld + 23u]); }
+    if (0u < d4) { q0_0 = ld_qkv(row0 * ld, 0u); q1_0 = ld_qkv(row1 * ld, 0u); }
+    if (1u < d4) { q0_1 = ld_qkv(row0 * ld, 1u); q1_1 = ld_qkv(row1 * ld, 1u); }
+    if (2u < d4) { q0_2 = ld_qkv(row0 * ld, 2u); q1_2 = ld_qkv(row1 * ld, 2u); }
+    if (3u < d4) { q0_3 = ld_qkv(row0 * ld, 3u); q1_3 = ld_qkv(row1 * ld, 3u); }
+    if (4u < d4) { q0_4 = ld_qkv(row0 * ld, 4u); q1_4 = ld_qkv(row1 * ld, 4u); }
+    if (5u < d4) { q0_5 = ld_qkv(row0 * ld, 5u); q1_5 = ld_qkv(row1 * ld, 5u); }
+    if (6u < d4) { q0_6 = ld_qkv(row0 * ld, 6u); q1_6 = ld_qkv(row1 * ld, 6u); }
+    if (7u < d4) { q0_7 = ld_qkv(row0 * ld, 7u); q1_7 = ld_qkv(row1 * ld, 7u); }
+    if (8u < d4) { q0_8 = ld_qkv(row0 * ld, 8u); q1_8 = ld_qkv(row1 * ld, 8u); }
+    if (9u < d4) { q0_9 = ld_qkv(row0 * ld, 9u); q1_9 = ld_qkv(row1 * ld, 9u); }
+    if (10u < d4) { q0_10 = ld_qkv(row0 * ld, 10u); q1_10 = ld_qkv(row1 * ld, 10u); }
+    if (11u < d4) { q0_11 = ld_qkv(row0 * ld, 11u); q1_11 = ld_qkv(row1 * ld, 11u); }
+    if (12u < d4) { q0_12 = ld_qkv(row0 * ld, 12u); q1_12 = ld_qkv(row1 * ld, 12u); }
+    if (13u < d4) { q0_13 = ld_qkv(row0 * ld, 13u); q1_13 = ld_qkv(row1 * ld, 13u); }
+    if (14u < d4) { q0_14 = ld_qkv(row0 * ld, 14u); q1_14 = ld_qkv(row1 * ld, 14u); }
+    if (15u < d4) { q0_15 = ld_qkv(row0 * ld, 15u); q1_15 = ld_qkv(row1 * ld, 15u); }
+    if (16u < d4) { q0_16 = ld_qkv(row0 * ld, 16u); q1_16 = ld_qkv(row1 * ld, 16u); }
+    if (17u < d4) { q0_17 = ld_qkv(row0 * ld, 17u); q1_17 = ld_qkv(row1 * ld, 17u); }
+    if (18u < d4) { q0_18 = ld_qkv(row0 * ld, 18u); q1_18 = ld_qkv(row1 * ld, 18u); }
+    if (19u < d4) { q0_19 = ld_qkv(row0 * ld, 19u); q1_19 = ld_qkv(row1 * ld, 19u); }
+    if (20u < d4) { q0_20 = ld_qkv(row0 * ld, 20u); q1_20 = ld_qkv(row1 * ld, 20u); }
+    if (21u < d4) { q0_21 = ld_qkv(row0 * ld, 21u); q1_21 = ld_qkv(row1 * ld, 21u); }
+    if (22u < d4) { q0_22 = ld_qkv(row0 * ld, 22u); q1_22 = ld_qkv(row1 * ld, 22u); }
+    if (23u < d4) { q0_23 = ld_qkv(row0 * ld, 23u); q1_23 = ld_qkv(row1 * ld, 23u); }
     var a0_0 = vec4<f32>(0.0);
     var a0_1 = vec4<f32>(0.0);
     var a0_2 = vec4<f32>(0.0);
@@ -250,8 +288,8 @@ fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     // head), online softmax (running max m, denominator l), accumulators
     // rescaled and the value row added. Every packed key is valid.
     for (var j = 0u; j < se; j++) {
-        let kb = (base + j) * ld + d4;
-        let vo = kb + d4;
+        let kb = (base + j) * ld + D;
+        let vo = kb + D;
         var k0 = vec4<f32>(0.0);
         var v0 = vec4<f32>(0.0);
         var k1 = vec4<f32>(0.0);
@@ -300,30 +338,30 @@ fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
         var v22 = vec4<f32>(0.0);
         var k23 = vec4<f32>(0.0);
         var v23 = vec4<f32>(0.0);
-        if (0u < d4) { k0 = vec4<f32>(qkv[kb + 0u]); v0 = vec4<f32>(qkv[vo + 0u]); }
-        if (1u < d4) { k1 = vec4<f32>(qkv[kb + 1u]); v1 = vec4<f32>(qkv[vo + 1u]); }
-        if (2u < d4) { k2 = vec4<f32>(qkv[kb + 2u]); v2 = vec4<f32>(qkv[vo + 2u]); }
-        if (3u < d4) { k3 = vec4<f32>(qkv[kb + 3u]); v3 = vec4<f32>(qkv[vo + 3u]); }
-        if (4u < d4) { k4 = vec4<f32>(qkv[kb + 4u]); v4 = vec4<f32>(qkv[vo + 4u]); }
-        if (5u < d4) { k5 = vec4<f32>(qkv[kb + 5u]); v5 = vec4<f32>(qkv[vo + 5u]); }
-        if (6u < d4) { k6 = vec4<f32>(qkv[kb + 6u]); v6 = vec4<f32>(qkv[vo + 6u]); }
-        if (7u < d4) { k7 = vec4<f32>(qkv[kb + 7u]); v7 = vec4<f32>(qkv[vo + 7u]); }
-        if (8u < d4) { k8 = vec4<f32>(qkv[kb + 8u]); v8 = vec4<f32>(qkv[vo + 8u]); }
-        if (9u < d4) { k9 = vec4<f32>(qkv[kb + 9u]); v9 = vec4<f32>(qkv[vo + 9u]); }
-        if (10u < d4) { k10 = vec4<f32>(qkv[kb + 10u]); v10 = vec4<f32>(qkv[vo + 10u]); }
-        if (11u < d4) { k11 = vec4<f32>(qkv[kb + 11u]); v11 = vec4<f32>(qkv[vo + 11u]); }
-        if (12u < d4) { k12 = vec4<f32>(qkv[kb + 12u]); v12 = vec4<f32>(qkv[vo + 12u]); }
-        if (13u < d4) { k13 = vec4<f32>(qkv[kb + 13u]); v13 = vec4<f32>(qkv[vo + 13u]); }
-        if (14u < d4) { k14 = vec4<f32>(qkv[kb + 14u]); v14 = vec4<f32>(qkv[vo + 14u]); }
-        if (15u < d4) { k15 = vec4<f32>(qkv[kb + 15u]); v15 = vec4<f32>(qkv[vo + 15u]); }
-        if (16u < d4) { k16 = vec4<f32>(qkv[kb + 16u]); v16 = vec4<f32>(qkv[vo + 16u]); }
-        if (17u < d4) { k17 = vec4<f32>(qkv[kb + 17u]); v17 = vec4<f32>(qkv[vo + 17u]); }
-        if (18u < d4) { k18 = vec4<f32>(qkv[kb + 18u]); v18 = vec4<f32>(qkv[vo + 18u]); }
-        if (19u < d4) { k19 = vec4<f32>(qkv[kb + 19u]); v19 = vec4<f32>(qkv[vo + 19u]); }
-        if (20u < d4) { k20 = vec4<f32>(qkv[kb + 20u]); v20 = vec4<f32>(qkv[vo + 20u]); }
-        if (21u < d4) { k21 = vec4<f32>(qkv[kb + 21u]); v21 = vec4<f32>(qkv[vo + 21u]); }
-        if (22u < d4) { k22 = vec4<f32>(qkv[kb + 22u]); v22 = vec4<f32>(qkv[vo + 22u]); }
-        if (23u < d4) { k23 = vec4<f32>(qkv[kb + 23u]); v23 = vec4<f32>(qkv[vo + 23u]); }
+        if (0u < d4) { k0 = ld_qkv(kb, 0u); v0 = ld_qkv(vo, 0u); }
+        if (1u < d4) { k1 = ld_qkv(kb, 1u); v1 = ld_qkv(vo, 1u); }
+        if (2u < d4) { k2 = ld_qkv(kb, 2u); v2 = ld_qkv(vo, 2u); }
+        if (3u < d4) { k3 = ld_qkv(kb, 3u); v3 = ld_qkv(vo, 3u); }
+        if (4u < d4) { k4 = ld_qkv(kb, 4u); v4 = ld_qkv(vo, 4u); }
+        if (5u < d4) { k5 = ld_qkv(kb, 5u); v5 = ld_qkv(vo, 5u); }
+        if (6u < d4) { k6 = ld_qkv(kb, 6u); v6 = ld_qkv(vo, 6u); }
+        if (7u < d4) { k7 = ld_qkv(kb, 7u); v7 = ld_qkv(vo, 7u); }
+        if (8u < d4) { k8 = ld_qkv(kb, 8u); v8 = ld_qkv(vo, 8u); }
+        if (9u < d4) { k9 = ld_qkv(kb, 9u); v9 = ld_qkv(vo, 9u); }
+        if (10u < d4) { k10 = ld_qkv(kb, 10u); v10 = ld_qkv(vo, 10u); }
+        if (11u < d4) { k11 = ld_qkv(kb, 11u); v11 = ld_qkv(vo, 11u); }
+        if (12u < d4) { k12 = ld_qkv(kb, 12u); v12 = ld_qkv(vo, 12u); }
+        if (13u < d4) { k13 = ld_qkv(kb, 13u); v13 = ld_qkv(vo, 13u); }
+        if (14u < d4) { k14 = ld_qkv(kb, 14u); v14 = ld_qkv(vo, 14u); }
+        if (15u < d4) { k15 = ld_qkv(kb, 15u); v15 = ld_qkv(vo, 15u); }
+        if (16u < d4) { k16 = ld_qkv(kb, 16u); v16 = ld_qkv(vo, 16u); }
+        if (17u < d4) { k17 = ld_qkv(kb, 17u); v17 = ld_qkv(vo, 17u); }
+        if (18u < d4) { k18 = ld_qkv(kb, 18u); v18 = ld_qkv(vo, 18u); }
+        if (19u < d4) { k19 = ld_qkv(kb, 19u); v19 = ld_qkv(vo, 19u); }
+        if (20u < d4) { k20 = ld_qkv(kb, 20u); v20 = ld_qkv(vo, 20u); }
+        if (21u < d4) { k21 = ld_qkv(kb, 21u); v21 = ld_qkv(vo, 21u); }
+        if (22u < d4) { k22 = ld_qkv(kb, 22u); v22 = ld_qkv(vo, 22u); }
+        if (23u < d4) { k23 = ld_qkv(kb, 23u); v23 = ld_qkv(vo, 23u); }
         {
             var ps0 = vec4<f32>(0.0);
             var ps1 = vec4<f32>(0.0);
@@ -646,9 +684,9 @@ fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     for (var c = 0u; c < d4; c++) {
         let bias = wu[vb + c];
         var s0 = bias;
-        if (live0) { s0 += vec4<f32>(x[row0 * d4 + c]); }
+        if (live0) { s0 += ld_x(row0 * D, c); }
         var s1 = bias;
-        if (live1) { s1 += vec4<f32>(x[row1 * d4 + c]); }
+        if (live1) { s1 += ld_x(row1 * D, c); }
         if (0u < d4) {
             let r0 = 0u * d4 + c;
             let w0 = wu[r0]; let w1 = wu[r0 + d4]; let w2 = wu[r0 + 2u * d4]; let w3 = wu[r0 + 3u * d4];
@@ -872,30 +910,30 @@ fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
         if (23u < d4) { h0_23 = yt[0][23]; sum += h0_23; }
         let mean = vec4<f32>(hsum(sum) / f32(D));
         var sq = vec4<f32>(0.0);
-        if (0u < d4) { h0_0 -= mean; sq = fma(h0_0, h0_0, sq); }
-        if (1u < d4) { h0_1 -= mean; sq = fma(h0_1, h0_1, sq); }
-        if (2u < d4) { h0_2 -= mean; sq = fma(h0_2, h0_2, sq); }
-        if (3u < d4) { h0_3 -= mean; sq = fma(h0_3, h0_3, sq); }
-        if (4u < d4) { h0_4 -= mean; sq = fma(h0_4, h0_4, sq); }
-        if (5u < d4) { h0_5 -= mean; sq = fma(h0_5, h0_5, sq); }
-        if (6u < d4) { h0_6 -= mean; sq = fma(h0_6, h0_6, sq); }
-        if (7u < d4) { h0_7 -= mean; sq = fma(h0_7, h0_7, sq); }
-        if (8u < d4) { h0_8 -= mean; sq = fma(h0_8, h0_8, sq); }
-        if (9u < d4) { h0_9 -= mean; sq = fma(h0_9, h0_9, sq); }
-        if (10u < d4) { h0_10 -= mean; sq = fma(h0_10, h0_10, sq); }
-        if (11u < d4) { h0_11 -= mean; sq = fma(h0_11, h0_11, sq); }
-        if (12u < d4) { h0_12 -= mean; sq = fma(h0_12, h0_12, sq); }
-        if (13u < d4) { h0_13 -= mean; sq = fma(h0_13, h0_13, sq); }
-        if (14u < d4) { h0_14 -= mean; sq = fma(h0_14, h0_14, sq); }
-        if (15u < d4) { h0_15 -= mean; sq = fma(h0_15, h0_15, sq); }
-        if (16u < d4) { h0_16 -= mean; sq = fma(h0_16, h0_16, sq); }
-        if (17u < d4) { h0_17 -= mean; sq = fma(h0_17, h0_17, sq); }
-        if (18u < d4) { h0_18 -= mean; sq = fma(h0_18, h0_18, sq); }
-        if (19u < d4) { h0_19 -= mean; sq = fma(h0_19, h0_19, sq); }
-        if (20u < d4) { h0_20 -= mean; sq = fma(h0_20, h0_20, sq); }
-        if (21u < d4) { h0_21 -= mean; sq = fma(h0_21, h0_21, sq); }
-        if (22u < d4) { h0_22 -= mean; sq = fma(h0_22, h0_22, sq); }
-        if (23u < d4) { h0_23 -= mean; sq = fma(h0_23, h0_23, sq); }
+        if (0u < d4) { h0_0 = select(vec4<f32>(0.0), h0_0 - mean, lanes(0u)); sq = fma(h0_0, h0_0, sq); }
+        if (1u < d4) { h0_1 = select(vec4<f32>(0.0), h0_1 - mean, lanes(1u)); sq = fma(h0_1, h0_1, sq); }
+        if (2u < d4) { h0_2 = select(vec4<f32>(0.0), h0_2 - mean, lanes(2u)); sq = fma(h0_2, h0_2, sq); }
+        if (3u < d4) { h0_3 = select(vec4<f32>(0.0), h0_3 - mean, lanes(3u)); sq = fma(h0_3, h0_3, sq); }
+        if (4u < d4) { h0_4 = select(vec4<f32>(0.0), h0_4 - mean, lanes(4u)); sq = fma(h0_4, h0_4, sq); }
+        if (5u < d4) { h0_5 = select(vec4<f32>(0.0), h0_5 - mean, lanes(5u)); sq = fma(h0_5, h0_5, sq); }
+        if (6u < d4) { h0_6 = select(vec4<f32>(0.0), h0_6 - mean, lanes(6u)); sq = fma(h0_6, h0_6, sq); }
+        if (7u < d4) { h0_7 = select(vec4<f32>(0.0), h0_7 - mean, lanes(7u)); sq = fma(h0_7, h0_7, sq); }
+        if (8u < d4) { h0_8 = select(vec4<f32>(0.0), h0_8 - mean, lanes(8u)); sq = fma(h0_8, h0_8, sq); }
+        if (9u < d4) { h0_9 = select(vec4<f32>(0.0), h0_9 - mean, lanes(9u)); sq = fma(h0_9, h0_9, sq); }
+        if (10u < d4) { h0_10 = select(vec4<f32>(0.0), h0_10 - mean, lanes(10u)); sq = fma(h0_10, h0_10, sq); }
+        if (11u < d4) { h0_11 = select(vec4<f32>(0.0), h0_11 - mean, lanes(11u)); sq = fma(h0_11, h0_11, sq); }
+        if (12u < d4) { h0_12 = select(vec4<f32>(0.0), h0_12 - mean, lanes(12u)); sq = fma(h0_12, h0_12, sq); }
+        if (13u < d4) { h0_13 = select(vec4<f32>(0.0), h0_13 - mean, lanes(13u)); sq = fma(h0_13, h0_13, sq); }
+        if (14u < d4) { h0_14 = select(vec4<f32>(0.0), h0_14 - mean, lanes(14u)); sq = fma(h0_14, h0_14, sq); }
+        if (15u < d4) { h0_15 = select(vec4<f32>(0.0), h0_15 - mean, lanes(15u)); sq = fma(h0_15, h0_15, sq); }
+        if (16u < d4) { h0_16 = select(vec4<f32>(0.0), h0_16 - mean, lanes(16u)); sq = fma(h0_16, h0_16, sq); }
+        if (17u < d4) { h0_17 = select(vec4<f32>(0.0), h0_17 - mean, lanes(17u)); sq = fma(h0_17, h0_17, sq); }
+        if (18u < d4) { h0_18 = select(vec4<f32>(0.0), h0_18 - mean, lanes(18u)); sq = fma(h0_18, h0_18, sq); }
+        if (19u < d4) { h0_19 = select(vec4<f32>(0.0), h0_19 - mean, lanes(19u)); sq = fma(h0_19, h0_19, sq); }
+        if (20u < d4) { h0_20 = select(vec4<f32>(0.0), h0_20 - mean, lanes(20u)); sq = fma(h0_20, h0_20, sq); }
+        if (21u < d4) { h0_21 = select(vec4<f32>(0.0), h0_21 - mean, lanes(21u)); sq = fma(h0_21, h0_21, sq); }
+        if (22u < d4) { h0_22 = select(vec4<f32>(0.0), h0_22 - mean, lanes(22u)); sq = fma(h0_22, h0_22, sq); }
+        if (23u < d4) { h0_23 = select(vec4<f32>(0.0), h0_23 - mean, lanes(23u)); sq = fma(h0_23, h0_23, sq); }
         let rstd = vec4<f32>(inverseSqrt(hsum(sq) / f32(D) + p.eps));
         if (0u < d4) { h0_0 = fma(h0_0 * rstd, wu[vb + 1u * d4 + 0u], wu[vb + 2u * d4 + 0u]); }
         if (1u < d4) { h0_1 = fma(h0_1 * rstd, wu[vb + 1u * d4 + 1u], wu[vb + 2u * d4 + 1u]); }
@@ -950,30 +988,30 @@ fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
         if (23u < d4) { h1_23 = yt[1][23]; sum += h1_23; }
         let mean = vec4<f32>(hsum(sum) / f32(D));
         var sq = vec4<f32>(0.0);
-        if (0u < d4) { h1_0 -= mean; sq = fma(h1_0, h1_0, sq); }
-        if (1u < d4) { h1_1 -= mean; sq = fma(h1_1, h1_1, sq); }
-        if (2u < d4) { h1_2 -= mean; sq = fma(h1_2, h1_2, sq); }
-        if (3u < d4) { h1_3 -= mean; sq = fma(h1_3, h1_3, sq); }
-        if (4u < d4) { h1_4 -= mean; sq = fma(h1_4, h1_4, sq); }
-        if (5u < d4) { h1_5 -= mean; sq = fma(h1_5, h1_5, sq); }
-        if (6u < d4) { h1_6 -= mean; sq = fma(h1_6, h1_6, sq); }
-        if (7u < d4) { h1_7 -= mean; sq = fma(h1_7, h1_7, sq); }
-        if (8u < d4) { h1_8 -= mean; sq = fma(h1_8, h1_8, sq); }
-        if (9u < d4) { h1_9 -= mean; sq = fma(h1_9, h1_9, sq); }
-        if (10u < d4) { h1_10 -= mean; sq = fma(h1_10, h1_10, sq); }
-        if (11u < d4) { h1_11 -= mean; sq = fma(h1_11, h1_11, sq); }
-        if (12u < d4) { h1_12 -= mean; sq = fma(h1_12, h1_12, sq); }
-        if (13u < d4) { h1_13 -= mean; sq = fma(h1_13, h1_13, sq); }
-        if (14u < d4) { h1_14 -= mean; sq = fma(h1_14, h1_14, sq); }
-        if (15u < d4) { h1_15 -= mean; sq = fma(h1_15, h1_15, sq); }
-        if (16u < d4) { h1_16 -= mean; sq = fma(h1_16, h1_16, sq); }
-        if (17u < d4) { h1_17 -= mean; sq = fma(h1_17, h1_17, sq); }
-        if (18u < d4) { h1_18 -= mean; sq = fma(h1_18, h1_18, sq); }
-        if (19u < d4) { h1_19 -= mean; sq = fma(h1_19, h1_19, sq); }
-        if (20u < d4) { h1_20 -= mean; sq = fma(h1_20, h1_20, sq); }
-        if (21u < d4) { h1_21 -= mean; sq = fma(h1_21, h1_21, sq); }
-        if (22u < d4) { h1_22 -= mean; sq = fma(h1_22, h1_22, sq); }
-        if (23u < d4) { h1_23 -= mean; sq = fma(h1_23, h1_23, sq); }
+        if (0u < d4) { h1_0 = select(vec4<f32>(0.0), h1_0 - mean, lanes(0u)); sq = fma(h1_0, h1_0, sq); }
+        if (1u < d4) { h1_1 = select(vec4<f32>(0.0), h1_1 - mean, lanes(1u)); sq = fma(h1_1, h1_1, sq); }
+        if (2u < d4) { h1_2 = select(vec4<f32>(0.0), h1_2 - mean, lanes(2u)); sq = fma(h1_2, h1_2, sq); }
+        if (3u < d4) { h1_3 = select(vec4<f32>(0.0), h1_3 - mean, lanes(3u)); sq = fma(h1_3, h1_3, sq); }
+        if (4u < d4) { h1_4 = select(vec4<f32>(0.0), h1_4 - mean, lanes(4u)); sq = fma(h1_4, h1_4, sq); }
+        if (5u < d4) { h1_5 = select(vec4<f32>(0.0), h1_5 - mean, lanes(5u)); sq = fma(h1_5, h1_5, sq); }
+        if (6u < d4) { h1_6 = select(vec4<f32>(0.0), h1_6 - mean, lanes(6u)); sq = fma(h1_6, h1_6, sq); }
+        if (7u < d4) { h1_7 = select(vec4<f32>(0.0), h1_7 - mean, lanes(7u)); sq = fma(h1_7, h1_7, sq); }
+        if (8u < d4) { h1_8 = select(vec4<f32>(0.0), h1_8 - mean, lanes(8u)); sq = fma(h1_8, h1_8, sq); }
+        if (9u < d4) { h1_9 = select(vec4<f32>(0.0), h1_9 - mean, lanes(9u)); sq = fma(h1_9, h1_9, sq); }
+        if (10u < d4) { h1_10 = select(vec4<f32>(0.0), h1_10 - mean, lanes(10u)); sq = fma(h1_10, h1_10, sq); }
+        if (11u < d4) { h1_11 = select(vec4<f32>(0.0), h1_11 - mean, lanes(11u)); sq = fma(h1_11, h1_11, sq); }
+        if (12u < d4) { h1_12 = select(vec4<f32>(0.0), h1_12 - mean, lanes(12u)); sq = fma(h1_12, h1_12, sq); }
+        if (13u < d4) { h1_13 = select(vec4<f32>(0.0), h1_13 - mean, lanes(13u)); sq = fma(h1_13, h1_13, sq); }
+        if (14u < d4) { h1_14 = select(vec4<f32>(0.0), h1_14 - mean, lanes(14u)); sq = fma(h1_14, h1_14, sq); }
+        if (15u < d4) { h1_15 = select(vec4<f32>(0.0), h1_15 - mean, lanes(15u)); sq = fma(h1_15, h1_15, sq); }
+        if (16u < d4) { h1_16 = select(vec4<f32>(0.0), h1_16 - mean, lanes(16u)); sq = fma(h1_16, h1_16, sq); }
+        if (17u < d4) { h1_17 = select(vec4<f32>(0.0), h1_17 - mean, lanes(17u)); sq = fma(h1_17, h1_17, sq); }
+        if (18u < d4) { h1_18 = select(vec4<f32>(0.0), h1_18 - mean, lanes(18u)); sq = fma(h1_18, h1_18, sq); }
+        if (19u < d4) { h1_19 = select(vec4<f32>(0.0), h1_19 - mean, lanes(19u)); sq = fma(h1_19, h1_19, sq); }
+        if (20u < d4) { h1_20 = select(vec4<f32>(0.0), h1_20 - mean, lanes(20u)); sq = fma(h1_20, h1_20, sq); }
+        if (21u < d4) { h1_21 = select(vec4<f32>(0.0), h1_21 - mean, lanes(21u)); sq = fma(h1_21, h1_21, sq); }
+        if (22u < d4) { h1_22 = select(vec4<f32>(0.0), h1_22 - mean, lanes(22u)); sq = fma(h1_22, h1_22, sq); }
+        if (23u < d4) { h1_23 = select(vec4<f32>(0.0), h1_23 - mean, lanes(23u)); sq = fma(h1_23, h1_23, sq); }
         let rstd = vec4<f32>(inverseSqrt(hsum(sq) / f32(D) + p.eps));
         if (0u < d4) { h1_0 = fma(h1_0 * rstd, wu[vb + 1u * d4 + 0u], wu[vb + 2u * d4 + 0u]); }
         if (1u < d4) { h1_1 = fma(h1_1 * rstd, wu[vb + 1u * d4 + 1u], wu[vb + 2u * d4 + 1u]); }
@@ -1136,30 +1174,30 @@ fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
         if (23u < d4) { a0_23 = a0_23; sum += a0_23; }
         let mean = vec4<f32>(hsum(sum) / f32(D));
         var sq = vec4<f32>(0.0);
-        if (0u < d4) { a0_0 -= mean; sq = fma(a0_0, a0_0, sq); }
-        if (1u < d4) { a0_1 -= mean; sq = fma(a0_1, a0_1, sq); }
-        if (2u < d4) { a0_2 -= mean; sq = fma(a0_2, a0_2, sq); }
-        if (3u < d4) { a0_3 -= mean; sq = fma(a0_3, a0_3, sq); }
-        if (4u < d4) { a0_4 -= mean; sq = fma(a0_4, a0_4, sq); }
-        if (5u < d4) { a0_5 -= mean; sq = fma(a0_5, a0_5, sq); }
-        if (6u < d4) { a0_6 -= mean; sq = fma(a0_6, a0_6, sq); }
-        if (7u < d4) { a0_7 -= mean; sq = fma(a0_7, a0_7, sq); }
-        if (8u < d4) { a0_8 -= mean; sq = fma(a0_8, a0_8, sq); }
-        if (9u < d4) { a0_9 -= mean; sq = fma(a0_9, a0_9, sq); }
-        if (10u < d4) { a0_10 -= mean; sq = fma(a0_10, a0_10, sq); }
-        if (11u < d4) { a0_11 -= mean; sq = fma(a0_11, a0_11, sq); }
-        if (12u < d4) { a0_12 -= mean; sq = fma(a0_12, a0_12, sq); }
-        if (13u < d4) { a0_13 -= mean; sq = fma(a0_13, a0_13, sq); }
-        if (14u < d4) { a0_14 -= mean; sq = fma(a0_14, a0_14, sq); }
-        if (15u < d4) { a0_15 -= mean; sq = fma(a0_15, a0_15, sq); }
-        if (16u < d4) { a0_16 -= mean; sq = fma(a0_16, a0_16, sq); }
-        if (17u < d4) { a0_17 -= mean; sq = fma(a0_17, a0_17, sq); }
-        if (18u < d4) { a0_18 -= mean; sq = fma(a0_18, a0_18, sq); }
-        if (19u < d4) { a0_19 -= mean; sq = fma(a0_19, a0_19, sq); }
-        if (20u < d4) { a0_20 -= mean; sq = fma(a0_20, a0_20, sq); }
-        if (21u < d4) { a0_21 -= mean; sq = fma(a0_21, a0_21, sq); }
-        if (22u < d4) { a0_22 -= mean; sq = fma(a0_22, a0_22, sq); }
-        if (23u < d4) { a0_23 -= mean; sq = fma(a0_23, a0_23, sq); }
+        if (0u < d4) { a0_0 = select(vec4<f32>(0.0), a0_0 - mean, lanes(0u)); sq = fma(a0_0, a0_0, sq); }
+        if (1u < d4) { a0_1 = select(vec4<f32>(0.0), a0_1 - mean, lanes(1u)); sq = fma(a0_1, a0_1, sq); }
+        if (2u < d4) { a0_2 = select(vec4<f32>(0.0), a0_2 - mean, lanes(2u)); sq = fma(a0_2, a0_2, sq); }
+        if (3u < d4) { a0_3 = select(vec4<f32>(0.0), a0_3 - mean, lanes(3u)); sq = fma(a0_3, a0_3, sq); }
+        if (4u < d4) { a0_4 = select(vec4<f32>(0.0), a0_4 - mean, lanes(4u)); sq = fma(a0_4, a0_4, sq); }
+        if (5u < d4) { a0_5 = select(vec4<f32>(0.0), a0_5 - mean, lanes(5u)); sq = fma(a0_5, a0_5, sq); }
+        if (6u < d4) { a0_6 = select(vec4<f32>(0.0), a0_6 - mean, lanes(6u)); sq = fma(a0_6, a0_6, sq); }
+        if (7u < d4) { a0_7 = select(vec4<f32>(0.0), a0_7 - mean, lanes(7u)); sq = fma(a0_7, a0_7, sq); }
+        if (8u < d4) { a0_8 = select(vec4<f32>(0.0), a0_8 - mean, lanes(8u)); sq = fma(a0_8, a0_8, sq); }
+        if (9u < d4) { a0_9 = select(vec4<f32>(0.0), a0_9 - mean, lanes(9u)); sq = fma(a0_9, a0_9, sq); }
+        if (10u < d4) { a0_10 = select(vec4<f32>(0.0), a0_10 - mean, lanes(10u)); sq = fma(a0_10, a0_10, sq); }
+        if (11u < d4) { a0_11 = select(vec4<f32>(0.0), a0_11 - mean, lanes(11u)); sq = fma(a0_11, a0_11, sq); }
+        if (12u < d4) { a0_12 = select(vec4<f32>(0.0), a0_12 - mean, lanes(12u)); sq = fma(a0_12, a0_12, sq); }
+        if (13u < d4) { a0_13 = select(vec4<f32>(0.0), a0_13 - mean, lanes(13u)); sq = fma(a0_13, a0_13, sq); }
+        if (14u < d4) { a0_14 = select(vec4<f32>(0.0), a0_14 - mean, lanes(14u)); sq = fma(a0_14, a0_14, sq); }
+        if (15u < d4) { a0_15 = select(vec4<f32>(0.0), a0_15 - mean, lanes(15u)); sq = fma(a0_15, a0_15, sq); }
+        if (16u < d4) { a0_16 = select(vec4<f32>(0.0), a0_16 - mean, lanes(16u)); sq = fma(a0_16, a0_16, sq); }
+        if (17u < d4) { a0_17 = select(vec4<f32>(0.0), a0_17 - mean, lanes(17u)); sq = fma(a0_17, a0_17, sq); }
+        if (18u < d4) { a0_18 = select(vec4<f32>(0.0), a0_18 - mean, lanes(18u)); sq = fma(a0_18, a0_18, sq); }
+        if (19u < d4) { a0_19 = select(vec4<f32>(0.0), a0_19 - mean, lanes(19u)); sq = fma(a0_19, a0_19, sq); }
+        if (20u < d4) { a0_20 = select(vec4<f32>(0.0), a0_20 - mean, lanes(20u)); sq = fma(a0_20, a0_20, sq); }
+        if (21u < d4) { a0_21 = select(vec4<f32>(0.0), a0_21 - mean, lanes(21u)); sq = fma(a0_21, a0_21, sq); }
+        if (22u < d4) { a0_22 = select(vec4<f32>(0.0), a0_22 - mean, lanes(22u)); sq = fma(a0_22, a0_22, sq); }
+        if (23u < d4) { a0_23 = select(vec4<f32>(0.0), a0_23 - mean, lanes(23u)); sq = fma(a0_23, a0_23, sq); }
         let rstd = vec4<f32>(inverseSqrt(hsum(sq) / f32(D) + p.eps));
         if (0u < d4) { a0_0 = fma(a0_0 * rstd, wu[vb + 4u * d4 + 0u], wu[vb + 5u * d4 + 0u]); }
         if (1u < d4) { a0_1 = fma(a0_1 * rstd, wu[vb + 4u * d4 + 1u], wu[vb + 5u * d4 + 1u]); }
@@ -1214,30 +1252,30 @@ fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
         if (23u < d4) { a1_23 = a1_23; sum += a1_23; }
         let mean = vec4<f32>(hsum(sum) / f32(D));
         var sq = vec4<f32>(0.0);
-        if (0u < d4) { a1_0 -= mean; sq = fma(a1_0, a1_0, sq); }
-        if (1u < d4) { a1_1 -= mean; sq = fma(a1_1, a1_1, sq); }
-        if (2u < d4) { a1_2 -= mean; sq = fma(a1_2, a1_2, sq); }
-        if (3u < d4) { a1_3 -= mean; sq = fma(a1_3, a1_3, sq); }
-        if (4u < d4) { a1_4 -= mean; sq = fma(a1_4, a1_4, sq); }
-        if (5u < d4) { a1_5 -= mean; sq = fma(a1_5, a1_5, sq); }
-        if (6u < d4) { a1_6 -= mean; sq = fma(a1_6, a1_6, sq); }
-        if (7u < d4) { a1_7 -= mean; sq = fma(a1_7, a1_7, sq); }
-        if (8u < d4) { a1_8 -= mean; sq = fma(a1_8, a1_8, sq); }
-        if (9u < d4) { a1_9 -= mean; sq = fma(a1_9, a1_9, sq); }
-        if (10u < d4) { a1_10 -= mean; sq = fma(a1_10, a1_10, sq); }
-        if (11u < d4) { a1_11 -= mean; sq = fma(a1_11, a1_11, sq); }
-        if (12u < d4) { a1_12 -= mean; sq = fma(a1_12, a1_12, sq); }
-        if (13u < d4) { a1_13 -= mean; sq = fma(a1_13, a1_13, sq); }
-        if (14u < d4) { a1_14 -= mean; sq = fma(a1_14, a1_14, sq); }
-        if (15u < d4) { a1_15 -= mean; sq = fma(a1_15, a1_15, sq); }
-        if (16u < d4) { a1_16 -= mean; sq = fma(a1_16, a1_16, sq); }
-        if (17u < d4) { a1_17 -= mean; sq = fma(a1_17, a1_17, sq); }
-        if (18u < d4) { a1_18 -= mean; sq = fma(a1_18, a1_18, sq); }
-        if (19u < d4) { a1_19 -= mean; sq = fma(a1_19, a1_19, sq); }
-        if (20u < d4) { a1_20 -= mean; sq = fma(a1_20, a1_20, sq); }
-        if (21u < d4) { a1_21 -= mean; sq = fma(a1_21, a1_21, sq); }
-        if (22u < d4) { a1_22 -= mean; sq = fma(a1_22, a1_22, sq); }
-        if (23u < d4) { a1_23 -= mean; sq = fma(a1_23, a1_23, sq); }
+        if (0u < d4) { a1_0 = select(vec4<f32>(0.0), a1_0 - mean, lanes(0u)); sq = fma(a1_0, a1_0, sq); }
+        if (1u < d4) { a1_1 = select(vec4<f32>(0.0), a1_1 - mean, lanes(1u)); sq = fma(a1_1, a1_1, sq); }
+        if (2u < d4) { a1_2 = select(vec4<f32>(0.0), a1_2 - mean, lanes(2u)); sq = fma(a1_2, a1_2, sq); }
+        if (3u < d4) { a1_3 = select(vec4<f32>(0.0), a1_3 - mean, lanes(3u)); sq = fma(a1_3, a1_3, sq); }
+        if (4u < d4) { a1_4 = select(vec4<f32>(0.0), a1_4 - mean, lanes(4u)); sq = fma(a1_4, a1_4, sq); }
+        if (5u < d4) { a1_5 = select(vec4<f32>(0.0), a1_5 - mean, lanes(5u)); sq = fma(a1_5, a1_5, sq); }
+        if (6u < d4) { a1_6 = select(vec4<f32>(0.0), a1_6 - mean, lanes(6u)); sq = fma(a1_6, a1_6, sq); }
+        if (7u < d4) { a1_7 = select(vec4<f32>(0.0), a1_7 - mean, lanes(7u)); sq = fma(a1_7, a1_7, sq); }
+        if (8u < d4) { a1_8 = select(vec4<f32>(0.0), a1_8 - mean, lanes(8u)); sq = fma(a1_8, a1_8, sq); }
+        if (9u < d4) { a1_9 = select(vec4<f32>(0.0), a1_9 - mean, lanes(9u)); sq = fma(a1_9, a1_9, sq); }
+        if (10u < d4) { a1_10 = select(vec4<f32>(0.0), a1_10 - mean, lanes(10u)); sq = fma(a1_10, a1_10, sq); }
+        if (11u < d4) { a1_11 = select(vec4<f32>(0.0), a1_11 - mean, lanes(11u)); sq = fma(a1_11, a1_11, sq); }
+        if (12u < d4) { a1_12 = select(vec4<f32>(0.0), a1_12 - mean, lanes(12u)); sq = fma(a1_12, a1_12, sq); }
+        if (13u < d4) { a1_13 = select(vec4<f32>(0.0), a1_13 - mean, lanes(13u)); sq = fma(a1_13, a1_13, sq); }
+        if (14u < d4) { a1_14 = select(vec4<f32>(0.0), a1_14 - mean, lanes(14u)); sq = fma(a1_14, a1_14, sq); }
+        if (15u < d4) { a1_15 = select(vec4<f32>(0.0), a1_15 - mean, lanes(15u)); sq = fma(a1_15, a1_15, sq); }
+        if (16u < d4) { a1_16 = select(vec4<f32>(0.0), a1_16 - mean, lanes(16u)); sq = fma(a1_16, a1_16, sq); }
+        if (17u < d4) { a1_17 = select(vec4<f32>(0.0), a1_17 - mean, lanes(17u)); sq = fma(a1_17, a1_17, sq); }
+        if (18u < d4) { a1_18 = select(vec4<f32>(0.0), a1_18 - mean, lanes(18u)); sq = fma(a1_18, a1_18, sq); }
+        if (19u < d4) { a1_19 = select(vec4<f32>(0.0), a1_19 - mean, lanes(19u)); sq = fma(a1_19, a1_19, sq); }
+        if (20u < d4) { a1_20 = select(vec4<f32>(0.0), a1_20 - mean, lanes(20u)); sq = fma(a1_20, a1_20, sq); }
+        if (21u < d4) { a1_21 = select(vec4<f32>(0.0), a1_21 - mean, lanes(21u)); sq = fma(a1_21, a1_21, sq); }
+        if (22u < d4) { a1_22 = select(vec4<f32>(0.0), a1_22 - mean, lanes(22u)); sq = fma(a1_22, a1_22, sq); }
+        if (23u < d4) { a1_23 = select(vec4<f32>(0.0), a1_23 - mean, lanes(23u)); sq = fma(a1_23, a1_23, sq); }
         let rstd = vec4<f32>(inverseSqrt(hsum(sq) / f32(D) + p.eps));
         if (0u < d4) { a1_0 = fma(a1_0 * rstd, wu[vb + 4u * d4 + 0u], wu[vb + 5u * d4 + 0u]); }
         if (1u < d4) { a1_1 = fma(a1_1 * rstd, wu[vb + 4u * d4 + 1u], wu[vb + 5u * d4 + 1u]); }
@@ -1266,57 +1304,57 @@ fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     }
     // Live rows only.
     if (live0) {
-        let ob = row0 * d4;
-        if (0u < d4) { x[ob + 0u] = vec4<st>(a0_0); }
-        if (1u < d4) { x[ob + 1u] = vec4<st>(a0_1); }
-        if (2u < d4) { x[ob + 2u] = vec4<st>(a0_2); }
-        if (3u < d4) { x[ob + 3u] = vec4<st>(a0_3); }
-        if (4u < d4) { x[ob + 4u] = vec4<st>(a0_4); }
-        if (5u < d4) { x[ob + 5u] = vec4<st>(a0_5); }
-        if (6u < d4) { x[ob + 6u] = vec4<st>(a0_6); }
-        if (7u < d4) { x[ob + 7u] = vec4<st>(a0_7); }
-        if (8u < d4) { x[ob + 8u] = vec4<st>(a0_8); }
-        if (9u < d4) { x[ob + 9u] = vec4<st>(a0_9); }
-        if (10u < d4) { x[ob + 10u] = vec4<st>(a0_10); }
-        if (11u < d4) { x[ob + 11u] = vec4<st>(a0_11); }
-        if (12u < d4) { x[ob + 12u] = vec4<st>(a0_12); }
-        if (13u < d4) { x[ob + 13u] = vec4<st>(a0_13); }
-        if (14u < d4) { x[ob + 14u] = vec4<st>(a0_14); }
-        if (15u < d4) { x[ob + 15u] = vec4<st>(a0_15); }
-        if (16u < d4) { x[ob + 16u] = vec4<st>(a0_16); }
-        if (17u < d4) { x[ob + 17u] = vec4<st>(a0_17); }
-        if (18u < d4) { x[ob + 18u] = vec4<st>(a0_18); }
-        if (19u < d4) { x[ob + 19u] = vec4<st>(a0_19); }
-        if (20u < d4) { x[ob + 20u] = vec4<st>(a0_20); }
-        if (21u < d4) { x[ob + 21u] = vec4<st>(a0_21); }
-        if (22u < d4) { x[ob + 22u] = vec4<st>(a0_22); }
-        if (23u < d4) { x[ob + 23u] = vec4<st>(a0_23); }
+        let ob = row0 * D;
+        if (0u < d4) { st_x(ob, 0u, a0_0); }
+        if (1u < d4) { st_x(ob, 1u, a0_1); }
+        if (2u < d4) { st_x(ob, 2u, a0_2); }
+        if (3u < d4) { st_x(ob, 3u, a0_3); }
+        if (4u < d4) { st_x(ob, 4u, a0_4); }
+        if (5u < d4) { st_x(ob, 5u, a0_5); }
+        if (6u < d4) { st_x(ob, 6u, a0_6); }
+        if (7u < d4) { st_x(ob, 7u, a0_7); }
+        if (8u < d4) { st_x(ob, 8u, a0_8); }
+        if (9u < d4) { st_x(ob, 9u, a0_9); }
+        if (10u < d4) { st_x(ob, 10u, a0_10); }
+        if (11u < d4) { st_x(ob, 11u, a0_11); }
+        if (12u < d4) { st_x(ob, 12u, a0_12); }
+        if (13u < d4) { st_x(ob, 13u, a0_13); }
+        if (14u < d4) { st_x(ob, 14u, a0_14); }
+        if (15u < d4) { st_x(ob, 15u, a0_15); }
+        if (16u < d4) { st_x(ob, 16u, a0_16); }
+        if (17u < d4) { st_x(ob, 17u, a0_17); }
+        if (18u < d4) { st_x(ob, 18u, a0_18); }
+        if (19u < d4) { st_x(ob, 19u, a0_19); }
+        if (20u < d4) { st_x(ob, 20u, a0_20); }
+        if (21u < d4) { st_x(ob, 21u, a0_21); }
+        if (22u < d4) { st_x(ob, 22u, a0_22); }
+        if (23u < d4) { st_x(ob, 23u, a0_23); }
     }
     if (live1) {
-        let ob = row1 * d4;
-        if (0u < d4) { x[ob + 0u] = vec4<st>(a1_0); }
-        if (1u < d4) { x[ob + 1u] = vec4<st>(a1_1); }
-        if (2u < d4) { x[ob + 2u] = vec4<st>(a1_2); }
-        if (3u < d4) { x[ob + 3u] = vec4<st>(a1_3); }
-        if (4u < d4) { x[ob + 4u] = vec4<st>(a1_4); }
-        if (5u < d4) { x[ob + 5u] = vec4<st>(a1_5); }
-        if (6u < d4) { x[ob + 6u] = vec4<st>(a1_6); }
-        if (7u < d4) { x[ob + 7u] = vec4<st>(a1_7); }
-        if (8u < d4) { x[ob + 8u] = vec4<st>(a1_8); }
-        if (9u < d4) { x[ob + 9u] = vec4<st>(a1_9); }
-        if (10u < d4) { x[ob + 10u] = vec4<st>(a1_10); }
-        if (11u < d4) { x[ob + 11u] = vec4<st>(a1_11); }
-        if (12u < d4) { x[ob + 12u] = vec4<st>(a1_12); }
-        if (13u < d4) { x[ob + 13u] = vec4<st>(a1_13); }
-        if (14u < d4) { x[ob + 14u] = vec4<st>(a1_14); }
-        if (15u < d4) { x[ob + 15u] = vec4<st>(a1_15); }
-        if (16u < d4) { x[ob + 16u] = vec4<st>(a1_16); }
-        if (17u < d4) { x[ob + 17u] = vec4<st>(a1_17); }
-        if (18u < d4) { x[ob + 18u] = vec4<st>(a1_18); }
-        if (19u < d4) { x[ob + 19u] = vec4<st>(a1_19); }
-        if (20u < d4) { x[ob + 20u] = vec4<st>(a1_20); }
-        if (21u < d4) { x[ob + 21u] = vec4<st>(a1_21); }
-        if (22u < d4) { x[ob + 22u] = vec4<st>(a1_22); }
-        if (23u < d4) { x[ob + 23u] = vec4<st>(a1_23); }
+        let ob = row1 * D;
+        if (0u < d4) { st_x(ob, 0u, a1_0); }
+        if (1u < d4) { st_x(ob, 1u, a1_1); }
+        if (2u < d4) { st_x(ob, 2u, a1_2); }
+        if (3u < d4) { st_x(ob, 3u, a1_3); }
+        if (4u < d4) { st_x(ob, 4u, a1_4); }
+        if (5u < d4) { st_x(ob, 5u, a1_5); }
+        if (6u < d4) { st_x(ob, 6u, a1_6); }
+        if (7u < d4) { st_x(ob, 7u, a1_7); }
+        if (8u < d4) { st_x(ob, 8u, a1_8); }
+        if (9u < d4) { st_x(ob, 9u, a1_9); }
+        if (10u < d4) { st_x(ob, 10u, a1_10); }
+        if (11u < d4) { st_x(ob, 11u, a1_11); }
+        if (12u < d4) { st_x(ob, 12u, a1_12); }
+        if (13u < d4) { st_x(ob, 13u, a1_13); }
+        if (14u < d4) { st_x(ob, 14u, a1_14); }
+        if (15u < d4) { st_x(ob, 15u, a1_15); }
+        if (16u < d4) { st_x(ob, 16u, a1_16); }
+        if (17u < d4) { st_x(ob, 17u, a1_17); }
+        if (18u < d4) { st_x(ob, 18u, a1_18); }
+        if (19u < d4) { st_x(ob, 19u, a1_19); }
+        if (20u < d4) { st_x(ob, 20u, a1_20); }
+        if (21u < d4) { st_x(ob, 21u, a1_21); }
+        if (22u < d4) { st_x(ob, 22u, a1_22); }
+        if (23u < d4) { st_x(ob, 23u, a1_23); }
     }
 }

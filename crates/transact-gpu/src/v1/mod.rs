@@ -26,8 +26,8 @@
 //!      affine LayerNorm, written back into `x`. Rows are held in named
 //!      vec4 registers and the layer's weights (`W_oᵀ`, `W_1`, `W_2ᵀ`, biases,
 //!      LayerNorm parameters) are read from a 64 KiB uniform buffer. Runs
-//!      where [`fused_fits`]: `d` a multiple of 4 up to 96, at most 4 heads
-//!      (any head width), the weights in 64 KiB (`f ≤ 34` at `d = 96`).
+//!      where [`fused_fits`]: `d` up to 96, at most 4 heads (any head
+//!      width), the weights in 64 KiB (`f ≤ 34` at `d = 96`).
 //!    - **Unfused** (about 9 dispatches per layer): `v1_mha.wgsl` (one
 //!      thread per row and head, online softmax), residual + bias
 //!      (`v1_add_rows.wgsl`) with the output projection accumulated on top,
@@ -530,20 +530,21 @@ pub const FUSED_MAX_HEADS: usize = 4;
 const FUSED_WEIGHT_BYTES: usize = 65536;
 
 /// f32 values in the fused kernel's weight buffer for width `d` and FFN
-/// width `f`: `W_oᵀ`, `W_1`, `W_2ᵀ`, six `d`-vectors and `b_1` rounded up
+/// width `f`: `W_oᵀ`, `W_1`, `W_2ᵀ`, six `d`-vectors and `b_1`, with `d`
+/// rounded up to `dp`, a multiple of 4 (rows padded with zeros), and `b_1`
 /// to whole vec4s.
 fn fused_weight_floats(d: usize, f: usize) -> usize {
-    d * d + 2 * f * d + 6 * d + 4 * f.div_ceil(4)
+    let dp = d.next_multiple_of(4);
+    dp * dp + 2 * f * dp + 6 * dp + 4 * f.div_ceil(4)
 }
 
 /// Whether the fused kernel handles a layer of width `d`, FFN width `f`
-/// and `h` heads on a device with `limits`: `d` a multiple of 4 up to
-/// [`FUSED_MAX_D`], at most [`FUSED_MAX_HEADS`] heads, the weights in the
+/// and `h` heads on a device with `limits`: `d` up to [`FUSED_MAX_D`], at
+/// most [`FUSED_MAX_HEADS`] heads (of any width), the weights in the
 /// 64 KiB uniform buffer (at `d = 96`, `f ≤ 34`), and the device's uniform
 /// binding limit.
 pub fn fused_fits(d: usize, f: usize, h: usize, limits: &wgpu::Limits) -> bool {
     d > 0
-        && d.is_multiple_of(4)
         && d <= FUSED_MAX_D
         && (1..=FUSED_MAX_HEADS).contains(&h)
         && 4 * fused_weight_floats(d, f) <= FUSED_WEIGHT_BYTES
@@ -608,33 +609,37 @@ fn fused_weights(
             "V1 layer d = {d}, FFN {f}: weights exceed the fused kernel's buffer"
         )));
     }
-    // W_oᵀ: row k (input) holds W_o[.., k].
+    // Rows of dp values (d of them set, zeros after).
+    let dp = d.next_multiple_of(4);
+    // W_oᵀ: row k (input) holds W_o[.., k]; dp rows.
     for k in 0..d {
         for o in 0..d {
-            w[k * d + o] = round(l.out_w[o * d + k]);
+            w[k * dp + o] = round(l.out_w[o * d + k]);
         }
     }
-    let w1 = d * d;
-    for (dst, &v) in w[w1..w1 + f * d].iter_mut().zip(&l.w1) {
-        *dst = round(v);
+    let w1 = dp * dp;
+    for j in 0..f {
+        for k in 0..d {
+            w[w1 + j * dp + k] = round(l.w1[j * d + k]);
+        }
     }
     // W_2ᵀ: row j (hidden unit) holds W_2[.., j].
-    let w2 = w1 + f * d;
+    let w2 = w1 + f * dp;
     for j in 0..f {
         for o in 0..d {
-            w[w2 + j * d + o] = round(l.w2[o * f + j]);
+            w[w2 + j * dp + o] = round(l.w2[o * f + j]);
         }
     }
-    let vb = w2 + f * d;
+    let vb = w2 + f * dp;
     for (n, v) in [&l.out_b, &l.g1, &l.be1, &l.b2, &l.g2, &l.be2]
         .into_iter()
         .enumerate()
     {
-        for (dst, &x) in w[vb + n * d..vb + (n + 1) * d].iter_mut().zip(v.iter()) {
+        for (dst, &x) in w[vb + n * dp..vb + n * dp + d].iter_mut().zip(v.iter()) {
             *dst = round(x);
         }
     }
-    let b1 = vb + 6 * d;
+    let b1 = vb + 6 * dp;
     for (dst, &v) in w[b1..b1 + f].iter_mut().zip(&l.b1) {
         *dst = round(v);
     }

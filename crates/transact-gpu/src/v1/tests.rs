@@ -391,6 +391,15 @@ fn fixed_corner_cases_match_the_cpu() {
     c.cfg.seq_len = 1;
     c.n = 1;
     cases.push(c);
+    // Widths that are not multiples of 4: d = 11 (one head), d = 14 (two
+    // of width 7), d = 15 (three of width 5).
+    for (da, di, h) in [(3, 4, 1), (4, 5, 2), (5, 5, 3)] {
+        let mut c = base.clone();
+        c.cfg.action_emb_dim = da;
+        c.cfg.item_emb_dim = di;
+        c.cfg.nhead = h;
+        cases.push(c);
+    }
     // One head and four (head width 3: heads start inside a vec4); four
     // heads without fusion or pool.
     for h in [1, 4] {
@@ -625,9 +634,10 @@ fn fused_falls_back_where_it_does_not_fit() {
     let Some(ctx) = test_context() else { return };
     let base = small_case();
     let mut cases = Vec::new();
-    // d = 3 + 2·4 = 11: not a multiple of 4.
+    // d = 33 + 2·32 = 97: wider than 96.
     let mut c = base.clone();
-    c.cfg.action_emb_dim = 3;
+    c.cfg.action_emb_dim = 33;
+    c.cfg.item_emb_dim = 32;
     c.cfg.nhead = 1;
     cases.push(c);
     // 6 heads (d = 12): more than the fused kernel's 4.
@@ -656,6 +666,7 @@ fn fused_falls_back_where_it_does_not_fit() {
     assert!(fused_fits(96, 34, 4, ctx.limits()));
     assert!(!fused_fits(96, 35, 2, ctx.limits()));
     assert!(!fused_fits(100, 8, 2, ctx.limits()));
+    assert!(fused_fits(11, 12, 1, ctx.limits()));
 }
 
 /// `shaders/v1_block_fused.wgsl` is what `scripts/gen_v1_block_fused.py`
