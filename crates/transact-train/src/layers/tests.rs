@@ -351,3 +351,103 @@ fn max_pool_gives_the_gradient_to_the_argmax_and_none_to_a_zero_row() {
     assert_eq!(dy, [0.0, 0.0, 1.0, 0.0]);
     assert!(max_pool_forward(3, 2, &y, true, &mut out, &mut am).is_err());
 }
+
+mod v2 {
+    use super::*;
+    use crate::layers::v2::*;
+    use transact_model::v2::V2Block;
+
+    struct Case {
+        dims: V2Dims,
+        seq: usize,
+        lens: Vec<usize>,
+        x: Vec<f32>,
+        w: Vec<Vec<f32>>,
+    }
+
+    fn case(batch: usize, seq: usize, d: usize, f: usize, causal: bool, seed: u64) -> Case {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let lens = (0..batch).map(|_| rng.random_range(0..=seq)).collect();
+        let x = rand_vec(&mut rng, batch * seq * d, 1.0);
+        let w = [d * d, d * d, d * d, d * f, f * d]
+            .iter()
+            .map(|&n| rand_vec(&mut rng, n, 0.8))
+            .collect();
+        Case {
+            dims: V2Dims {
+                d,
+                f,
+                eps: 1e-5,
+                causal,
+            },
+            seq,
+            lens,
+            x,
+            w,
+        }
+    }
+
+    fn run(c: &Case, x: &[f32], w: &[Vec<f32>], cache: &mut V2Cache) -> Vec<f32> {
+        let wt = V2Weights {
+            wq: &w[0],
+            wk: &w[1],
+            wv: &w[2],
+            w1: &w[3],
+            w2: &w[4],
+        };
+        let mut out = vec![0.0; x.len()];
+        v2_block_forward(&c.dims, c.seq, &c.lens, x, &wt, cache, &mut out).unwrap();
+        out
+    }
+
+    proptest! {
+        #![proptest_config(cfg(12))]
+
+        #[test]
+        fn v2_forward_matches_the_serving_block(batch in 1usize..4, seq in 1usize..7, d in 2usize..9, f in 1usize..6, causal in any::<bool>(), seed in 0u64..1000) {
+            let c = case(batch, seq, d, f, causal, seed);
+            let got = run(&c, &c.x, &c.w, &mut V2Cache::default());
+            let blk = V2Block::from_weights(d, f, c.w[0].clone(), c.w[1].clone(), c.w[2].clone(), c.w[3].clone(), c.w[4].clone()).unwrap();
+            let mut want = c.x.clone();
+            blk.block_forward(&mut want, batch, seq, &c.lens, causal, 1e-5).unwrap();
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                prop_assert!((a - b).abs() < 1e-4, "value {i}: {a} vs serving {b}");
+            }
+        }
+
+        // d ≥ 4: two LayerNorms without affine over three values curve too
+        // sharply for f32 central differences.
+        #[test]
+        fn v2_backward_matches_finite_differences(batch in 1usize..3, seq in 1usize..5, d in 4usize..8, f in 1usize..5, causal in any::<bool>(), seed in 0u64..1000) {
+            let c = case(batch, seq, d, f, causal, seed);
+            let r = {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed + 7);
+                rand_vec(&mut rng, c.x.len(), 1.0)
+            };
+            let mut cache = V2Cache::default();
+            run(&c, &c.x, &c.w, &mut cache);
+            let mut dx = vec![0.0; c.x.len()];
+            let mut gs: Vec<Vec<f32>> = c.w.iter().map(|v| vec![0.0; v.len()]).collect();
+            {
+                let wt = V2Weights { wq: &c.w[0], wk: &c.w[1], wv: &c.w[2], w1: &c.w[3], w2: &c.w[4] };
+                let [a, b, e, g1, g2] = &mut gs[..] else { unreachable!() };
+                let mut g = V2Grads { wq: a, wk: b, wv: e, w1: g1, w2: g2 };
+                v2_block_backward(&c.dims, c.seq, &c.lens, &wt, &cache, &r, &mut dx, &mut g, &mut V2Scratch::default()).unwrap();
+            }
+            // Padded input rows get no gradient.
+            for (b, &l) in c.lens.iter().enumerate() {
+                let pad = &dx[(b * c.seq + l.max(1)) * d..(b + 1) * c.seq * d];
+                prop_assert!(pad.iter().all(|&v| v == 0.0));
+            }
+            check("dx", &mut c.x.clone(), &dx, |x| proj(&r, &run(&c, x, &c.w, &mut V2Cache::default())));
+            for i in 0..5 {
+                let mut t = c.w[i].clone();
+                check(&format!("weight {i}"), &mut t, &gs[i], |t| {
+                    let mut w = c.w.clone();
+                    w[i] = t.to_vec();
+                    proj(&r, &run(&c, &c.x, &w, &mut V2Cache::default()))
+                });
+            }
+        }
+    }
+}
