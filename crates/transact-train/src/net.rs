@@ -511,7 +511,8 @@ impl Net {
     }
 
     /// Logits (`range.len() × heads`) of examples `range` of `batch`, no
-    /// dropout. Allocates a [`Workspace`]; see [`Net::predict_with`].
+    /// dropout. Uses a per-thread [`Workspace`] kept between calls; see
+    /// [`Net::predict_with`] to pass one.
     pub fn predict(
         &self,
         params: &Params,
@@ -519,7 +520,19 @@ impl Net {
         range: Range<usize>,
         logits: &mut [f32],
     ) -> Result<(), TrainError> {
-        self.predict_with(params, batch, range, logits, &mut Workspace::default())
+        thread_local! {
+            static WS: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::default());
+        }
+        WS.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut ws) => self.predict_with(params, batch, range.clone(), logits, &mut ws),
+            Err(_) => self.predict_with(
+                params,
+                batch,
+                range.clone(),
+                logits,
+                &mut Workspace::default(),
+            ),
+        })
     }
 
     /// [`Net::predict`] with a caller-owned workspace.

@@ -12,7 +12,7 @@
 
 use transact_embed::kernels::{Par, RhsLayout, matmul, softmax_rows_fast};
 
-use super::linear::{linear_backward, linear_forward, transpose};
+use super::linear::{linear_backward, linear_forward};
 use super::{TrainError, kernel, need, sized};
 
 /// Attention weights (`[out × in]` like PyTorch).
@@ -120,6 +120,44 @@ fn gather(
         let s = &src[(r0 + t) * stride + col..][..dh];
         for (o, &v) in dst[t * dh..(t + 1) * dh].iter_mut().zip(s) {
             *o = v * scale;
+        }
+    }
+}
+
+/// Copies column block `col..col + dh` of rows `r0..r0 + n` of `src` (row
+/// stride `stride`) into `dst [dh × n]`, transposed.
+fn gather_t(
+    src: &[f32],
+    stride: usize,
+    r0: usize,
+    n: usize,
+    col: usize,
+    dh: usize,
+    dst: &mut [f32],
+) {
+    for t in 0..n {
+        let s = &src[(r0 + t) * stride + col..][..dh];
+        for (j, &v) in s.iter().enumerate() {
+            dst[j * n + t] = v;
+        }
+    }
+}
+
+/// Adds the transpose of `src [dh × n]` into column block `col..col + dh` of
+/// rows `r0..r0 + n` of `dst` (row stride `stride`).
+fn scatter_add_t(
+    src: &[f32],
+    stride: usize,
+    r0: usize,
+    n: usize,
+    col: usize,
+    dh: usize,
+    dst: &mut [f32],
+) {
+    for t in 0..n {
+        let o = &mut dst[(r0 + t) * stride + col..][..dh];
+        for (j, a) in o.iter_mut().enumerate() {
+            *a += src[j * n + t];
         }
     }
 }
@@ -267,21 +305,23 @@ pub fn mha_backward(
         let k = sized(&mut sc.k, n * dh);
         let v = sized(&mut sc.v, n * dh);
         let o = sized(&mut sc.o, n * dh);
-        let pt = sized(&mut sc.pt, n * n);
+        let pt = sized(&mut sc.pt, n * dh);
         let dp = sized(&mut sc.dp, n * n);
         let dq = sized(&mut sc.dq, n * dh);
         let dk = sized(&mut sc.dk, n * dh);
         let dv = sized(&mut sc.dv, n * dh);
         for head in 0..heads {
-            gather(qkv, 3 * d, r0, n, head * dh, dh, 1.0, q);
+            // Q and dO also transposed (`q`, `pt` hold `[dh × n]`), so that
+            // dVᵀ = dOᵀ·P and dKᵀ = Qᵀ·dS need no n × n transpose.
+            gather_t(qkv, 3 * d, r0, n, head * dh, dh, q);
             gather(qkv, 3 * d, r0, n, d + head * dh, dh, 1.0, k);
             gather(qkv, 3 * d, r0, n, 2 * d + head * dh, dh, 1.0, v);
             gather(dattn, d, r0, n, head * dh, dh, 1.0, o);
+            gather_t(dattn, d, r0, n, head * dh, dh, pt);
             let p = &cache.probs[poff..poff + n * n];
             poff += n * n;
-            // dV = Pᵀ·dO
-            transpose(p, n, n, pt);
-            matmul(n, dh, n, pt, o, RhsLayout::KxN, dv, false, Par::Seq).map_err(kernel)?;
+            // dVᵀ = dOᵀ·P
+            matmul(dh, n, n, pt, p, RhsLayout::KxN, dv, false, Par::Seq).map_err(kernel)?;
             // dP = dO·Vᵀ, then dS = P ⊙ (dP − rowsum(P ⊙ dP)) · scale
             matmul(n, n, dh, o, v, RhsLayout::NxK, dp, false, Par::Seq).map_err(kernel)?;
             for (dr, pr) in dp.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
@@ -290,13 +330,12 @@ pub fn mha_backward(
                     *dv = pv * (*dv - dot) * scale;
                 }
             }
-            // dQ = dS·K, dK = dSᵀ·Q
+            // dQ = dS·K, dKᵀ = Qᵀ·dS
             matmul(n, dh, n, dp, k, RhsLayout::KxN, dq, false, Par::Seq).map_err(kernel)?;
-            transpose(dp, n, n, pt);
-            matmul(n, dh, n, pt, q, RhsLayout::KxN, dk, false, Par::Seq).map_err(kernel)?;
+            matmul(dh, n, n, q, dp, RhsLayout::KxN, dk, false, Par::Seq).map_err(kernel)?;
             scatter_add(dq, 3 * d, r0, n, head * dh, dh, dqkv);
-            scatter_add(dk, 3 * d, r0, n, d + head * dh, dh, dqkv);
-            scatter_add(dv, 3 * d, r0, n, 2 * d + head * dh, dh, dqkv);
+            scatter_add_t(dk, 3 * d, r0, n, d + head * dh, dh, dqkv);
+            scatter_add_t(dv, 3 * d, r0, n, 2 * d + head * dh, dh, dqkv);
         }
     }
     linear_backward(

@@ -41,19 +41,33 @@ pub fn dropout_forward(x: &mut [f32], p: f32, key: u64, first: u64) {
         return;
     }
     let scale = 1.0 / (1.0 - p);
-    // Probability threshold on 16-bit draws: kept iff draw >= p·65536.
+    // Kept iff the 16-bit draw is at least p·65536 (as in [`kept`]).
     let thr = (p * 65_536.0).ceil() as u64;
-    let mut i = 0usize;
-    while i < x.len() {
+    let draw = |c: u64| mix64(key ^ (c / 4).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let apply = |v: f32, bits: u64| {
+        if bits & 0xFFFF >= thr { v * scale } else { 0.0 }
+    };
+    // Elements before the first counter that is a multiple of four, then
+    // whole groups of four (one hash each), then the tail.
+    let lead = (((4 - first % 4) % 4) as usize).min(x.len());
+    let (head, rest) = x.split_at_mut(lead);
+    for (i, v) in head.iter_mut().enumerate() {
         let c = first + i as u64;
-        let h = mix64(key ^ (c / 4).wrapping_mul(0xD1B5_4A32_D192_ED03));
-        let mut lane = (c % 4) as usize;
-        while lane < 4 && i < x.len() {
-            let draw = (h >> (16 * lane)) & 0xFFFF;
-            x[i] = if draw >= thr { x[i] * scale } else { 0.0 };
-            lane += 1;
-            i += 1;
+        *v = apply(*v, draw(c) >> (16 * (c % 4)));
+    }
+    let base = first + lead as u64;
+    let whole = rest.len() / 4 * 4;
+    let (body, tail) = rest.split_at_mut(whole);
+    for (g, quad) in body.chunks_exact_mut(4).enumerate() {
+        let h = draw(base + 4 * g as u64);
+        for (lane, v) in quad.iter_mut().enumerate() {
+            *v = apply(*v, h >> (16 * lane));
         }
+    }
+    let tb = base + whole as u64;
+    for (i, v) in tail.iter_mut().enumerate() {
+        let c = tb + i as u64;
+        *v = apply(*v, draw(c) >> (16 * (c % 4)));
     }
 }
 

@@ -76,11 +76,11 @@ pub fn add_column_sums(x: &[f32], width: usize, acc: &mut [f32]) {
 
 /// `dst[c × rows + r] = src[r × cols + c]` for `src [rows × cols]`
 /// (`dst` must hold `rows · cols` values; nothing is written otherwise).
-/// Works in 8 × 8 tiles held in registers.
+/// Works in 16 × 16 tiles (a destination row of a tile is one cache line).
 // `c` picks one column across the tile's rows.
 #[allow(clippy::needless_range_loop)]
 pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const T: usize = 8;
+    const T: usize = 16;
     let n = rows * cols;
     if src.len() < n || dst.len() < n {
         return;

@@ -334,6 +334,12 @@ fn dropout_masks_depend_only_on_key_and_counter() {
     let mut g = vec![2.0f32; 1000];
     dropout_backward(&mut g, 0.25, key, 0);
     assert!(g.iter().zip(&a).all(|(&g, &m)| (g == 0.0) == (m == 0.0)));
+    // Any starting counter agrees with `kept`, element by element.
+    let mut d = vec![1.0f32; 37];
+    dropout_forward(&mut d, 0.25, key, 3);
+    for (i, &v) in d.iter().enumerate() {
+        assert_eq!(v != 0.0, kept(key, 3 + i as u64, 0.25), "element {i}");
+    }
     let mut c = vec![1.0f32; 1000];
     dropout_forward(&mut c, 0.25, dropout_key(7, 4, 1, 0), 0);
     assert_ne!(a, c);
