@@ -35,10 +35,10 @@ HEADER = """\
 // layer's output. Keys and values are read from `qkv`, never from `x`, so
 // the update in place is safe across workgroups.
 //
-// One workgroup = 64 invocations = ROWS = 128 query rows of one candidate
-// (all of them for S <= 128): invocation i owns rows i and i + 64, so each
-// key row and each weight it loads serves two rows. Dead rows (past `se`)
-// compute on row se - 1 and are not written.
+// One workgroup = LANES invocations (64 for long sequences) = 2·LANES
+// query rows of one candidate (all of them for S <= 128): invocation i owns
+// rows i and i + LANES, so each key row and each weight it loads serves two
+// rows. Dead rows (past `se`) compute on row se - 1 and are not written.
 //
 // Row vectors live in MAX_D4 = 24 named vec4 registers per row (q, the
 // attention accumulators, x1); loops over them are unrolled by the
@@ -82,8 +82,10 @@ override F: u32 = 32u;
 override H: u32 = 2u;
 
 const MAX_D4: u32 = 24u;
-const LANES: u32 = 64u;
-const ROWS: u32 = 128u;
+// Invocations per workgroup (8, 16, 32 or 64: the host picks the smallest
+// that covers a candidate's rows, so short sequences do not leave most
+// lanes dead) and the query rows they own.
+override LANES: u32 = 64u;
 const NEG: f32 = -1.0e30;
 // vec4s in the weight buffer (64 KiB).
 const W_VEC4: u32 = 4096u;
@@ -186,13 +188,13 @@ def layer_norm(src, dst, r, g_off, b_off):
 
 
 w(HEADER)
-w("@compute @workgroup_size(64, 1, 1)")
+w("@compute @workgroup_size(LANES, 1, 1)")
 w("fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {")
 w("""    let d4 = (D + 3u) / 4u;
     let ld = 3u * D;
     let se = p.se;
     let base = wid.y * se;
-    let tw = wid.x * ROWS;
+    let tw = wid.x * (2u * LANES);
     // Offsets in the weight buffer (vec4s).
     let w1 = 4u * d4 * d4;
     let w2 = w1 + F * d4;

@@ -11,7 +11,7 @@
 //! `V1_BATCH` times only that batch size, `V1_VARIANT` (`fused` or
 //! `unfused`) only that variant, `V1_LAYERS` sets L (with L = 1 no
 //! layer runs the full-width input-projection GEMM: early fusion splits
-//! it into a per-request and a per-candidate part).
+//! it into a per-request and a per-candidate part), `V1_SEQ` sets S.
 
 use std::sync::Arc;
 
@@ -36,6 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     if let Ok(l) = std::env::var("V1_LAYERS") {
         cfg.num_layer = l.parse()?;
+    }
+    if let Ok(s) = std::env::var("V1_SEQ") {
+        cfg.seq_len = s.parse()?;
     }
     println!(
         "shape: S {}, d {}, h {}, FFN {}, L {}, K {}",

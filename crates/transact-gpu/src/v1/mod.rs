@@ -20,7 +20,9 @@
 //!    added by `v1_add_rows.wgsl`. Other layers: `qkv = x·W_inᵀ + b`.
 //! 3. The rest of each post-norm layer, in one of two ways ([`Variant`]):
 //!    - **Fused** (`v1_block_fused.wgsl`, one dispatch per layer): per
-//!      workgroup 128 query rows of one candidate, multi-head attention with
+//!      workgroup up to 128 query rows of one candidate (2 per invocation,
+//!      8 to 64 invocations chosen by the sequence length), multi-head
+//!      attention with
 //!      an online softmax over the packed keys, `x + attn·W_oᵀ + b_o`,
 //!      affine LayerNorm, `relu(x·W_1ᵀ + b_1)·W_2ᵀ + b_2` plus the residual,
 //!      affine LayerNorm, written back into `x`. Rows are held in named
@@ -519,8 +521,18 @@ impl std::fmt::Debug for GpuTransActV1 {
     }
 }
 
-/// Query rows per workgroup of the fused kernel (the shader's `ROWS`).
-const FUSED_ROWS: usize = 128;
+/// Query rows per invocation of the fused kernel (the shader's two rows
+/// per invocation).
+const FUSED_ROWS_PER_LANE: usize = 2;
+
+/// Invocations per workgroup of the fused kernel for `se` rows per
+/// candidate: the smallest of 8 (lavapipe's SIMD width), 16, 32 and 64
+/// that covers them, 64 for longer sequences (several workgroups).
+fn fused_lanes(se: usize) -> usize {
+    se.div_ceil(FUSED_ROWS_PER_LANE)
+        .next_power_of_two()
+        .clamp(8, 64)
+}
 /// Widest layer the fused kernel handles (4 × the shader's `MAX_D4`).
 pub const FUSED_MAX_D: usize = 96;
 /// Most heads the fused kernel handles (one vec4 lane each).
@@ -1081,7 +1093,13 @@ impl GpuTransActV1 {
             match (&layer.fused, &unfused) {
                 (Some(wu), _) => {
                     // Attention, LN1, FFN, LN2 in one dispatch; x in place.
-                    let consts = [("D", d as f64), ("F", ff as f64), ("H", h as f64)];
+                    let lanes = fused_lanes(se);
+                    let consts = [
+                        ("D", d as f64),
+                        ("F", ff as f64),
+                        ("H", h as f64),
+                        ("LANES", lanes as f64),
+                    ];
                     let spec = KernelSpec::new(V1_BLOCK_FUSED, "v1_block")
                         .constants(&consts)
                         .storage(st);
@@ -1097,7 +1115,7 @@ impl GpuTransActV1 {
                         &p,
                         &[&qkv, wu, &x],
                         [
-                            u("groups", se.div_ceil(FUSED_ROWS))?,
+                            u("groups", se.div_ceil(lanes * FUSED_ROWS_PER_LANE))?,
                             u("candidates", bc)?,
                             1,
                         ],

@@ -627,6 +627,17 @@ fn fused_layers_take_one_dispatch_each() {
     );
 }
 
+/// Workgroup sizes of the fused kernel: the smallest power of two from 8
+/// to 64 invocations that covers a candidate's rows (two each).
+#[test]
+fn fused_workgroups_fit_the_sequence() {
+    let lanes = |se| super::fused_lanes(se);
+    assert_eq!(
+        [1, 16, 17, 32, 33, 64, 65, 100, 128, 129, 1000].map(lanes),
+        [8, 8, 16, 16, 32, 32, 64, 64, 64, 64, 64]
+    );
+}
+
 /// Shapes the fused kernel does not take run unfused, and still match the
 /// CPU; f16 is used exactly when the device has it.
 #[test]
