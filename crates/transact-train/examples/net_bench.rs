@@ -2,8 +2,10 @@
 //! for the default V1 config (S = 100, d = 96, L = 2, heads 2 × cross +
 //! MLP 256 → 64, 3 heads), NAL with impression negatives, dropout 0.1.
 //!
-//! `cargo run --release -p transact-train --example net_bench [batch] [fill]`
-//! (`fill`: fraction of the 100 positions that are unmasked, default 1.0).
+//! `cargo run --release -p transact-train --example net_bench [batch] [fill] [threads]`
+//! (`fill`: fraction of the 100 positions that are unmasked, default 1.0;
+//! `threads`: also time forward+backward split over that many threads, each
+//! with its own range, gradients and workspace, as a trainer would).
 
 use std::time::Instant;
 
@@ -89,5 +91,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pr = (reps * b) as f64 / t.elapsed().as_secs_f64();
     println!("forward+backward: {fb:.0} examples/s");
     println!("predict:          {pr:.0} examples/s");
+    let threads: usize = args.get(3).map_or(Ok(0), |s| s.parse())?;
+    if threads > 1 {
+        let per = b.div_ceil(threads);
+        let mut parts: Vec<(Vec<f32>, Workspace)> = (0..threads)
+            .map(|_| (vec![0.0f32; params.len()], Workspace::default()))
+            .collect();
+        let run = |parts: &mut Vec<(Vec<f32>, Workspace)>| {
+            std::thread::scope(|s| {
+                for (t, (g, ws)) in parts.iter_mut().enumerate() {
+                    let (net, params, batch, opts) = (&net, &params, &batch, &opts);
+                    s.spawn(move || {
+                        g.fill(0.0);
+                        let r = (t * per).min(b)..((t + 1) * per).min(b);
+                        net.forward_backward(params, batch, r, opts, g, ws)
+                    });
+                }
+            });
+        };
+        run(&mut parts);
+        let t = Instant::now();
+        for _ in 0..reps {
+            run(&mut parts);
+        }
+        let mt = (reps * b) as f64 / t.elapsed().as_secs_f64();
+        println!(
+            "forward+backward on {threads} threads: {mt:.0} examples/s (without summing gradients)"
+        );
+    }
     Ok(())
 }

@@ -389,6 +389,17 @@ fn predict_matches_the_serving_model() {
 fn params_round_trip_through_tensor_maps_and_the_serving_model() {
     let cfg = tiny_cfg(true, 0.0);
     let (_, params) = Net::new(cfg.clone(), 8).unwrap();
+    // Initialised exactly like the serving model's `new_random`.
+    let fresh = RankingModel::new_random(cfg.v1.clone(), cfg.heads.clone(), 8)
+        .unwrap()
+        .to_tensors()
+        .unwrap();
+    for (name, t) in &fresh.tensors {
+        let transact_model::weights::Tensor::F32 { data, .. } = t else {
+            panic!("{name} is not f32");
+        };
+        assert_eq!(params.get(name).unwrap(), data.as_slice(), "{name}");
+    }
     let back = Params::from_tensor_map(&cfg, &params.to_tensor_map()).unwrap();
     assert_eq!(back, params);
     let model = params.to_ranking_model(&cfg).unwrap();
