@@ -181,6 +181,24 @@ proptest! {
     }
 
     #[test]
+    fn embedding_backward_matches_finite_differences(n in 1usize..6, dim in 1usize..4, seed in 0u64..1000) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut table = rand_vec(&mut rng, 4 * dim, 1.0);
+        // Repeated rows accumulate.
+        let rows: Vec<u32> = (0..n).map(|_| rng.random_range(0..4)).collect();
+        let r = rand_vec(&mut rng, n * dim, 1.0);
+        let f = |t: &[f32]| {
+            let mut out = vec![0.0; n * dim];
+            embedding_forward(t, dim, &rows, &mut out).unwrap();
+            proj(&r, &out)
+        };
+        let mut g = vec![0.0; table.len()];
+        embedding_backward(&mut g, dim, &rows, &r).unwrap();
+        check("table", &mut table, &g, f);
+        prop_assert!(embedding_forward(&table, dim, &[4], &mut vec![0.0; dim]).is_err());
+    }
+
+    #[test]
     fn early_fusion_backward_matches_finite_differences(n in 1usize..5, da in 1usize..4, di in 1usize..4, cand in any::<bool>(), seed in 0u64..1000) {
         let dims = FusionDims { d_act: da, d_item: di, with_candidate: cand };
         let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -383,6 +383,17 @@ fn predict_matches_the_serving_model() {
         }
     }
     parity_case(&cfg, &params, 2);
+    // Without early fusion and without the max-pool part.
+    let cfg = NetConfig {
+        v1: V1Config {
+            concat_candidate_emb: false,
+            concat_max_pool: false,
+            ..tiny_cfg(false, 0.0).v1
+        },
+        ..tiny_cfg(false, 0.0)
+    };
+    let (_, params) = Net::new(cfg.clone(), 23).unwrap();
+    parity_case(&cfg, &params, 3);
 }
 
 #[test]
