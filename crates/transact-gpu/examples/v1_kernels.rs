@@ -11,7 +11,9 @@
 //! `V1_BATCH` times only that batch size, `V1_VARIANT` (`fused` or
 //! `unfused`) only that variant, `V1_LAYERS` sets L (with L = 1 no
 //! layer runs the full-width input-projection GEMM: early fusion splits
-//! it into a per-request and a per-candidate part), `V1_SEQ` sets S.
+//! it into a per-request and a per-candidate part), `V1_SEQ` sets S,
+//! `V1_RUNS` the timed runs per case (default 3; the best and the median
+//! are printed).
 
 use std::sync::Arc;
 
@@ -64,6 +66,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => vec![32, 256],
     };
     let only = std::env::var("V1_VARIANT").unwrap_or_default();
+    let runs: usize = match std::env::var("V1_RUNS") {
+        Ok(r) => r.parse()?,
+        Err(_) => 3,
+    };
     let mut precisions = vec![Precision::F32];
     if ctx.has_f16() {
         precisions.push(Precision::F16);
@@ -99,7 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .zip(&cpu)
                     .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
                     .fold(0.0f32, f32::max);
-                let t = time_best_of(1, 3, || g.encode_timed(&req, true))?;
+                let t = time_best_of(1, runs, || g.encode_timed(&req, true))?;
                 println!(
                     "B {batch} {v:?} {p:?} (runs as {:?} {:?}): best {:.1} ms, median {:.1} ms ({:?} clock), max rel err vs CPU {err:.1e}",
                     g.variant(),

@@ -563,6 +563,19 @@ pub fn fused_fits(d: usize, f: usize, h: usize, limits: &wgpu::Limits) -> bool {
         && limits.max_uniform_buffer_binding_size >= FUSED_WEIGHT_BYTES as u64
 }
 
+/// `w`, three blocks of `d` rows of `cols` values ([q ; k ; v] parts of the
+/// input projection), with each block padded to a multiple of 4 rows by
+/// zero rows.
+fn pad_qkv(w: &[f32], d: usize, cols: usize) -> Vec<f32> {
+    let dp = d.next_multiple_of(4);
+    let mut out = vec![0.0; 3 * dp * cols];
+    for part in 0..3 {
+        let src = &w[part * d * cols..(part + 1) * d * cols];
+        out[part * dp * cols..part * dp * cols + d * cols].copy_from_slice(src);
+    }
+    out
+}
+
 /// f32 values as f16 bit patterns.
 fn to_f16(x: &[f32]) -> Vec<u16> {
     x.iter()
@@ -731,6 +744,12 @@ impl GpuTransActV1 {
             in_w[..d * d].iter_mut().for_each(|v| *v *= scale);
             let mut in_b = t("self_attn.in_proj_bias", &[3 * d])?;
             in_b[..d].iter_mut().for_each(|v| *v *= scale);
+            if variant == Variant::Fused {
+                // The fused kernel reads q, k and v as vec4s: each part
+                // padded to a multiple of 4 with zero rows.
+                in_w = pad_qkv(&in_w, d, d);
+                in_b = pad_qkv(&in_b, d, 1);
+            }
             let h = HostLayer {
                 in_w,
                 in_b,
@@ -996,7 +1015,14 @@ impl GpuTransActV1 {
         let sz = |n: usize| n.max(1) as u64 * eb;
         let x = ctx.storage(sz(rows * d))?;
         let xu = ctx.storage(sz(se * du))?;
-        let qkv = ctx.storage(sz(rows * 3 * d))?;
+        // Width of each of q, k, v in `qkv`: padded to a multiple of 4 for
+        // the fused kernel (see `pad_qkv`).
+        let qd = match self.variant {
+            Variant::Fused => d.next_multiple_of(4),
+            Variant::Unfused => d,
+        };
+        let qw = 3 * qd;
+        let qkv = ctx.storage(sz(rows * qw))?;
         // Scratch of the unfused layers only.
         let unfused = (self.variant == Variant::Unfused)
             .then(|| -> Result<_, GpuError> {
@@ -1035,19 +1061,19 @@ impl GpuTransActV1 {
         for (l, layer) in self.layers.iter().enumerate() {
             // qkv = x·W_inᵀ + b_in.
             if l == 0 && fuse {
-                let ub = ctx.storage(sz(se * 3 * d))?;
-                let cb = ctx.storage(sz(batch * 3 * d))?;
+                let ub = ctx.storage(sz(se * qw))?;
+                let cb = ctx.storage(sz(batch * qw))?;
                 // U = xu·W_userᵀ (per request, no bias) and
                 // C = e_c·W_candᵀ + b (per candidate; e_c read from the
                 // tokens, row 0 of each candidate): the column blocks of W_in.
                 record_linear(
                     ctx,
                     rq,
-                    (se, 3 * d, du),
+                    (se, qw, du),
                     (&xu, du, 0),
                     (&layer.in_w, d, 0),
                     None,
-                    (&ub, 3 * d, 0),
+                    (&ub, qw, 0),
                     false,
                     false,
                     st,
@@ -1055,11 +1081,11 @@ impl GpuTransActV1 {
                 record_linear(
                     ctx,
                     rq,
-                    (batch, 3 * d, di),
+                    (batch, qw, di),
                     (&x, se * d, du),
                     (&layer.in_w, d, du),
                     Some(&layer.in_b),
-                    (&cb, 3 * d, 0),
+                    (&cb, qw, 0),
                     false,
                     false,
                     st,
@@ -1067,11 +1093,11 @@ impl GpuTransActV1 {
                 // qkv[b, t] = U[t] + C[b].
                 let fuse_rows = AddRows {
                     rows,
-                    cols: 3 * d,
-                    ld: 3 * d,
+                    cols: qw,
+                    ld: qw,
                     off: 0,
-                    src: Some((&ub, 3 * d, 0, se)),
-                    bias: Some((&cb, 3 * d, 0, se)),
+                    src: Some((&ub, qw, 0, se)),
+                    bias: Some((&cb, qw, 0, se)),
                 };
                 record_add_rows(ctx, rq, fuse_rows, st, &qkv)?;
                 held.push(ub);
@@ -1080,11 +1106,11 @@ impl GpuTransActV1 {
                 record_linear(
                     ctx,
                     rq,
-                    (rows, 3 * d, d),
+                    (rows, qw, d),
                     (&x, d, 0),
                     (&layer.in_w, d, 0),
                     Some(&layer.in_b),
-                    (&qkv, 3 * d, 0),
+                    (&qkv, qw, 0),
                     false,
                     false,
                     st,
