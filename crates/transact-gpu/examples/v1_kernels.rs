@@ -13,7 +13,8 @@
 //! layer runs the full-width input-projection GEMM: early fusion splits
 //! it into a per-request and a per-candidate part), `V1_SEQ` sets S,
 //! `V1_RUNS` the timed runs per case (default 3; the best and the median
-//! are printed).
+//! are printed); `V1_PROFILE=1` also prints one profiled run's time per
+//! kernel.
 
 use std::sync::Arc;
 
@@ -66,6 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => vec![32, 256],
     };
     let only = std::env::var("V1_VARIANT").unwrap_or_default();
+    let profile = std::env::var("V1_PROFILE").is_ok_and(|v| v == "1");
     let runs: usize = match std::env::var("V1_RUNS") {
         Ok(r) => r.parse()?,
         Err(_) => 3,
@@ -114,6 +116,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     t.median.as_secs_f64() * 1e3,
                     t.clock
                 );
+                if profile {
+                    ctx.set_profiling(true);
+                    g.encode(&req)?;
+                    ctx.set_profiling(false);
+                    if let Some(p) = ctx.take_profile() {
+                        for k in p.by_kernel() {
+                            println!(
+                                "    {:<40} {:>3} dispatches {:>9.2} ms",
+                                k.label,
+                                k.dispatches,
+                                k.time.as_secs_f64() * 1e3
+                            );
+                        }
+                    }
+                }
             }
         }
     }
