@@ -59,9 +59,15 @@ HEADER = """\
 // with invocation-uniform indices, which lavapipe turns into broadcasts),
 // in vec4 units:
 //   [W_oᵀ: 4·d4 rows of d4] [W_1: F rows of d4] [W_2ᵀ: F rows of d4]
-//   [b_o | g_1 | β_1 | b_2 | g_2 | β_2: d4 each] [b_1: ⌈F/4⌉]
+//   [b_o | g_1 | β_1 | b_2 | g_2 | β_2 | b_q | b_v: d4 each] [b_1: ⌈F/4⌉]
 // with d4 = ⌈D/4⌉ and zeros past D in every row (so LayerNorm's gain and
 // bias keep the lanes past D at zero).
+//
+// The input projection's bias is applied here, not by the projection:
+// b_q (scaled like q) is added to each query row; the key bias is left
+// out, since q·(k_j + b_k) = q·k_j + q·b_k shifts all of a row's scores
+// of a head by the same amount, which the softmax ignores; the value bias
+// is added after the softmax (its weights sum to 1).
 // The FFN never stores its hidden layer: each hidden unit is computed,
 // rectified and folded into the output at once. D must be at most 96 and
 // H at most 4 (the host checks). Activations are `st`
@@ -195,7 +201,7 @@ w("""    let d4 = (D + 3u) / 4u;
     let w1 = 4u * d4 * d4;
     let w2 = w1 + F * d4;
     let vb = w2 + F * d4;
-    let b1 = vb + 6u * d4;
+    let b1 = vb + 8u * d4;
 """)
 w("    // Rows (dead rows compute on row se - 1), softmax state, q{rr}_{c}.")
 for r in R:
@@ -208,7 +214,7 @@ for r in R:
     for c in C:
         w(f"    var q{r}_{c} = vec4<f32>(0.0);")
 for c in C:
-    w(f"    if ({c}u < d4) {{ " + " ".join(f"q{r}_{c} = vec4<f32>(qkv[row{r} * ld + {c}u]);" for r in R) + " }")
+    w(f"    if ({c}u < d4) {{ let bq = wu[vb + 6u * d4 + {c}u]; " + " ".join(f"q{r}_{c} = vec4<f32>(qkv[row{r} * ld + {c}u]) + bq;" for r in R) + " }")
 for r in R:
     for c in C:
         w(f"    var a{r}_{c} = vec4<f32>(0.0);")
@@ -242,12 +248,12 @@ for r in R:
     w("        }")
 w("    }")
 w("""
-    // Phase 2: y = x + b_o + (a / l)·W_oᵀ, one output vec4 c at a time
+    // Phase 2: y = x + b_o + (a / l + b_v)·W_oᵀ, one output vec4 c at a time
     // into yt, then x1 = LN1(y) into h{rr}_{c}.""")
 for r in R:
     w(f"    let inv{r} = vec4<f32>(1.0) / select(vec4<f32>(1.0), l{r}, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(H));")
     for c in C:
-        w(f"    if ({c}u < d4) {{ a{r}_{c} *= expand(inv{r}, {c}u); }}")
+        w(f"    if ({c}u < d4) {{ a{r}_{c} = fma(a{r}_{c}, expand(inv{r}, {c}u), wu[vb + 7u * d4 + {c}u]); }}")
 w("""    var yt: array<array<vec4<f32>, MAX_D4>, 2>;
     for (var c = 0u; c < d4; c++) {
         let bias = wu[vb + c];""")

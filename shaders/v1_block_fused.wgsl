@@ -37,9 +37,15 @@
 // with invocation-uniform indices, which lavapipe turns into broadcasts),
 // in vec4 units:
 //   [W_oᵀ: 4·d4 rows of d4] [W_1: F rows of d4] [W_2ᵀ: F rows of d4]
-//   [b_o | g_1 | β_1 | b_2 | g_2 | β_2: d4 each] [b_1: ⌈F/4⌉]
+//   [b_o | g_1 | β_1 | b_2 | g_2 | β_2 | b_q | b_v: d4 each] [b_1: ⌈F/4⌉]
 // with d4 = ⌈D/4⌉ and zeros past D in every row (so LayerNorm's gain and
 // bias keep the lanes past D at zero).
+//
+// The input projection's bias is applied here, not by the projection:
+// b_q (scaled like q) is added to each query row; the key bias is left
+// out, since q·(k_j + b_k) = q·k_j + q·b_k shifts all of a row's scores
+// of a head by the same amount, which the softmax ignores; the value bias
+// is added after the softmax (its weights sum to 1).
 // The FFN never stores its hidden layer: each hidden unit is computed,
 // rectified and folded into the output at once. D must be at most 96 and
 // H at most 4 (the host checks). Activations are `st`
@@ -148,7 +154,7 @@ fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     let w1 = 4u * d4 * d4;
     let w2 = w1 + F * d4;
     let vb = w2 + F * d4;
-    let b1 = vb + 6u * d4;
+    let b1 = vb + 8u * d4;
 
     // Rows (dead rows compute on row se - 1), softmax state, q{rr}_{c}.
     let t0 = tw + 0u * LANES + lid.x;
@@ -209,30 +215,30 @@ fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     var q1_21 = vec4<f32>(0.0);
     var q1_22 = vec4<f32>(0.0);
     var q1_23 = vec4<f32>(0.0);
-    if (0u < d4) { q0_0 = vec4<f32>(qkv[row0 * ld + 0u]); q1_0 = vec4<f32>(qkv[row1 * ld + 0u]); }
-    if (1u < d4) { q0_1 = vec4<f32>(qkv[row0 * ld + 1u]); q1_1 = vec4<f32>(qkv[row1 * ld + 1u]); }
-    if (2u < d4) { q0_2 = vec4<f32>(qkv[row0 * ld + 2u]); q1_2 = vec4<f32>(qkv[row1 * ld + 2u]); }
-    if (3u < d4) { q0_3 = vec4<f32>(qkv[row0 * ld + 3u]); q1_3 = vec4<f32>(qkv[row1 * ld + 3u]); }
-    if (4u < d4) { q0_4 = vec4<f32>(qkv[row0 * ld + 4u]); q1_4 = vec4<f32>(qkv[row1 * ld + 4u]); }
-    if (5u < d4) { q0_5 = vec4<f32>(qkv[row0 * ld + 5u]); q1_5 = vec4<f32>(qkv[row1 * ld + 5u]); }
-    if (6u < d4) { q0_6 = vec4<f32>(qkv[row0 * ld + 6u]); q1_6 = vec4<f32>(qkv[row1 * ld + 6u]); }
-    if (7u < d4) { q0_7 = vec4<f32>(qkv[row0 * ld + 7u]); q1_7 = vec4<f32>(qkv[row1 * ld + 7u]); }
-    if (8u < d4) { q0_8 = vec4<f32>(qkv[row0 * ld + 8u]); q1_8 = vec4<f32>(qkv[row1 * ld + 8u]); }
-    if (9u < d4) { q0_9 = vec4<f32>(qkv[row0 * ld + 9u]); q1_9 = vec4<f32>(qkv[row1 * ld + 9u]); }
-    if (10u < d4) { q0_10 = vec4<f32>(qkv[row0 * ld + 10u]); q1_10 = vec4<f32>(qkv[row1 * ld + 10u]); }
-    if (11u < d4) { q0_11 = vec4<f32>(qkv[row0 * ld + 11u]); q1_11 = vec4<f32>(qkv[row1 * ld + 11u]); }
-    if (12u < d4) { q0_12 = vec4<f32>(qkv[row0 * ld + 12u]); q1_12 = vec4<f32>(qkv[row1 * ld + 12u]); }
-    if (13u < d4) { q0_13 = vec4<f32>(qkv[row0 * ld + 13u]); q1_13 = vec4<f32>(qkv[row1 * ld + 13u]); }
-    if (14u < d4) { q0_14 = vec4<f32>(qkv[row0 * ld + 14u]); q1_14 = vec4<f32>(qkv[row1 * ld + 14u]); }
-    if (15u < d4) { q0_15 = vec4<f32>(qkv[row0 * ld + 15u]); q1_15 = vec4<f32>(qkv[row1 * ld + 15u]); }
-    if (16u < d4) { q0_16 = vec4<f32>(qkv[row0 * ld + 16u]); q1_16 = vec4<f32>(qkv[row1 * ld + 16u]); }
-    if (17u < d4) { q0_17 = vec4<f32>(qkv[row0 * ld + 17u]); q1_17 = vec4<f32>(qkv[row1 * ld + 17u]); }
-    if (18u < d4) { q0_18 = vec4<f32>(qkv[row0 * ld + 18u]); q1_18 = vec4<f32>(qkv[row1 * ld + 18u]); }
-    if (19u < d4) { q0_19 = vec4<f32>(qkv[row0 * ld + 19u]); q1_19 = vec4<f32>(qkv[row1 * ld + 19u]); }
-    if (20u < d4) { q0_20 = vec4<f32>(qkv[row0 * ld + 20u]); q1_20 = vec4<f32>(qkv[row1 * ld + 20u]); }
-    if (21u < d4) { q0_21 = vec4<f32>(qkv[row0 * ld + 21u]); q1_21 = vec4<f32>(qkv[row1 * ld + 21u]); }
-    if (22u < d4) { q0_22 = vec4<f32>(qkv[row0 * ld + 22u]); q1_22 = vec4<f32>(qkv[row1 * ld + 22u]); }
-    if (23u < d4) { q0_23 = vec4<f32>(qkv[row0 * ld + 23u]); q1_23 = vec4<f32>(qkv[row1 * ld + 23u]); }
+    if (0u < d4) { let bq = wu[vb + 6u * d4 + 0u]; q0_0 = vec4<f32>(qkv[row0 * ld + 0u]) + bq; q1_0 = vec4<f32>(qkv[row1 * ld + 0u]) + bq; }
+    if (1u < d4) { let bq = wu[vb + 6u * d4 + 1u]; q0_1 = vec4<f32>(qkv[row0 * ld + 1u]) + bq; q1_1 = vec4<f32>(qkv[row1 * ld + 1u]) + bq; }
+    if (2u < d4) { let bq = wu[vb + 6u * d4 + 2u]; q0_2 = vec4<f32>(qkv[row0 * ld + 2u]) + bq; q1_2 = vec4<f32>(qkv[row1 * ld + 2u]) + bq; }
+    if (3u < d4) { let bq = wu[vb + 6u * d4 + 3u]; q0_3 = vec4<f32>(qkv[row0 * ld + 3u]) + bq; q1_3 = vec4<f32>(qkv[row1 * ld + 3u]) + bq; }
+    if (4u < d4) { let bq = wu[vb + 6u * d4 + 4u]; q0_4 = vec4<f32>(qkv[row0 * ld + 4u]) + bq; q1_4 = vec4<f32>(qkv[row1 * ld + 4u]) + bq; }
+    if (5u < d4) { let bq = wu[vb + 6u * d4 + 5u]; q0_5 = vec4<f32>(qkv[row0 * ld + 5u]) + bq; q1_5 = vec4<f32>(qkv[row1 * ld + 5u]) + bq; }
+    if (6u < d4) { let bq = wu[vb + 6u * d4 + 6u]; q0_6 = vec4<f32>(qkv[row0 * ld + 6u]) + bq; q1_6 = vec4<f32>(qkv[row1 * ld + 6u]) + bq; }
+    if (7u < d4) { let bq = wu[vb + 6u * d4 + 7u]; q0_7 = vec4<f32>(qkv[row0 * ld + 7u]) + bq; q1_7 = vec4<f32>(qkv[row1 * ld + 7u]) + bq; }
+    if (8u < d4) { let bq = wu[vb + 6u * d4 + 8u]; q0_8 = vec4<f32>(qkv[row0 * ld + 8u]) + bq; q1_8 = vec4<f32>(qkv[row1 * ld + 8u]) + bq; }
+    if (9u < d4) { let bq = wu[vb + 6u * d4 + 9u]; q0_9 = vec4<f32>(qkv[row0 * ld + 9u]) + bq; q1_9 = vec4<f32>(qkv[row1 * ld + 9u]) + bq; }
+    if (10u < d4) { let bq = wu[vb + 6u * d4 + 10u]; q0_10 = vec4<f32>(qkv[row0 * ld + 10u]) + bq; q1_10 = vec4<f32>(qkv[row1 * ld + 10u]) + bq; }
+    if (11u < d4) { let bq = wu[vb + 6u * d4 + 11u]; q0_11 = vec4<f32>(qkv[row0 * ld + 11u]) + bq; q1_11 = vec4<f32>(qkv[row1 * ld + 11u]) + bq; }
+    if (12u < d4) { let bq = wu[vb + 6u * d4 + 12u]; q0_12 = vec4<f32>(qkv[row0 * ld + 12u]) + bq; q1_12 = vec4<f32>(qkv[row1 * ld + 12u]) + bq; }
+    if (13u < d4) { let bq = wu[vb + 6u * d4 + 13u]; q0_13 = vec4<f32>(qkv[row0 * ld + 13u]) + bq; q1_13 = vec4<f32>(qkv[row1 * ld + 13u]) + bq; }
+    if (14u < d4) { let bq = wu[vb + 6u * d4 + 14u]; q0_14 = vec4<f32>(qkv[row0 * ld + 14u]) + bq; q1_14 = vec4<f32>(qkv[row1 * ld + 14u]) + bq; }
+    if (15u < d4) { let bq = wu[vb + 6u * d4 + 15u]; q0_15 = vec4<f32>(qkv[row0 * ld + 15u]) + bq; q1_15 = vec4<f32>(qkv[row1 * ld + 15u]) + bq; }
+    if (16u < d4) { let bq = wu[vb + 6u * d4 + 16u]; q0_16 = vec4<f32>(qkv[row0 * ld + 16u]) + bq; q1_16 = vec4<f32>(qkv[row1 * ld + 16u]) + bq; }
+    if (17u < d4) { let bq = wu[vb + 6u * d4 + 17u]; q0_17 = vec4<f32>(qkv[row0 * ld + 17u]) + bq; q1_17 = vec4<f32>(qkv[row1 * ld + 17u]) + bq; }
+    if (18u < d4) { let bq = wu[vb + 6u * d4 + 18u]; q0_18 = vec4<f32>(qkv[row0 * ld + 18u]) + bq; q1_18 = vec4<f32>(qkv[row1 * ld + 18u]) + bq; }
+    if (19u < d4) { let bq = wu[vb + 6u * d4 + 19u]; q0_19 = vec4<f32>(qkv[row0 * ld + 19u]) + bq; q1_19 = vec4<f32>(qkv[row1 * ld + 19u]) + bq; }
+    if (20u < d4) { let bq = wu[vb + 6u * d4 + 20u]; q0_20 = vec4<f32>(qkv[row0 * ld + 20u]) + bq; q1_20 = vec4<f32>(qkv[row1 * ld + 20u]) + bq; }
+    if (21u < d4) { let bq = wu[vb + 6u * d4 + 21u]; q0_21 = vec4<f32>(qkv[row0 * ld + 21u]) + bq; q1_21 = vec4<f32>(qkv[row1 * ld + 21u]) + bq; }
+    if (22u < d4) { let bq = wu[vb + 6u * d4 + 22u]; q0_22 = vec4<f32>(qkv[row0 * ld + 22u]) + bq; q1_22 = vec4<f32>(qkv[row1 * ld + 22u]) + bq; }
+    if (23u < d4) { let bq = wu[vb + 6u * d4 + 23u]; q0_23 = vec4<f32>(qkv[row0 * ld + 23u]) + bq; q1_23 = vec4<f32>(qkv[row1 * ld + 23u]) + bq; }
     var a0_0 = vec4<f32>(0.0);
     var a0_1 = vec4<f32>(0.0);
     var a0_2 = vec4<f32>(0.0);
@@ -626,58 +632,58 @@ fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
         }
     }
 
-    // Phase 2: y = x + b_o + (a / l)·W_oᵀ, one output vec4 c at a time
+    // Phase 2: y = x + b_o + (a / l + b_v)·W_oᵀ, one output vec4 c at a time
     // into yt, then x1 = LN1(y) into h{rr}_{c}.
     let inv0 = vec4<f32>(1.0) / select(vec4<f32>(1.0), l0, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(H));
-    if (0u < d4) { a0_0 *= expand(inv0, 0u); }
-    if (1u < d4) { a0_1 *= expand(inv0, 1u); }
-    if (2u < d4) { a0_2 *= expand(inv0, 2u); }
-    if (3u < d4) { a0_3 *= expand(inv0, 3u); }
-    if (4u < d4) { a0_4 *= expand(inv0, 4u); }
-    if (5u < d4) { a0_5 *= expand(inv0, 5u); }
-    if (6u < d4) { a0_6 *= expand(inv0, 6u); }
-    if (7u < d4) { a0_7 *= expand(inv0, 7u); }
-    if (8u < d4) { a0_8 *= expand(inv0, 8u); }
-    if (9u < d4) { a0_9 *= expand(inv0, 9u); }
-    if (10u < d4) { a0_10 *= expand(inv0, 10u); }
-    if (11u < d4) { a0_11 *= expand(inv0, 11u); }
-    if (12u < d4) { a0_12 *= expand(inv0, 12u); }
-    if (13u < d4) { a0_13 *= expand(inv0, 13u); }
-    if (14u < d4) { a0_14 *= expand(inv0, 14u); }
-    if (15u < d4) { a0_15 *= expand(inv0, 15u); }
-    if (16u < d4) { a0_16 *= expand(inv0, 16u); }
-    if (17u < d4) { a0_17 *= expand(inv0, 17u); }
-    if (18u < d4) { a0_18 *= expand(inv0, 18u); }
-    if (19u < d4) { a0_19 *= expand(inv0, 19u); }
-    if (20u < d4) { a0_20 *= expand(inv0, 20u); }
-    if (21u < d4) { a0_21 *= expand(inv0, 21u); }
-    if (22u < d4) { a0_22 *= expand(inv0, 22u); }
-    if (23u < d4) { a0_23 *= expand(inv0, 23u); }
+    if (0u < d4) { a0_0 = fma(a0_0, expand(inv0, 0u), wu[vb + 7u * d4 + 0u]); }
+    if (1u < d4) { a0_1 = fma(a0_1, expand(inv0, 1u), wu[vb + 7u * d4 + 1u]); }
+    if (2u < d4) { a0_2 = fma(a0_2, expand(inv0, 2u), wu[vb + 7u * d4 + 2u]); }
+    if (3u < d4) { a0_3 = fma(a0_3, expand(inv0, 3u), wu[vb + 7u * d4 + 3u]); }
+    if (4u < d4) { a0_4 = fma(a0_4, expand(inv0, 4u), wu[vb + 7u * d4 + 4u]); }
+    if (5u < d4) { a0_5 = fma(a0_5, expand(inv0, 5u), wu[vb + 7u * d4 + 5u]); }
+    if (6u < d4) { a0_6 = fma(a0_6, expand(inv0, 6u), wu[vb + 7u * d4 + 6u]); }
+    if (7u < d4) { a0_7 = fma(a0_7, expand(inv0, 7u), wu[vb + 7u * d4 + 7u]); }
+    if (8u < d4) { a0_8 = fma(a0_8, expand(inv0, 8u), wu[vb + 7u * d4 + 8u]); }
+    if (9u < d4) { a0_9 = fma(a0_9, expand(inv0, 9u), wu[vb + 7u * d4 + 9u]); }
+    if (10u < d4) { a0_10 = fma(a0_10, expand(inv0, 10u), wu[vb + 7u * d4 + 10u]); }
+    if (11u < d4) { a0_11 = fma(a0_11, expand(inv0, 11u), wu[vb + 7u * d4 + 11u]); }
+    if (12u < d4) { a0_12 = fma(a0_12, expand(inv0, 12u), wu[vb + 7u * d4 + 12u]); }
+    if (13u < d4) { a0_13 = fma(a0_13, expand(inv0, 13u), wu[vb + 7u * d4 + 13u]); }
+    if (14u < d4) { a0_14 = fma(a0_14, expand(inv0, 14u), wu[vb + 7u * d4 + 14u]); }
+    if (15u < d4) { a0_15 = fma(a0_15, expand(inv0, 15u), wu[vb + 7u * d4 + 15u]); }
+    if (16u < d4) { a0_16 = fma(a0_16, expand(inv0, 16u), wu[vb + 7u * d4 + 16u]); }
+    if (17u < d4) { a0_17 = fma(a0_17, expand(inv0, 17u), wu[vb + 7u * d4 + 17u]); }
+    if (18u < d4) { a0_18 = fma(a0_18, expand(inv0, 18u), wu[vb + 7u * d4 + 18u]); }
+    if (19u < d4) { a0_19 = fma(a0_19, expand(inv0, 19u), wu[vb + 7u * d4 + 19u]); }
+    if (20u < d4) { a0_20 = fma(a0_20, expand(inv0, 20u), wu[vb + 7u * d4 + 20u]); }
+    if (21u < d4) { a0_21 = fma(a0_21, expand(inv0, 21u), wu[vb + 7u * d4 + 21u]); }
+    if (22u < d4) { a0_22 = fma(a0_22, expand(inv0, 22u), wu[vb + 7u * d4 + 22u]); }
+    if (23u < d4) { a0_23 = fma(a0_23, expand(inv0, 23u), wu[vb + 7u * d4 + 23u]); }
     let inv1 = vec4<f32>(1.0) / select(vec4<f32>(1.0), l1, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(H));
-    if (0u < d4) { a1_0 *= expand(inv1, 0u); }
-    if (1u < d4) { a1_1 *= expand(inv1, 1u); }
-    if (2u < d4) { a1_2 *= expand(inv1, 2u); }
-    if (3u < d4) { a1_3 *= expand(inv1, 3u); }
-    if (4u < d4) { a1_4 *= expand(inv1, 4u); }
-    if (5u < d4) { a1_5 *= expand(inv1, 5u); }
-    if (6u < d4) { a1_6 *= expand(inv1, 6u); }
-    if (7u < d4) { a1_7 *= expand(inv1, 7u); }
-    if (8u < d4) { a1_8 *= expand(inv1, 8u); }
-    if (9u < d4) { a1_9 *= expand(inv1, 9u); }
-    if (10u < d4) { a1_10 *= expand(inv1, 10u); }
-    if (11u < d4) { a1_11 *= expand(inv1, 11u); }
-    if (12u < d4) { a1_12 *= expand(inv1, 12u); }
-    if (13u < d4) { a1_13 *= expand(inv1, 13u); }
-    if (14u < d4) { a1_14 *= expand(inv1, 14u); }
-    if (15u < d4) { a1_15 *= expand(inv1, 15u); }
-    if (16u < d4) { a1_16 *= expand(inv1, 16u); }
-    if (17u < d4) { a1_17 *= expand(inv1, 17u); }
-    if (18u < d4) { a1_18 *= expand(inv1, 18u); }
-    if (19u < d4) { a1_19 *= expand(inv1, 19u); }
-    if (20u < d4) { a1_20 *= expand(inv1, 20u); }
-    if (21u < d4) { a1_21 *= expand(inv1, 21u); }
-    if (22u < d4) { a1_22 *= expand(inv1, 22u); }
-    if (23u < d4) { a1_23 *= expand(inv1, 23u); }
+    if (0u < d4) { a1_0 = fma(a1_0, expand(inv1, 0u), wu[vb + 7u * d4 + 0u]); }
+    if (1u < d4) { a1_1 = fma(a1_1, expand(inv1, 1u), wu[vb + 7u * d4 + 1u]); }
+    if (2u < d4) { a1_2 = fma(a1_2, expand(inv1, 2u), wu[vb + 7u * d4 + 2u]); }
+    if (3u < d4) { a1_3 = fma(a1_3, expand(inv1, 3u), wu[vb + 7u * d4 + 3u]); }
+    if (4u < d4) { a1_4 = fma(a1_4, expand(inv1, 4u), wu[vb + 7u * d4 + 4u]); }
+    if (5u < d4) { a1_5 = fma(a1_5, expand(inv1, 5u), wu[vb + 7u * d4 + 5u]); }
+    if (6u < d4) { a1_6 = fma(a1_6, expand(inv1, 6u), wu[vb + 7u * d4 + 6u]); }
+    if (7u < d4) { a1_7 = fma(a1_7, expand(inv1, 7u), wu[vb + 7u * d4 + 7u]); }
+    if (8u < d4) { a1_8 = fma(a1_8, expand(inv1, 8u), wu[vb + 7u * d4 + 8u]); }
+    if (9u < d4) { a1_9 = fma(a1_9, expand(inv1, 9u), wu[vb + 7u * d4 + 9u]); }
+    if (10u < d4) { a1_10 = fma(a1_10, expand(inv1, 10u), wu[vb + 7u * d4 + 10u]); }
+    if (11u < d4) { a1_11 = fma(a1_11, expand(inv1, 11u), wu[vb + 7u * d4 + 11u]); }
+    if (12u < d4) { a1_12 = fma(a1_12, expand(inv1, 12u), wu[vb + 7u * d4 + 12u]); }
+    if (13u < d4) { a1_13 = fma(a1_13, expand(inv1, 13u), wu[vb + 7u * d4 + 13u]); }
+    if (14u < d4) { a1_14 = fma(a1_14, expand(inv1, 14u), wu[vb + 7u * d4 + 14u]); }
+    if (15u < d4) { a1_15 = fma(a1_15, expand(inv1, 15u), wu[vb + 7u * d4 + 15u]); }
+    if (16u < d4) { a1_16 = fma(a1_16, expand(inv1, 16u), wu[vb + 7u * d4 + 16u]); }
+    if (17u < d4) { a1_17 = fma(a1_17, expand(inv1, 17u), wu[vb + 7u * d4 + 17u]); }
+    if (18u < d4) { a1_18 = fma(a1_18, expand(inv1, 18u), wu[vb + 7u * d4 + 18u]); }
+    if (19u < d4) { a1_19 = fma(a1_19, expand(inv1, 19u), wu[vb + 7u * d4 + 19u]); }
+    if (20u < d4) { a1_20 = fma(a1_20, expand(inv1, 20u), wu[vb + 7u * d4 + 20u]); }
+    if (21u < d4) { a1_21 = fma(a1_21, expand(inv1, 21u), wu[vb + 7u * d4 + 21u]); }
+    if (22u < d4) { a1_22 = fma(a1_22, expand(inv1, 22u), wu[vb + 7u * d4 + 22u]); }
+    if (23u < d4) { a1_23 = fma(a1_23, expand(inv1, 23u), wu[vb + 7u * d4 + 23u]); }
     var yt: array<array<vec4<f32>, MAX_D4>, 2>;
     for (var c = 0u; c < d4; c++) {
         let bias = wu[vb + c];

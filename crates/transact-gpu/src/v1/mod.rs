@@ -29,7 +29,8 @@
 //!      vec4 registers and the layer's weights (`W_oᵀ`, `W_1`, `W_2ᵀ`, biases,
 //!      LayerNorm parameters) are read from a 64 KiB uniform buffer. Runs
 //!      where [`fused_fits`]: `d` up to 96, at most 4 heads (any head
-//!      width), the weights in 64 KiB (`f ≤ 34` at `d = 96`).
+//!      width), the weights in 64 KiB (`f ≤ 33` at `d = 96`). The input
+//!      projection's bias is applied inside it (see the shader).
 //!    - **Unfused** (about 9 dispatches per layer): `v1_mha.wgsl` (one
 //!      thread per row and head, online softmax), residual + bias
 //!      (`v1_add_rows.wgsl`) with the output projection accumulated on top,
@@ -542,18 +543,18 @@ pub const FUSED_MAX_HEADS: usize = 4;
 const FUSED_WEIGHT_BYTES: usize = 65536;
 
 /// f32 values in the fused kernel's weight buffer for width `d` and FFN
-/// width `f`: `W_oᵀ`, `W_1`, `W_2ᵀ`, six `d`-vectors and `b_1`, with `d`
+/// width `f`: `W_oᵀ`, `W_1`, `W_2ᵀ`, eight `d`-vectors and `b_1`, with `d`
 /// rounded up to `dp`, a multiple of 4 (rows padded with zeros), and `b_1`
 /// to whole vec4s.
 fn fused_weight_floats(d: usize, f: usize) -> usize {
     let dp = d.next_multiple_of(4);
-    dp * dp + 2 * f * dp + 6 * dp + 4 * f.div_ceil(4)
+    dp * dp + 2 * f * dp + 8 * dp + 4 * f.div_ceil(4)
 }
 
 /// Whether the fused kernel handles a layer of width `d`, FFN width `f`
 /// and `h` heads on a device with `limits`: `d` up to [`FUSED_MAX_D`], at
 /// most [`FUSED_MAX_HEADS`] heads (of any width), the weights in the
-/// 64 KiB uniform buffer (at `d = 96`, `f ≤ 34`), and the device's uniform
+/// 64 KiB uniform buffer (at `d = 96`, `f ≤ 33`), and the device's uniform
 /// binding limit.
 pub fn fused_fits(d: usize, f: usize, h: usize, limits: &wgpu::Limits) -> bool {
     d > 0
@@ -656,7 +657,10 @@ fn fused_weights(
         }
     }
     let vb = w2 + f * dp;
-    for (n, v) in [&l.out_b, &l.g1, &l.be1, &l.b2, &l.g2, &l.be2]
+    // The query and value parts of the (padded) input bias.
+    let bq = &l.in_b[..d];
+    let bv = &l.in_b[2 * dp..2 * dp + d];
+    for (n, v) in [&l.out_b[..], &l.g1, &l.be1, &l.b2, &l.g2, &l.be2, bq, bv]
         .into_iter()
         .enumerate()
     {
@@ -664,7 +668,7 @@ fn fused_weights(
             *dst = round(x);
         }
     }
-    let b1 = vb + 6 * dp;
+    let b1 = vb + 8 * dp;
     for (dst, &v) in w[b1..b1 + f].iter_mut().zip(&l.b1) {
         *dst = round(v);
     }
@@ -1059,7 +1063,8 @@ impl GpuTransActV1 {
         )?;
 
         for (l, layer) in self.layers.iter().enumerate() {
-            // qkv = x·W_inᵀ + b_in.
+            // qkv = x·W_inᵀ + b_in (the fused kernel adds b_in itself).
+            let in_bias = layer.fused.is_none().then_some(&layer.in_b);
             if l == 0 && fuse {
                 let ub = ctx.storage(sz(se * qw))?;
                 let cb = ctx.storage(sz(batch * qw))?;
@@ -1084,7 +1089,7 @@ impl GpuTransActV1 {
                     (batch, qw, di),
                     (&x, se * d, du),
                     (&layer.in_w, d, du),
-                    Some(&layer.in_b),
+                    in_bias,
                     (&cb, qw, 0),
                     false,
                     false,
@@ -1109,7 +1114,7 @@ impl GpuTransActV1 {
                     (rows, qw, d),
                     (&x, d, 0),
                     (&layer.in_w, d, 0),
-                    Some(&layer.in_b),
+                    in_bias,
                     (&qkv, qw, 0),
                     false,
                     false,
