@@ -20,7 +20,7 @@
 //!    added by `v1_add_rows.wgsl`. Other layers: `qkv = x·W_inᵀ + b`.
 //! 3. The rest of each post-norm layer, in one of two ways ([`Variant`]):
 //!    - **Fused** (`v1_block_fused.wgsl`, one dispatch per layer): per
-//!      workgroup up to 128 query rows of one candidate (2 per invocation,
+//!      workgroup up to 256 query rows of one candidate (4 per invocation,
 //!      8 to 64 invocations chosen by the sequence length), multi-head
 //!      attention with
 //!      an online softmax over the packed keys, `x + attn·W_oᵀ + b_o`,
@@ -522,9 +522,8 @@ impl std::fmt::Debug for GpuTransActV1 {
     }
 }
 
-/// Query rows per invocation of the fused kernel (the shader's two rows
-/// per invocation).
-const FUSED_ROWS_PER_LANE: usize = 2;
+/// Query rows per invocation of the fused kernel (the shader's `RQ`).
+const FUSED_ROWS_PER_LANE: usize = 4;
 
 /// Invocations per workgroup of the fused kernel for `se` rows per
 /// candidate: the smallest of 8 (lavapipe's SIMD width), 16, 32 and 64

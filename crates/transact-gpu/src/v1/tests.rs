@@ -375,9 +375,9 @@ fn fixed_corner_cases_match_the_cpu() {
     c.cfg.latest_n_emb = 0;
     cases.push(c);
     // 70 rows: more than one workgroup of the unfused attention per
-    // sequence; 150: two fused workgroups (128 rows each), the second
+    // sequence; 300: two fused workgroups (256 rows each), the second
     // partly dead.
-    for n in [70, 150] {
+    for n in [70, 300] {
         let mut c = base.clone();
         c.cfg.seq_len = n;
         c.n = n;
@@ -629,13 +629,13 @@ fn fused_layers_take_one_dispatch_each() {
 }
 
 /// Workgroup sizes of the fused kernel: the smallest power of two from 8
-/// to 64 invocations that covers a candidate's rows (two each).
+/// to 64 invocations that covers a candidate's rows (four each).
 #[test]
 fn fused_workgroups_fit_the_sequence() {
     let lanes = |se| super::fused_lanes(se);
     assert_eq!(
-        [1, 16, 17, 32, 33, 64, 65, 100, 128, 129, 1000].map(lanes),
-        [8, 8, 16, 16, 32, 32, 64, 64, 64, 64, 64]
+        [1, 32, 33, 64, 65, 100, 128, 129, 256, 257, 1000].map(lanes),
+        [8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64]
     );
 }
 
