@@ -180,7 +180,8 @@ mod tests {
         };
         let mut adam = Adam::new(cfg, 4);
         let mut p = vec![1.0; 4];
-        adam.step(&mut p, &[0.0; 4], 0.1, &[1..3]);
+        let decay = [std::ops::Range { start: 1, end: 3 }];
+        adam.step(&mut p, &[0.0; 4], 0.1, &decay);
         assert_eq!(p, vec![1.0, 0.95, 0.95, 1.0]);
     }
 
