@@ -92,6 +92,14 @@ struct Params {
 override D: u32 = 96u;
 override F: u32 = 32u;
 override H: u32 = 2u;
+// The first layer with early fusion: `qkv` holds the user part U
+// ([se × 3·d4], shared by every candidate) and `cqkv` the candidate part C
+// ([B × 3·d4]) of the split input projection, qkv[b, t] = U[t] + C[b].
+// The kernel adds C[b] to the query and, after the softmax (weights sum to
+// 1), to the attention output; C[b]'s key part shifts all scores of a row
+// and head alike and is left out. Keys and values are then U's rows, the
+// same for every candidate. Otherwise `cqkv` is unused.
+override FIRST: bool = false;
 
 const MAX_D4: u32 = 24u;
 // Query rows per invocation.
@@ -108,6 +116,7 @@ const W_VEC4: u32 = 4096u;
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<st>>;
 @group(0) @binding(2) var<uniform> wu: array<vec4<f32>, W_VEC4>;
 @group(0) @binding(3) var<storage, read_write> x: array<st>;
+@group(0) @binding(4) var<storage, read> cqkv: array<vec4<st>>;
 
 fn hsum(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
@@ -201,6 +210,9 @@ w("""    let d4 = (D + 3u) / 4u;
     let ld = 3u * d4;
     let se = p.se;
     let base = wid.y * se;
+    // Rows of q, k and v: the candidate's own, or U's with FIRST.
+    let kbase = select(base, 0u, FIRST);
+    let cb = wid.y * ld;
     let tw = wid.x * (RQ * LANES);
     // Offsets in the weight buffer (vec4s).
     let w1 = 4u * d4 * d4;
@@ -219,7 +231,7 @@ for r in R:
     for c in C:
         w(f"    var q{r}_{c} = vec4<f32>(0.0);")
 for c in C:
-    w(f"    if ({c}u < d4) {{ let bq = wu[vb + 6u * d4 + {c}u]; " + " ".join(f"q{r}_{c} = vec4<f32>(qkv[row{r} * ld + {c}u]) + bq;" for r in R) + " }")
+    w(f"    if ({c}u < d4) {{ var bq = wu[vb + 6u * d4 + {c}u]; if (FIRST) {{ bq += vec4<f32>(cqkv[cb + {c}u]); }} " + " ".join(f"q{r}_{c} = vec4<f32>(qkv[(row{r} - base + kbase) * ld + {c}u]) + bq;" for r in R) + " }")
 for r in R:
     for c in C:
         w(f"    var a{r}_{c} = vec4<f32>(0.0);")
@@ -228,7 +240,7 @@ w("""
     // head), online softmax (running max m, denominator l), accumulators
     // rescaled and the value row added. Every packed key is valid.
     for (var j = 0u; j < se; j++) {
-        let kb = (base + j) * ld + d4;
+        let kb = (kbase + j) * ld + d4;
         let vo = kb + d4;""")
 for c in C:
     w(f"        var k{c} = vec4<f32>(0.0);")
@@ -255,10 +267,14 @@ w("    }")
 w("""
     // Phase 2: y = x + b_o + (a / l + b_v)·W_oᵀ, one output vec4 c at a time
     // into yt, then x1 = LN1(y) into h{rr}_{c}.""")
+for c in C:
+    w(f"    var bv{c} = vec4<f32>(0.0);")
+for c in C:
+    w(f"    if ({c}u < d4) {{ bv{c} = wu[vb + 7u * d4 + {c}u]; if (FIRST) {{ bv{c} += vec4<f32>(cqkv[cb + 2u * d4 + {c}u]); }} }}")
 for r in R:
     w(f"    let inv{r} = vec4<f32>(1.0) / select(vec4<f32>(1.0), l{r}, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(H));")
     for c in C:
-        w(f"    if ({c}u < d4) {{ a{r}_{c} = fma(a{r}_{c}, expand(inv{r}, {c}u), wu[vb + 7u * d4 + {c}u]); }}")
+        w(f"    if ({c}u < d4) {{ a{r}_{c} = fma(a{r}_{c}, expand(inv{r}, {c}u), bv{c}); }}")
 w("""    var yt: array<array<vec4<f32>, MAX_D4>, RQ>;
     for (var c = 0u; c < d4; c++) {
         let bias = wu[vb + c];""")

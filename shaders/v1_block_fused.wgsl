@@ -70,6 +70,14 @@ struct Params {
 override D: u32 = 96u;
 override F: u32 = 32u;
 override H: u32 = 2u;
+// The first layer with early fusion: `qkv` holds the user part U
+// ([se × 3·d4], shared by every candidate) and `cqkv` the candidate part C
+// ([B × 3·d4]) of the split input projection, qkv[b, t] = U[t] + C[b].
+// The kernel adds C[b] to the query and, after the softmax (weights sum to
+// 1), to the attention output; C[b]'s key part shifts all scores of a row
+// and head alike and is left out. Keys and values are then U's rows, the
+// same for every candidate. Otherwise `cqkv` is unused.
+override FIRST: bool = false;
 
 const MAX_D4: u32 = 24u;
 // Query rows per invocation.
@@ -86,6 +94,7 @@ const W_VEC4: u32 = 4096u;
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<st>>;
 @group(0) @binding(2) var<uniform> wu: array<vec4<f32>, W_VEC4>;
 @group(0) @binding(3) var<storage, read_write> x: array<st>;
+@group(0) @binding(4) var<storage, read> cqkv: array<vec4<st>>;
 
 fn hsum(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
@@ -154,6 +163,9 @@ fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     let ld = 3u * d4;
     let se = p.se;
     let base = wid.y * se;
+    // Rows of q, k and v: the candidate's own, or U's with FIRST.
+    let kbase = select(base, 0u, FIRST);
+    let cb = wid.y * ld;
     let tw = wid.x * (RQ * LANES);
     // Offsets in the weight buffer (vec4s).
     let w1 = 4u * d4 * d4;
@@ -278,30 +290,30 @@ fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     var q3_21 = vec4<f32>(0.0);
     var q3_22 = vec4<f32>(0.0);
     var q3_23 = vec4<f32>(0.0);
-    if (0u < d4) { let bq = wu[vb + 6u * d4 + 0u]; q0_0 = vec4<f32>(qkv[row0 * ld + 0u]) + bq; q1_0 = vec4<f32>(qkv[row1 * ld + 0u]) + bq; q2_0 = vec4<f32>(qkv[row2 * ld + 0u]) + bq; q3_0 = vec4<f32>(qkv[row3 * ld + 0u]) + bq; }
-    if (1u < d4) { let bq = wu[vb + 6u * d4 + 1u]; q0_1 = vec4<f32>(qkv[row0 * ld + 1u]) + bq; q1_1 = vec4<f32>(qkv[row1 * ld + 1u]) + bq; q2_1 = vec4<f32>(qkv[row2 * ld + 1u]) + bq; q3_1 = vec4<f32>(qkv[row3 * ld + 1u]) + bq; }
-    if (2u < d4) { let bq = wu[vb + 6u * d4 + 2u]; q0_2 = vec4<f32>(qkv[row0 * ld + 2u]) + bq; q1_2 = vec4<f32>(qkv[row1 * ld + 2u]) + bq; q2_2 = vec4<f32>(qkv[row2 * ld + 2u]) + bq; q3_2 = vec4<f32>(qkv[row3 * ld + 2u]) + bq; }
-    if (3u < d4) { let bq = wu[vb + 6u * d4 + 3u]; q0_3 = vec4<f32>(qkv[row0 * ld + 3u]) + bq; q1_3 = vec4<f32>(qkv[row1 * ld + 3u]) + bq; q2_3 = vec4<f32>(qkv[row2 * ld + 3u]) + bq; q3_3 = vec4<f32>(qkv[row3 * ld + 3u]) + bq; }
-    if (4u < d4) { let bq = wu[vb + 6u * d4 + 4u]; q0_4 = vec4<f32>(qkv[row0 * ld + 4u]) + bq; q1_4 = vec4<f32>(qkv[row1 * ld + 4u]) + bq; q2_4 = vec4<f32>(qkv[row2 * ld + 4u]) + bq; q3_4 = vec4<f32>(qkv[row3 * ld + 4u]) + bq; }
-    if (5u < d4) { let bq = wu[vb + 6u * d4 + 5u]; q0_5 = vec4<f32>(qkv[row0 * ld + 5u]) + bq; q1_5 = vec4<f32>(qkv[row1 * ld + 5u]) + bq; q2_5 = vec4<f32>(qkv[row2 * ld + 5u]) + bq; q3_5 = vec4<f32>(qkv[row3 * ld + 5u]) + bq; }
-    if (6u < d4) { let bq = wu[vb + 6u * d4 + 6u]; q0_6 = vec4<f32>(qkv[row0 * ld + 6u]) + bq; q1_6 = vec4<f32>(qkv[row1 * ld + 6u]) + bq; q2_6 = vec4<f32>(qkv[row2 * ld + 6u]) + bq; q3_6 = vec4<f32>(qkv[row3 * ld + 6u]) + bq; }
-    if (7u < d4) { let bq = wu[vb + 6u * d4 + 7u]; q0_7 = vec4<f32>(qkv[row0 * ld + 7u]) + bq; q1_7 = vec4<f32>(qkv[row1 * ld + 7u]) + bq; q2_7 = vec4<f32>(qkv[row2 * ld + 7u]) + bq; q3_7 = vec4<f32>(qkv[row3 * ld + 7u]) + bq; }
-    if (8u < d4) { let bq = wu[vb + 6u * d4 + 8u]; q0_8 = vec4<f32>(qkv[row0 * ld + 8u]) + bq; q1_8 = vec4<f32>(qkv[row1 * ld + 8u]) + bq; q2_8 = vec4<f32>(qkv[row2 * ld + 8u]) + bq; q3_8 = vec4<f32>(qkv[row3 * ld + 8u]) + bq; }
-    if (9u < d4) { let bq = wu[vb + 6u * d4 + 9u]; q0_9 = vec4<f32>(qkv[row0 * ld + 9u]) + bq; q1_9 = vec4<f32>(qkv[row1 * ld + 9u]) + bq; q2_9 = vec4<f32>(qkv[row2 * ld + 9u]) + bq; q3_9 = vec4<f32>(qkv[row3 * ld + 9u]) + bq; }
-    if (10u < d4) { let bq = wu[vb + 6u * d4 + 10u]; q0_10 = vec4<f32>(qkv[row0 * ld + 10u]) + bq; q1_10 = vec4<f32>(qkv[row1 * ld + 10u]) + bq; q2_10 = vec4<f32>(qkv[row2 * ld + 10u]) + bq; q3_10 = vec4<f32>(qkv[row3 * ld + 10u]) + bq; }
-    if (11u < d4) { let bq = wu[vb + 6u * d4 + 11u]; q0_11 = vec4<f32>(qkv[row0 * ld + 11u]) + bq; q1_11 = vec4<f32>(qkv[row1 * ld + 11u]) + bq; q2_11 = vec4<f32>(qkv[row2 * ld + 11u]) + bq; q3_11 = vec4<f32>(qkv[row3 * ld + 11u]) + bq; }
-    if (12u < d4) { let bq = wu[vb + 6u * d4 + 12u]; q0_12 = vec4<f32>(qkv[row0 * ld + 12u]) + bq; q1_12 = vec4<f32>(qkv[row1 * ld + 12u]) + bq; q2_12 = vec4<f32>(qkv[row2 * ld + 12u]) + bq; q3_12 = vec4<f32>(qkv[row3 * ld + 12u]) + bq; }
-    if (13u < d4) { let bq = wu[vb + 6u * d4 + 13u]; q0_13 = vec4<f32>(qkv[row0 * ld + 13u]) + bq; q1_13 = vec4<f32>(qkv[row1 * ld + 13u]) + bq; q2_13 = vec4<f32>(qkv[row2 * ld + 13u]) + bq; q3_13 = vec4<f32>(qkv[row3 * ld + 13u]) + bq; }
-    if (14u < d4) { let bq = wu[vb + 6u * d4 + 14u]; q0_14 = vec4<f32>(qkv[row0 * ld + 14u]) + bq; q1_14 = vec4<f32>(qkv[row1 * ld + 14u]) + bq; q2_14 = vec4<f32>(qkv[row2 * ld + 14u]) + bq; q3_14 = vec4<f32>(qkv[row3 * ld + 14u]) + bq; }
-    if (15u < d4) { let bq = wu[vb + 6u * d4 + 15u]; q0_15 = vec4<f32>(qkv[row0 * ld + 15u]) + bq; q1_15 = vec4<f32>(qkv[row1 * ld + 15u]) + bq; q2_15 = vec4<f32>(qkv[row2 * ld + 15u]) + bq; q3_15 = vec4<f32>(qkv[row3 * ld + 15u]) + bq; }
-    if (16u < d4) { let bq = wu[vb + 6u * d4 + 16u]; q0_16 = vec4<f32>(qkv[row0 * ld + 16u]) + bq; q1_16 = vec4<f32>(qkv[row1 * ld + 16u]) + bq; q2_16 = vec4<f32>(qkv[row2 * ld + 16u]) + bq; q3_16 = vec4<f32>(qkv[row3 * ld + 16u]) + bq; }
-    if (17u < d4) { let bq = wu[vb + 6u * d4 + 17u]; q0_17 = vec4<f32>(qkv[row0 * ld + 17u]) + bq; q1_17 = vec4<f32>(qkv[row1 * ld + 17u]) + bq; q2_17 = vec4<f32>(qkv[row2 * ld + 17u]) + bq; q3_17 = vec4<f32>(qkv[row3 * ld + 17u]) + bq; }
-    if (18u < d4) { let bq = wu[vb + 6u * d4 + 18u]; q0_18 = vec4<f32>(qkv[row0 * ld + 18u]) + bq; q1_18 = vec4<f32>(qkv[row1 * ld + 18u]) + bq; q2_18 = vec4<f32>(qkv[row2 * ld + 18u]) + bq; q3_18 = vec4<f32>(qkv[row3 * ld + 18u]) + bq; }
-    if (19u < d4) { let bq = wu[vb + 6u * d4 + 19u]; q0_19 = vec4<f32>(qkv[row0 * ld + 19u]) + bq; q1_19 = vec4<f32>(qkv[row1 * ld + 19u]) + bq; q2_19 = vec4<f32>(qkv[row2 * ld + 19u]) + bq; q3_19 = vec4<f32>(qkv[row3 * ld + 19u]) + bq; }
-    if (20u < d4) { let bq = wu[vb + 6u * d4 + 20u]; q0_20 = vec4<f32>(qkv[row0 * ld + 20u]) + bq; q1_20 = vec4<f32>(qkv[row1 * ld + 20u]) + bq; q2_20 = vec4<f32>(qkv[row2 * ld + 20u]) + bq; q3_20 = vec4<f32>(qkv[row3 * ld + 20u]) + bq; }
-    if (21u < d4) { let bq = wu[vb + 6u * d4 + 21u]; q0_21 = vec4<f32>(qkv[row0 * ld + 21u]) + bq; q1_21 = vec4<f32>(qkv[row1 * ld + 21u]) + bq; q2_21 = vec4<f32>(qkv[row2 * ld + 21u]) + bq; q3_21 = vec4<f32>(qkv[row3 * ld + 21u]) + bq; }
-    if (22u < d4) { let bq = wu[vb + 6u * d4 + 22u]; q0_22 = vec4<f32>(qkv[row0 * ld + 22u]) + bq; q1_22 = vec4<f32>(qkv[row1 * ld + 22u]) + bq; q2_22 = vec4<f32>(qkv[row2 * ld + 22u]) + bq; q3_22 = vec4<f32>(qkv[row3 * ld + 22u]) + bq; }
-    if (23u < d4) { let bq = wu[vb + 6u * d4 + 23u]; q0_23 = vec4<f32>(qkv[row0 * ld + 23u]) + bq; q1_23 = vec4<f32>(qkv[row1 * ld + 23u]) + bq; q2_23 = vec4<f32>(qkv[row2 * ld + 23u]) + bq; q3_23 = vec4<f32>(qkv[row3 * ld + 23u]) + bq; }
+    if (0u < d4) { var bq = wu[vb + 6u * d4 + 0u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 0u]); } q0_0 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 0u]) + bq; q1_0 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 0u]) + bq; q2_0 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 0u]) + bq; q3_0 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 0u]) + bq; }
+    if (1u < d4) { var bq = wu[vb + 6u * d4 + 1u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 1u]); } q0_1 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 1u]) + bq; q1_1 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 1u]) + bq; q2_1 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 1u]) + bq; q3_1 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 1u]) + bq; }
+    if (2u < d4) { var bq = wu[vb + 6u * d4 + 2u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 2u]); } q0_2 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 2u]) + bq; q1_2 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 2u]) + bq; q2_2 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 2u]) + bq; q3_2 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 2u]) + bq; }
+    if (3u < d4) { var bq = wu[vb + 6u * d4 + 3u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 3u]); } q0_3 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 3u]) + bq; q1_3 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 3u]) + bq; q2_3 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 3u]) + bq; q3_3 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 3u]) + bq; }
+    if (4u < d4) { var bq = wu[vb + 6u * d4 + 4u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 4u]); } q0_4 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 4u]) + bq; q1_4 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 4u]) + bq; q2_4 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 4u]) + bq; q3_4 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 4u]) + bq; }
+    if (5u < d4) { var bq = wu[vb + 6u * d4 + 5u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 5u]); } q0_5 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 5u]) + bq; q1_5 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 5u]) + bq; q2_5 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 5u]) + bq; q3_5 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 5u]) + bq; }
+    if (6u < d4) { var bq = wu[vb + 6u * d4 + 6u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 6u]); } q0_6 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 6u]) + bq; q1_6 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 6u]) + bq; q2_6 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 6u]) + bq; q3_6 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 6u]) + bq; }
+    if (7u < d4) { var bq = wu[vb + 6u * d4 + 7u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 7u]); } q0_7 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 7u]) + bq; q1_7 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 7u]) + bq; q2_7 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 7u]) + bq; q3_7 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 7u]) + bq; }
+    if (8u < d4) { var bq = wu[vb + 6u * d4 + 8u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 8u]); } q0_8 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 8u]) + bq; q1_8 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 8u]) + bq; q2_8 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 8u]) + bq; q3_8 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 8u]) + bq; }
+    if (9u < d4) { var bq = wu[vb + 6u * d4 + 9u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 9u]); } q0_9 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 9u]) + bq; q1_9 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 9u]) + bq; q2_9 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 9u]) + bq; q3_9 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 9u]) + bq; }
+    if (10u < d4) { var bq = wu[vb + 6u * d4 + 10u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 10u]); } q0_10 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 10u]) + bq; q1_10 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 10u]) + bq; q2_10 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 10u]) + bq; q3_10 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 10u]) + bq; }
+    if (11u < d4) { var bq = wu[vb + 6u * d4 + 11u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 11u]); } q0_11 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 11u]) + bq; q1_11 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 11u]) + bq; q2_11 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 11u]) + bq; q3_11 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 11u]) + bq; }
+    if (12u < d4) { var bq = wu[vb + 6u * d4 + 12u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 12u]); } q0_12 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 12u]) + bq; q1_12 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 12u]) + bq; q2_12 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 12u]) + bq; q3_12 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 12u]) + bq; }
+    if (13u < d4) { var bq = wu[vb + 6u * d4 + 13u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 13u]); } q0_13 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 13u]) + bq; q1_13 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 13u]) + bq; q2_13 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 13u]) + bq; q3_13 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 13u]) + bq; }
+    if (14u < d4) { var bq = wu[vb + 6u * d4 + 14u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 14u]); } q0_14 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 14u]) + bq; q1_14 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 14u]) + bq; q2_14 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 14u]) + bq; q3_14 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 14u]) + bq; }
+    if (15u < d4) { var bq = wu[vb + 6u * d4 + 15u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 15u]); } q0_15 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 15u]) + bq; q1_15 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 15u]) + bq; q2_15 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 15u]) + bq; q3_15 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 15u]) + bq; }
+    if (16u < d4) { var bq = wu[vb + 6u * d4 + 16u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 16u]); } q0_16 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 16u]) + bq; q1_16 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 16u]) + bq; q2_16 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 16u]) + bq; q3_16 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 16u]) + bq; }
+    if (17u < d4) { var bq = wu[vb + 6u * d4 + 17u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 17u]); } q0_17 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 17u]) + bq; q1_17 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 17u]) + bq; q2_17 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 17u]) + bq; q3_17 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 17u]) + bq; }
+    if (18u < d4) { var bq = wu[vb + 6u * d4 + 18u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 18u]); } q0_18 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 18u]) + bq; q1_18 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 18u]) + bq; q2_18 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 18u]) + bq; q3_18 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 18u]) + bq; }
+    if (19u < d4) { var bq = wu[vb + 6u * d4 + 19u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 19u]); } q0_19 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 19u]) + bq; q1_19 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 19u]) + bq; q2_19 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 19u]) + bq; q3_19 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 19u]) + bq; }
+    if (20u < d4) { var bq = wu[vb + 6u * d4 + 20u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 20u]); } q0_20 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 20u]) + bq; q1_20 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 20u]) + bq; q2_20 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 20u]) + bq; q3_20 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 20u]) + bq; }
+    if (21u < d4) { var bq = wu[vb + 6u * d4 + 21u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 21u]); } q0_21 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 21u]) + bq; q1_21 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 21u]) + bq; q2_21 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 21u]) + bq; q3_21 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 21u]) + bq; }
+    if (22u < d4) { var bq = wu[vb + 6u * d4 + 22u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 22u]); } q0_22 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 22u]) + bq; q1_22 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 22u]) + bq; q2_22 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 22u]) + bq; q3_22 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 22u]) + bq; }
+    if (23u < d4) { var bq = wu[vb + 6u * d4 + 23u]; if (FIRST) { bq += vec4<f32>(cqkv[cb + 23u]); } q0_23 = vec4<f32>(qkv[(row0 - base + kbase) * ld + 23u]) + bq; q1_23 = vec4<f32>(qkv[(row1 - base + kbase) * ld + 23u]) + bq; q2_23 = vec4<f32>(qkv[(row2 - base + kbase) * ld + 23u]) + bq; q3_23 = vec4<f32>(qkv[(row3 - base + kbase) * ld + 23u]) + bq; }
     var a0_0 = vec4<f32>(0.0);
     var a0_1 = vec4<f32>(0.0);
     var a0_2 = vec4<f32>(0.0);
@@ -403,7 +415,7 @@ fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     // head), online softmax (running max m, denominator l), accumulators
     // rescaled and the value row added. Every packed key is valid.
     for (var j = 0u; j < se; j++) {
-        let kb = (base + j) * ld + d4;
+        let kb = (kbase + j) * ld + d4;
         let vo = kb + d4;
         var k0 = vec4<f32>(0.0);
         var v0 = vec4<f32>(0.0);
@@ -1009,106 +1021,154 @@ fn v1_block(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
 
     // Phase 2: y = x + b_o + (a / l + b_v)·W_oᵀ, one output vec4 c at a time
     // into yt, then x1 = LN1(y) into h{rr}_{c}.
+    var bv0 = vec4<f32>(0.0);
+    var bv1 = vec4<f32>(0.0);
+    var bv2 = vec4<f32>(0.0);
+    var bv3 = vec4<f32>(0.0);
+    var bv4 = vec4<f32>(0.0);
+    var bv5 = vec4<f32>(0.0);
+    var bv6 = vec4<f32>(0.0);
+    var bv7 = vec4<f32>(0.0);
+    var bv8 = vec4<f32>(0.0);
+    var bv9 = vec4<f32>(0.0);
+    var bv10 = vec4<f32>(0.0);
+    var bv11 = vec4<f32>(0.0);
+    var bv12 = vec4<f32>(0.0);
+    var bv13 = vec4<f32>(0.0);
+    var bv14 = vec4<f32>(0.0);
+    var bv15 = vec4<f32>(0.0);
+    var bv16 = vec4<f32>(0.0);
+    var bv17 = vec4<f32>(0.0);
+    var bv18 = vec4<f32>(0.0);
+    var bv19 = vec4<f32>(0.0);
+    var bv20 = vec4<f32>(0.0);
+    var bv21 = vec4<f32>(0.0);
+    var bv22 = vec4<f32>(0.0);
+    var bv23 = vec4<f32>(0.0);
+    if (0u < d4) { bv0 = wu[vb + 7u * d4 + 0u]; if (FIRST) { bv0 += vec4<f32>(cqkv[cb + 2u * d4 + 0u]); } }
+    if (1u < d4) { bv1 = wu[vb + 7u * d4 + 1u]; if (FIRST) { bv1 += vec4<f32>(cqkv[cb + 2u * d4 + 1u]); } }
+    if (2u < d4) { bv2 = wu[vb + 7u * d4 + 2u]; if (FIRST) { bv2 += vec4<f32>(cqkv[cb + 2u * d4 + 2u]); } }
+    if (3u < d4) { bv3 = wu[vb + 7u * d4 + 3u]; if (FIRST) { bv3 += vec4<f32>(cqkv[cb + 2u * d4 + 3u]); } }
+    if (4u < d4) { bv4 = wu[vb + 7u * d4 + 4u]; if (FIRST) { bv4 += vec4<f32>(cqkv[cb + 2u * d4 + 4u]); } }
+    if (5u < d4) { bv5 = wu[vb + 7u * d4 + 5u]; if (FIRST) { bv5 += vec4<f32>(cqkv[cb + 2u * d4 + 5u]); } }
+    if (6u < d4) { bv6 = wu[vb + 7u * d4 + 6u]; if (FIRST) { bv6 += vec4<f32>(cqkv[cb + 2u * d4 + 6u]); } }
+    if (7u < d4) { bv7 = wu[vb + 7u * d4 + 7u]; if (FIRST) { bv7 += vec4<f32>(cqkv[cb + 2u * d4 + 7u]); } }
+    if (8u < d4) { bv8 = wu[vb + 7u * d4 + 8u]; if (FIRST) { bv8 += vec4<f32>(cqkv[cb + 2u * d4 + 8u]); } }
+    if (9u < d4) { bv9 = wu[vb + 7u * d4 + 9u]; if (FIRST) { bv9 += vec4<f32>(cqkv[cb + 2u * d4 + 9u]); } }
+    if (10u < d4) { bv10 = wu[vb + 7u * d4 + 10u]; if (FIRST) { bv10 += vec4<f32>(cqkv[cb + 2u * d4 + 10u]); } }
+    if (11u < d4) { bv11 = wu[vb + 7u * d4 + 11u]; if (FIRST) { bv11 += vec4<f32>(cqkv[cb + 2u * d4 + 11u]); } }
+    if (12u < d4) { bv12 = wu[vb + 7u * d4 + 12u]; if (FIRST) { bv12 += vec4<f32>(cqkv[cb + 2u * d4 + 12u]); } }
+    if (13u < d4) { bv13 = wu[vb + 7u * d4 + 13u]; if (FIRST) { bv13 += vec4<f32>(cqkv[cb + 2u * d4 + 13u]); } }
+    if (14u < d4) { bv14 = wu[vb + 7u * d4 + 14u]; if (FIRST) { bv14 += vec4<f32>(cqkv[cb + 2u * d4 + 14u]); } }
+    if (15u < d4) { bv15 = wu[vb + 7u * d4 + 15u]; if (FIRST) { bv15 += vec4<f32>(cqkv[cb + 2u * d4 + 15u]); } }
+    if (16u < d4) { bv16 = wu[vb + 7u * d4 + 16u]; if (FIRST) { bv16 += vec4<f32>(cqkv[cb + 2u * d4 + 16u]); } }
+    if (17u < d4) { bv17 = wu[vb + 7u * d4 + 17u]; if (FIRST) { bv17 += vec4<f32>(cqkv[cb + 2u * d4 + 17u]); } }
+    if (18u < d4) { bv18 = wu[vb + 7u * d4 + 18u]; if (FIRST) { bv18 += vec4<f32>(cqkv[cb + 2u * d4 + 18u]); } }
+    if (19u < d4) { bv19 = wu[vb + 7u * d4 + 19u]; if (FIRST) { bv19 += vec4<f32>(cqkv[cb + 2u * d4 + 19u]); } }
+    if (20u < d4) { bv20 = wu[vb + 7u * d4 + 20u]; if (FIRST) { bv20 += vec4<f32>(cqkv[cb + 2u * d4 + 20u]); } }
+    if (21u < d4) { bv21 = wu[vb + 7u * d4 + 21u]; if (FIRST) { bv21 += vec4<f32>(cqkv[cb + 2u * d4 + 21u]); } }
+    if (22u < d4) { bv22 = wu[vb + 7u * d4 + 22u]; if (FIRST) { bv22 += vec4<f32>(cqkv[cb + 2u * d4 + 22u]); } }
+    if (23u < d4) { bv23 = wu[vb + 7u * d4 + 23u]; if (FIRST) { bv23 += vec4<f32>(cqkv[cb + 2u * d4 + 23u]); } }
     let inv0 = vec4<f32>(1.0) / select(vec4<f32>(1.0), l0, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(H));
-    if (0u < d4) { a0_0 = fma(a0_0, expand(inv0, 0u), wu[vb + 7u * d4 + 0u]); }
-    if (1u < d4) { a0_1 = fma(a0_1, expand(inv0, 1u), wu[vb + 7u * d4 + 1u]); }
-    if (2u < d4) { a0_2 = fma(a0_2, expand(inv0, 2u), wu[vb + 7u * d4 + 2u]); }
-    if (3u < d4) { a0_3 = fma(a0_3, expand(inv0, 3u), wu[vb + 7u * d4 + 3u]); }
-    if (4u < d4) { a0_4 = fma(a0_4, expand(inv0, 4u), wu[vb + 7u * d4 + 4u]); }
-    if (5u < d4) { a0_5 = fma(a0_5, expand(inv0, 5u), wu[vb + 7u * d4 + 5u]); }
-    if (6u < d4) { a0_6 = fma(a0_6, expand(inv0, 6u), wu[vb + 7u * d4 + 6u]); }
-    if (7u < d4) { a0_7 = fma(a0_7, expand(inv0, 7u), wu[vb + 7u * d4 + 7u]); }
-    if (8u < d4) { a0_8 = fma(a0_8, expand(inv0, 8u), wu[vb + 7u * d4 + 8u]); }
-    if (9u < d4) { a0_9 = fma(a0_9, expand(inv0, 9u), wu[vb + 7u * d4 + 9u]); }
-    if (10u < d4) { a0_10 = fma(a0_10, expand(inv0, 10u), wu[vb + 7u * d4 + 10u]); }
-    if (11u < d4) { a0_11 = fma(a0_11, expand(inv0, 11u), wu[vb + 7u * d4 + 11u]); }
-    if (12u < d4) { a0_12 = fma(a0_12, expand(inv0, 12u), wu[vb + 7u * d4 + 12u]); }
-    if (13u < d4) { a0_13 = fma(a0_13, expand(inv0, 13u), wu[vb + 7u * d4 + 13u]); }
-    if (14u < d4) { a0_14 = fma(a0_14, expand(inv0, 14u), wu[vb + 7u * d4 + 14u]); }
-    if (15u < d4) { a0_15 = fma(a0_15, expand(inv0, 15u), wu[vb + 7u * d4 + 15u]); }
-    if (16u < d4) { a0_16 = fma(a0_16, expand(inv0, 16u), wu[vb + 7u * d4 + 16u]); }
-    if (17u < d4) { a0_17 = fma(a0_17, expand(inv0, 17u), wu[vb + 7u * d4 + 17u]); }
-    if (18u < d4) { a0_18 = fma(a0_18, expand(inv0, 18u), wu[vb + 7u * d4 + 18u]); }
-    if (19u < d4) { a0_19 = fma(a0_19, expand(inv0, 19u), wu[vb + 7u * d4 + 19u]); }
-    if (20u < d4) { a0_20 = fma(a0_20, expand(inv0, 20u), wu[vb + 7u * d4 + 20u]); }
-    if (21u < d4) { a0_21 = fma(a0_21, expand(inv0, 21u), wu[vb + 7u * d4 + 21u]); }
-    if (22u < d4) { a0_22 = fma(a0_22, expand(inv0, 22u), wu[vb + 7u * d4 + 22u]); }
-    if (23u < d4) { a0_23 = fma(a0_23, expand(inv0, 23u), wu[vb + 7u * d4 + 23u]); }
+    if (0u < d4) { a0_0 = fma(a0_0, expand(inv0, 0u), bv0); }
+    if (1u < d4) { a0_1 = fma(a0_1, expand(inv0, 1u), bv1); }
+    if (2u < d4) { a0_2 = fma(a0_2, expand(inv0, 2u), bv2); }
+    if (3u < d4) { a0_3 = fma(a0_3, expand(inv0, 3u), bv3); }
+    if (4u < d4) { a0_4 = fma(a0_4, expand(inv0, 4u), bv4); }
+    if (5u < d4) { a0_5 = fma(a0_5, expand(inv0, 5u), bv5); }
+    if (6u < d4) { a0_6 = fma(a0_6, expand(inv0, 6u), bv6); }
+    if (7u < d4) { a0_7 = fma(a0_7, expand(inv0, 7u), bv7); }
+    if (8u < d4) { a0_8 = fma(a0_8, expand(inv0, 8u), bv8); }
+    if (9u < d4) { a0_9 = fma(a0_9, expand(inv0, 9u), bv9); }
+    if (10u < d4) { a0_10 = fma(a0_10, expand(inv0, 10u), bv10); }
+    if (11u < d4) { a0_11 = fma(a0_11, expand(inv0, 11u), bv11); }
+    if (12u < d4) { a0_12 = fma(a0_12, expand(inv0, 12u), bv12); }
+    if (13u < d4) { a0_13 = fma(a0_13, expand(inv0, 13u), bv13); }
+    if (14u < d4) { a0_14 = fma(a0_14, expand(inv0, 14u), bv14); }
+    if (15u < d4) { a0_15 = fma(a0_15, expand(inv0, 15u), bv15); }
+    if (16u < d4) { a0_16 = fma(a0_16, expand(inv0, 16u), bv16); }
+    if (17u < d4) { a0_17 = fma(a0_17, expand(inv0, 17u), bv17); }
+    if (18u < d4) { a0_18 = fma(a0_18, expand(inv0, 18u), bv18); }
+    if (19u < d4) { a0_19 = fma(a0_19, expand(inv0, 19u), bv19); }
+    if (20u < d4) { a0_20 = fma(a0_20, expand(inv0, 20u), bv20); }
+    if (21u < d4) { a0_21 = fma(a0_21, expand(inv0, 21u), bv21); }
+    if (22u < d4) { a0_22 = fma(a0_22, expand(inv0, 22u), bv22); }
+    if (23u < d4) { a0_23 = fma(a0_23, expand(inv0, 23u), bv23); }
     let inv1 = vec4<f32>(1.0) / select(vec4<f32>(1.0), l1, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(H));
-    if (0u < d4) { a1_0 = fma(a1_0, expand(inv1, 0u), wu[vb + 7u * d4 + 0u]); }
-    if (1u < d4) { a1_1 = fma(a1_1, expand(inv1, 1u), wu[vb + 7u * d4 + 1u]); }
-    if (2u < d4) { a1_2 = fma(a1_2, expand(inv1, 2u), wu[vb + 7u * d4 + 2u]); }
-    if (3u < d4) { a1_3 = fma(a1_3, expand(inv1, 3u), wu[vb + 7u * d4 + 3u]); }
-    if (4u < d4) { a1_4 = fma(a1_4, expand(inv1, 4u), wu[vb + 7u * d4 + 4u]); }
-    if (5u < d4) { a1_5 = fma(a1_5, expand(inv1, 5u), wu[vb + 7u * d4 + 5u]); }
-    if (6u < d4) { a1_6 = fma(a1_6, expand(inv1, 6u), wu[vb + 7u * d4 + 6u]); }
-    if (7u < d4) { a1_7 = fma(a1_7, expand(inv1, 7u), wu[vb + 7u * d4 + 7u]); }
-    if (8u < d4) { a1_8 = fma(a1_8, expand(inv1, 8u), wu[vb + 7u * d4 + 8u]); }
-    if (9u < d4) { a1_9 = fma(a1_9, expand(inv1, 9u), wu[vb + 7u * d4 + 9u]); }
-    if (10u < d4) { a1_10 = fma(a1_10, expand(inv1, 10u), wu[vb + 7u * d4 + 10u]); }
-    if (11u < d4) { a1_11 = fma(a1_11, expand(inv1, 11u), wu[vb + 7u * d4 + 11u]); }
-    if (12u < d4) { a1_12 = fma(a1_12, expand(inv1, 12u), wu[vb + 7u * d4 + 12u]); }
-    if (13u < d4) { a1_13 = fma(a1_13, expand(inv1, 13u), wu[vb + 7u * d4 + 13u]); }
-    if (14u < d4) { a1_14 = fma(a1_14, expand(inv1, 14u), wu[vb + 7u * d4 + 14u]); }
-    if (15u < d4) { a1_15 = fma(a1_15, expand(inv1, 15u), wu[vb + 7u * d4 + 15u]); }
-    if (16u < d4) { a1_16 = fma(a1_16, expand(inv1, 16u), wu[vb + 7u * d4 + 16u]); }
-    if (17u < d4) { a1_17 = fma(a1_17, expand(inv1, 17u), wu[vb + 7u * d4 + 17u]); }
-    if (18u < d4) { a1_18 = fma(a1_18, expand(inv1, 18u), wu[vb + 7u * d4 + 18u]); }
-    if (19u < d4) { a1_19 = fma(a1_19, expand(inv1, 19u), wu[vb + 7u * d4 + 19u]); }
-    if (20u < d4) { a1_20 = fma(a1_20, expand(inv1, 20u), wu[vb + 7u * d4 + 20u]); }
-    if (21u < d4) { a1_21 = fma(a1_21, expand(inv1, 21u), wu[vb + 7u * d4 + 21u]); }
-    if (22u < d4) { a1_22 = fma(a1_22, expand(inv1, 22u), wu[vb + 7u * d4 + 22u]); }
-    if (23u < d4) { a1_23 = fma(a1_23, expand(inv1, 23u), wu[vb + 7u * d4 + 23u]); }
+    if (0u < d4) { a1_0 = fma(a1_0, expand(inv1, 0u), bv0); }
+    if (1u < d4) { a1_1 = fma(a1_1, expand(inv1, 1u), bv1); }
+    if (2u < d4) { a1_2 = fma(a1_2, expand(inv1, 2u), bv2); }
+    if (3u < d4) { a1_3 = fma(a1_3, expand(inv1, 3u), bv3); }
+    if (4u < d4) { a1_4 = fma(a1_4, expand(inv1, 4u), bv4); }
+    if (5u < d4) { a1_5 = fma(a1_5, expand(inv1, 5u), bv5); }
+    if (6u < d4) { a1_6 = fma(a1_6, expand(inv1, 6u), bv6); }
+    if (7u < d4) { a1_7 = fma(a1_7, expand(inv1, 7u), bv7); }
+    if (8u < d4) { a1_8 = fma(a1_8, expand(inv1, 8u), bv8); }
+    if (9u < d4) { a1_9 = fma(a1_9, expand(inv1, 9u), bv9); }
+    if (10u < d4) { a1_10 = fma(a1_10, expand(inv1, 10u), bv10); }
+    if (11u < d4) { a1_11 = fma(a1_11, expand(inv1, 11u), bv11); }
+    if (12u < d4) { a1_12 = fma(a1_12, expand(inv1, 12u), bv12); }
+    if (13u < d4) { a1_13 = fma(a1_13, expand(inv1, 13u), bv13); }
+    if (14u < d4) { a1_14 = fma(a1_14, expand(inv1, 14u), bv14); }
+    if (15u < d4) { a1_15 = fma(a1_15, expand(inv1, 15u), bv15); }
+    if (16u < d4) { a1_16 = fma(a1_16, expand(inv1, 16u), bv16); }
+    if (17u < d4) { a1_17 = fma(a1_17, expand(inv1, 17u), bv17); }
+    if (18u < d4) { a1_18 = fma(a1_18, expand(inv1, 18u), bv18); }
+    if (19u < d4) { a1_19 = fma(a1_19, expand(inv1, 19u), bv19); }
+    if (20u < d4) { a1_20 = fma(a1_20, expand(inv1, 20u), bv20); }
+    if (21u < d4) { a1_21 = fma(a1_21, expand(inv1, 21u), bv21); }
+    if (22u < d4) { a1_22 = fma(a1_22, expand(inv1, 22u), bv22); }
+    if (23u < d4) { a1_23 = fma(a1_23, expand(inv1, 23u), bv23); }
     let inv2 = vec4<f32>(1.0) / select(vec4<f32>(1.0), l2, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(H));
-    if (0u < d4) { a2_0 = fma(a2_0, expand(inv2, 0u), wu[vb + 7u * d4 + 0u]); }
-    if (1u < d4) { a2_1 = fma(a2_1, expand(inv2, 1u), wu[vb + 7u * d4 + 1u]); }
-    if (2u < d4) { a2_2 = fma(a2_2, expand(inv2, 2u), wu[vb + 7u * d4 + 2u]); }
-    if (3u < d4) { a2_3 = fma(a2_3, expand(inv2, 3u), wu[vb + 7u * d4 + 3u]); }
-    if (4u < d4) { a2_4 = fma(a2_4, expand(inv2, 4u), wu[vb + 7u * d4 + 4u]); }
-    if (5u < d4) { a2_5 = fma(a2_5, expand(inv2, 5u), wu[vb + 7u * d4 + 5u]); }
-    if (6u < d4) { a2_6 = fma(a2_6, expand(inv2, 6u), wu[vb + 7u * d4 + 6u]); }
-    if (7u < d4) { a2_7 = fma(a2_7, expand(inv2, 7u), wu[vb + 7u * d4 + 7u]); }
-    if (8u < d4) { a2_8 = fma(a2_8, expand(inv2, 8u), wu[vb + 7u * d4 + 8u]); }
-    if (9u < d4) { a2_9 = fma(a2_9, expand(inv2, 9u), wu[vb + 7u * d4 + 9u]); }
-    if (10u < d4) { a2_10 = fma(a2_10, expand(inv2, 10u), wu[vb + 7u * d4 + 10u]); }
-    if (11u < d4) { a2_11 = fma(a2_11, expand(inv2, 11u), wu[vb + 7u * d4 + 11u]); }
-    if (12u < d4) { a2_12 = fma(a2_12, expand(inv2, 12u), wu[vb + 7u * d4 + 12u]); }
-    if (13u < d4) { a2_13 = fma(a2_13, expand(inv2, 13u), wu[vb + 7u * d4 + 13u]); }
-    if (14u < d4) { a2_14 = fma(a2_14, expand(inv2, 14u), wu[vb + 7u * d4 + 14u]); }
-    if (15u < d4) { a2_15 = fma(a2_15, expand(inv2, 15u), wu[vb + 7u * d4 + 15u]); }
-    if (16u < d4) { a2_16 = fma(a2_16, expand(inv2, 16u), wu[vb + 7u * d4 + 16u]); }
-    if (17u < d4) { a2_17 = fma(a2_17, expand(inv2, 17u), wu[vb + 7u * d4 + 17u]); }
-    if (18u < d4) { a2_18 = fma(a2_18, expand(inv2, 18u), wu[vb + 7u * d4 + 18u]); }
-    if (19u < d4) { a2_19 = fma(a2_19, expand(inv2, 19u), wu[vb + 7u * d4 + 19u]); }
-    if (20u < d4) { a2_20 = fma(a2_20, expand(inv2, 20u), wu[vb + 7u * d4 + 20u]); }
-    if (21u < d4) { a2_21 = fma(a2_21, expand(inv2, 21u), wu[vb + 7u * d4 + 21u]); }
-    if (22u < d4) { a2_22 = fma(a2_22, expand(inv2, 22u), wu[vb + 7u * d4 + 22u]); }
-    if (23u < d4) { a2_23 = fma(a2_23, expand(inv2, 23u), wu[vb + 7u * d4 + 23u]); }
+    if (0u < d4) { a2_0 = fma(a2_0, expand(inv2, 0u), bv0); }
+    if (1u < d4) { a2_1 = fma(a2_1, expand(inv2, 1u), bv1); }
+    if (2u < d4) { a2_2 = fma(a2_2, expand(inv2, 2u), bv2); }
+    if (3u < d4) { a2_3 = fma(a2_3, expand(inv2, 3u), bv3); }
+    if (4u < d4) { a2_4 = fma(a2_4, expand(inv2, 4u), bv4); }
+    if (5u < d4) { a2_5 = fma(a2_5, expand(inv2, 5u), bv5); }
+    if (6u < d4) { a2_6 = fma(a2_6, expand(inv2, 6u), bv6); }
+    if (7u < d4) { a2_7 = fma(a2_7, expand(inv2, 7u), bv7); }
+    if (8u < d4) { a2_8 = fma(a2_8, expand(inv2, 8u), bv8); }
+    if (9u < d4) { a2_9 = fma(a2_9, expand(inv2, 9u), bv9); }
+    if (10u < d4) { a2_10 = fma(a2_10, expand(inv2, 10u), bv10); }
+    if (11u < d4) { a2_11 = fma(a2_11, expand(inv2, 11u), bv11); }
+    if (12u < d4) { a2_12 = fma(a2_12, expand(inv2, 12u), bv12); }
+    if (13u < d4) { a2_13 = fma(a2_13, expand(inv2, 13u), bv13); }
+    if (14u < d4) { a2_14 = fma(a2_14, expand(inv2, 14u), bv14); }
+    if (15u < d4) { a2_15 = fma(a2_15, expand(inv2, 15u), bv15); }
+    if (16u < d4) { a2_16 = fma(a2_16, expand(inv2, 16u), bv16); }
+    if (17u < d4) { a2_17 = fma(a2_17, expand(inv2, 17u), bv17); }
+    if (18u < d4) { a2_18 = fma(a2_18, expand(inv2, 18u), bv18); }
+    if (19u < d4) { a2_19 = fma(a2_19, expand(inv2, 19u), bv19); }
+    if (20u < d4) { a2_20 = fma(a2_20, expand(inv2, 20u), bv20); }
+    if (21u < d4) { a2_21 = fma(a2_21, expand(inv2, 21u), bv21); }
+    if (22u < d4) { a2_22 = fma(a2_22, expand(inv2, 22u), bv22); }
+    if (23u < d4) { a2_23 = fma(a2_23, expand(inv2, 23u), bv23); }
     let inv3 = vec4<f32>(1.0) / select(vec4<f32>(1.0), l3, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(H));
-    if (0u < d4) { a3_0 = fma(a3_0, expand(inv3, 0u), wu[vb + 7u * d4 + 0u]); }
-    if (1u < d4) { a3_1 = fma(a3_1, expand(inv3, 1u), wu[vb + 7u * d4 + 1u]); }
-    if (2u < d4) { a3_2 = fma(a3_2, expand(inv3, 2u), wu[vb + 7u * d4 + 2u]); }
-    if (3u < d4) { a3_3 = fma(a3_3, expand(inv3, 3u), wu[vb + 7u * d4 + 3u]); }
-    if (4u < d4) { a3_4 = fma(a3_4, expand(inv3, 4u), wu[vb + 7u * d4 + 4u]); }
-    if (5u < d4) { a3_5 = fma(a3_5, expand(inv3, 5u), wu[vb + 7u * d4 + 5u]); }
-    if (6u < d4) { a3_6 = fma(a3_6, expand(inv3, 6u), wu[vb + 7u * d4 + 6u]); }
-    if (7u < d4) { a3_7 = fma(a3_7, expand(inv3, 7u), wu[vb + 7u * d4 + 7u]); }
-    if (8u < d4) { a3_8 = fma(a3_8, expand(inv3, 8u), wu[vb + 7u * d4 + 8u]); }
-    if (9u < d4) { a3_9 = fma(a3_9, expand(inv3, 9u), wu[vb + 7u * d4 + 9u]); }
-    if (10u < d4) { a3_10 = fma(a3_10, expand(inv3, 10u), wu[vb + 7u * d4 + 10u]); }
-    if (11u < d4) { a3_11 = fma(a3_11, expand(inv3, 11u), wu[vb + 7u * d4 + 11u]); }
-    if (12u < d4) { a3_12 = fma(a3_12, expand(inv3, 12u), wu[vb + 7u * d4 + 12u]); }
-    if (13u < d4) { a3_13 = fma(a3_13, expand(inv3, 13u), wu[vb + 7u * d4 + 13u]); }
-    if (14u < d4) { a3_14 = fma(a3_14, expand(inv3, 14u), wu[vb + 7u * d4 + 14u]); }
-    if (15u < d4) { a3_15 = fma(a3_15, expand(inv3, 15u), wu[vb + 7u * d4 + 15u]); }
-    if (16u < d4) { a3_16 = fma(a3_16, expand(inv3, 16u), wu[vb + 7u * d4 + 16u]); }
-    if (17u < d4) { a3_17 = fma(a3_17, expand(inv3, 17u), wu[vb + 7u * d4 + 17u]); }
-    if (18u < d4) { a3_18 = fma(a3_18, expand(inv3, 18u), wu[vb + 7u * d4 + 18u]); }
-    if (19u < d4) { a3_19 = fma(a3_19, expand(inv3, 19u), wu[vb + 7u * d4 + 19u]); }
-    if (20u < d4) { a3_20 = fma(a3_20, expand(inv3, 20u), wu[vb + 7u * d4 + 20u]); }
-    if (21u < d4) { a3_21 = fma(a3_21, expand(inv3, 21u), wu[vb + 7u * d4 + 21u]); }
-    if (22u < d4) { a3_22 = fma(a3_22, expand(inv3, 22u), wu[vb + 7u * d4 + 22u]); }
-    if (23u < d4) { a3_23 = fma(a3_23, expand(inv3, 23u), wu[vb + 7u * d4 + 23u]); }
+    if (0u < d4) { a3_0 = fma(a3_0, expand(inv3, 0u), bv0); }
+    if (1u < d4) { a3_1 = fma(a3_1, expand(inv3, 1u), bv1); }
+    if (2u < d4) { a3_2 = fma(a3_2, expand(inv3, 2u), bv2); }
+    if (3u < d4) { a3_3 = fma(a3_3, expand(inv3, 3u), bv3); }
+    if (4u < d4) { a3_4 = fma(a3_4, expand(inv3, 4u), bv4); }
+    if (5u < d4) { a3_5 = fma(a3_5, expand(inv3, 5u), bv5); }
+    if (6u < d4) { a3_6 = fma(a3_6, expand(inv3, 6u), bv6); }
+    if (7u < d4) { a3_7 = fma(a3_7, expand(inv3, 7u), bv7); }
+    if (8u < d4) { a3_8 = fma(a3_8, expand(inv3, 8u), bv8); }
+    if (9u < d4) { a3_9 = fma(a3_9, expand(inv3, 9u), bv9); }
+    if (10u < d4) { a3_10 = fma(a3_10, expand(inv3, 10u), bv10); }
+    if (11u < d4) { a3_11 = fma(a3_11, expand(inv3, 11u), bv11); }
+    if (12u < d4) { a3_12 = fma(a3_12, expand(inv3, 12u), bv12); }
+    if (13u < d4) { a3_13 = fma(a3_13, expand(inv3, 13u), bv13); }
+    if (14u < d4) { a3_14 = fma(a3_14, expand(inv3, 14u), bv14); }
+    if (15u < d4) { a3_15 = fma(a3_15, expand(inv3, 15u), bv15); }
+    if (16u < d4) { a3_16 = fma(a3_16, expand(inv3, 16u), bv16); }
+    if (17u < d4) { a3_17 = fma(a3_17, expand(inv3, 17u), bv17); }
+    if (18u < d4) { a3_18 = fma(a3_18, expand(inv3, 18u), bv18); }
+    if (19u < d4) { a3_19 = fma(a3_19, expand(inv3, 19u), bv19); }
+    if (20u < d4) { a3_20 = fma(a3_20, expand(inv3, 20u), bv20); }
+    if (21u < d4) { a3_21 = fma(a3_21, expand(inv3, 21u), bv21); }
+    if (22u < d4) { a3_22 = fma(a3_22, expand(inv3, 22u), bv22); }
+    if (23u < d4) { a3_23 = fma(a3_23, expand(inv3, 23u), bv23); }
     var yt: array<array<vec4<f32>, MAX_D4>, RQ>;
     for (var c = 0u; c < d4; c++) {
         let bias = wu[vb + c];

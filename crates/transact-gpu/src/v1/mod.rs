@@ -1064,6 +1064,9 @@ impl GpuTransActV1 {
         for (l, layer) in self.layers.iter().enumerate() {
             // qkv = x·W_inᵀ + b_in (the fused kernel adds b_in itself).
             let in_bias = layer.fused.is_none().then_some(&layer.in_b);
+            // With early fusion, the first layer's split projection:
+            // `(U, C)`; the fused kernel reads them as they are.
+            let mut split = None;
             if l == 0 && fuse {
                 let ub = ctx.storage(sz(se * qw))?;
                 let cb = ctx.storage(sz(batch * qw))?;
@@ -1094,18 +1097,19 @@ impl GpuTransActV1 {
                     false,
                     st,
                 )?;
-                // qkv[b, t] = U[t] + C[b].
-                let fuse_rows = AddRows {
-                    rows,
-                    cols: qw,
-                    ld: qw,
-                    off: 0,
-                    src: Some((&ub, qw, 0, se)),
-                    bias: Some((&cb, qw, 0, se)),
-                };
-                record_add_rows(ctx, rq, fuse_rows, st, &qkv)?;
-                held.push(ub);
-                held.push(cb);
+                if layer.fused.is_none() {
+                    // qkv[b, t] = U[t] + C[b].
+                    let fuse_rows = AddRows {
+                        rows,
+                        cols: qw,
+                        ld: qw,
+                        off: 0,
+                        src: Some((&ub, qw, 0, se)),
+                        bias: Some((&cb, qw, 0, se)),
+                    };
+                    record_add_rows(ctx, rq, fuse_rows, st, &qkv)?;
+                }
+                split = Some((ub, cb));
             } else {
                 record_linear(
                     ctx,
@@ -1129,6 +1133,7 @@ impl GpuTransActV1 {
                         ("F", ff as f64),
                         ("H", h as f64),
                         ("LANES", lanes as f64),
+                        ("FIRST", f64::from(u8::from(split.is_some()))),
                     ];
                     let spec = KernelSpec::new(V1_BLOCK_FUSED, "v1_block")
                         .constants(&consts)
@@ -1140,10 +1145,14 @@ impl GpuTransActV1 {
                         eps: cfg.layer_norm_eps,
                         pad1: [0.0; 3],
                     };
+                    let (src, cand): (&wgpu::Buffer, &wgpu::Buffer) = match &split {
+                        Some((ub, cb)) => (ub, cb),
+                        None => (&qkv, &qkv),
+                    };
                     rq.dispatch(
                         &k,
                         &p,
-                        &[&qkv, wu, &x],
+                        &[src, wu, &x, cand],
                         [
                             u("groups", se.div_ceil(lanes * FUSED_ROWS_PER_LANE))?,
                             u("candidates", bc)?,
@@ -1219,6 +1228,9 @@ impl GpuTransActV1 {
                 (None, None) => {
                     return Err(GpuError::bad("variant", "fused weights missing"));
                 }
+            }
+            if let Some((ub, cb)) = split {
+                held.extend([ub, cb]);
             }
         }
 
