@@ -74,18 +74,23 @@ fn gpu(c: &mut Criterion) {
     }
     match V1GpuCase::new(ctx.clone(), batch) {
         Ok(v1) => {
-            g.bench_function(format!("{}-b{batch}/encode", V1GpuCase::NAME), |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        match v1.gpu_encode() {
-                            Ok(t) => total += t,
-                            Err(e) => eprintln!("V1 encode: {e}"),
-                        }
-                    }
-                    total
-                })
-            });
+            for (i, label) in v1.labels().iter().enumerate() {
+                g.bench_function(
+                    format!("{}-b{batch}/encode-{label}", V1GpuCase::NAME),
+                    |b| {
+                        b.iter_custom(|iters| {
+                            let mut total = Duration::ZERO;
+                            for _ in 0..iters {
+                                match v1.gpu_encode(i) {
+                                    Ok(t) => total += t,
+                                    Err(e) => eprintln!("V1 encode {label}: {e}"),
+                                }
+                            }
+                            total
+                        })
+                    },
+                );
+            }
         }
         Err(e) => eprintln!("V1 case not built: {e}"),
     }

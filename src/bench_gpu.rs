@@ -40,7 +40,8 @@ pub fn batch_from_env() -> usize {
 pub struct V1GpuCase {
     batch: usize,
     cpu: RankingModel,
-    gpu: GpuRankingModel,
+    /// Every encoder variant the device offers, labelled (`fused-f32`, ...).
+    gpus: Vec<(String, GpuRankingModel)>,
     action_types: Vec<i64>,
     item_embeddings: Vec<f32>,
     times: Vec<i64>,
@@ -59,7 +60,21 @@ impl V1GpuCase {
         let heads = HeadsConfig::default();
         let n_heads = heads.heads.len();
         let cpu = RankingModel::new_random(cfg.clone(), heads, 3)?;
-        let gpu = GpuRankingModel::new(ctx, &cpu)?;
+        let mut precisions = vec![Precision::F32];
+        if ctx.has_f16() {
+            precisions.push(Precision::F16);
+        }
+        let mut gpus: Vec<(String, GpuRankingModel)> = Vec::new();
+        for p in precisions {
+            for v in [Variant::Unfused, Variant::Fused] {
+                let g = GpuRankingModel::with_options(ctx.clone(), &cpu, v, p)?;
+                let label =
+                    format!("{:?}-{:?}", g.v1().variant(), g.v1().precision()).to_lowercase();
+                if !gpus.iter().any(|(l, _)| *l == label) {
+                    gpus.push((label, g));
+                }
+            }
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let (s, d) = (cfg.seq_len, cfg.item_emb_dim);
         Ok(Self {
@@ -73,7 +88,7 @@ impl V1GpuCase {
             encoded: vec![0.0; batch * cfg.output_dim()],
             logits: vec![0.0; batch * n_heads],
             cpu,
-            gpu,
+            gpus,
         })
     }
 
@@ -92,18 +107,35 @@ impl V1GpuCase {
         }
     }
 
-    /// `GpuTransActV1::encode` of the request; returns its wall time.
-    pub fn gpu_encode(&self) -> Result<Duration, GpuError> {
+    /// Labels of the GPU variants (e.g. `fused-f32`), in index order.
+    pub fn labels(&self) -> Vec<String> {
+        self.gpus.iter().map(|(l, _)| l.clone()).collect()
+    }
+
+    /// Encoder of variant `i` on the request; returns its wall time.
+    pub fn gpu_encode(&self, i: usize) -> Result<Duration, GpuError> {
+        let g = self.variant(i)?;
         let t0 = Instant::now();
-        self.gpu.encode(&self.req())?;
+        g.encode(&self.req())?;
         Ok(t0.elapsed())
     }
 
-    /// `GpuRankingModel::score` of the request; returns its wall time.
-    pub fn gpu_score(&self) -> Result<Duration, GpuError> {
+    /// Full ranking score (encoder of variant `i` + heads); wall time.
+    pub fn gpu_score(&self, i: usize) -> Result<Duration, GpuError> {
+        let g = self.variant(i)?;
         let t0 = Instant::now();
-        self.gpu.score(&self.req(), None, None)?;
+        g.score(&self.req(), None, None)?;
         Ok(t0.elapsed())
+    }
+
+    fn variant(&self, i: usize) -> Result<&GpuRankingModel, GpuError> {
+        self.gpus
+            .get(i)
+            .map(|(_, g)| g)
+            .ok_or_else(|| GpuError::BadInput {
+                name: "variant".into(),
+                detail: format!("no V1 variant {i}"),
+            })
     }
 
     /// The same encoding on the CPU.
@@ -410,12 +442,28 @@ pub fn run_kernels(
     drop(gemm);
 
     let mut v1 = V1GpuCase::new(ctx.clone(), batch)?;
-    let cpu = crate::bench::median_ms(runs, 1, || v1.cpu_encode())?;
-    let p = profile_path(ctx, runs, || v1.gpu_encode())?;
-    push(V1GpuCase::NAME, "encode", &p, Some(cpu));
-    let cpu = crate::bench::median_ms(runs, 1, || v1.cpu_score())?;
-    let p = profile_path(ctx, runs, || v1.gpu_score())?;
-    push(V1GpuCase::NAME, "score", &p, Some(cpu));
+    let cpu_encode = crate::bench::median_ms(runs, 1, || v1.cpu_encode())?;
+    let cpu_score = crate::bench::median_ms(runs, 1, || v1.cpu_score())?;
+    for (i, label) in v1.labels().iter().enumerate() {
+        let p = profile_path(ctx, runs, || v1.gpu_encode(i))?;
+        push(
+            V1GpuCase::NAME,
+            &format!("encode {label}"),
+            &p,
+            Some(cpu_encode),
+        );
+    }
+    // The full score (encoder + heads) on the default variant (fused f32
+    // where it fits).
+    let labels = v1.labels();
+    let default = labels.iter().position(|l| l == "fused-f32").unwrap_or(0);
+    let p = profile_path(ctx, runs, || v1.gpu_score(default))?;
+    push(
+        V1GpuCase::NAME,
+        &format!("score {}", labels[default]),
+        &p,
+        Some(cpu_score),
+    );
     drop(v1);
 
     let v2 = V2GpuCase::new(ctx.clone(), batch)?;

@@ -380,7 +380,7 @@ fn bench_kernels(json: bool, runs: usize, batch: usize) -> Result<ExitCode> {
                 }
             );
             say!(
-                "  {:<12} {:<44} {:>5} {:>11} {:>6} {:>6} {:>11} {:>9}",
+                "  {:<18} {:<44} {:>5} {:>11} {:>6} {:>6} {:>11} {:>9}",
                 "variant",
                 "kernel",
                 "disp",
@@ -397,7 +397,7 @@ fn bench_kernels(json: bool, runs: usize, batch: usize) -> Result<ExitCode> {
                 None => (String::new(), String::new()),
             };
             say!(
-                "  {:<12} {:<44} {:>5} {:>11.3} {:>6} {:>6} {:>11} {:>9}",
+                "  {:<18} {:<44} {:>5} {:>11.3} {:>6} {:>6} {:>11} {:>9}",
                 r.variant,
                 "(whole path)",
                 r.dispatches,
@@ -418,7 +418,7 @@ fn bench_kernels(json: bool, runs: usize, batch: usize) -> Result<ExitCode> {
                 String::new()
             };
             say!(
-                "  {:<12} {:<44} {:>5} {:>11.3} {:>6} {:>6}",
+                "  {:<18} {:<44} {:>5} {:>11.3} {:>6} {:>6}",
                 "",
                 r.kernel,
                 r.dispatches,
