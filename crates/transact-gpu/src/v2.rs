@@ -45,7 +45,9 @@ pub enum Variant {
     /// Separate GEMM, attention and LayerNorm kernels (six dispatches per
     /// layer).
     Unfused,
-    /// One dispatch per layer, weights in workgroup memory.
+    /// One dispatch per layer: attention, LayerNorm and FFN fused, the
+    /// layer's weights read from a uniform buffer (faster than workgroup
+    /// or storage memory on lavapipe).
     Fused,
 }
 
