@@ -88,3 +88,112 @@ pub struct Dataset {
 
 pub mod import;
 pub mod synthetic;
+
+/// Index of the repin head in the default head order ([`default_heads`]).
+pub const HEAD_REPIN: usize = 0;
+/// Index of the click head in the default head order.
+pub const HEAD_CLICK: usize = 1;
+/// Index of the hide head in the default head order.
+pub const HEAD_HIDE: usize = 2;
+
+/// The default heads, in label-bit order: `repin`, `click`, `hide`.
+pub fn default_heads() -> Vec<String> {
+    vec!["repin".into(), "click".into(), "hide".into()]
+}
+
+/// Whether an action counts as a positive engagement (repin or click).
+pub fn is_positive(action: &Action) -> bool {
+    action.action_type == transact_seq::ActionType::REPIN
+        || action.action_type == transact_seq::ActionType::CLICK
+}
+
+impl Dataset {
+    /// The actions of `user` strictly before `time_ms`, oldest first (empty
+    /// for an unknown user). This is what a model may read for a request at
+    /// `time_ms`.
+    pub fn history_before(&self, user: u32, time_ms: i64) -> &[Action] {
+        match self.users.get(user as usize) {
+            Some(h) => {
+                let end = h.actions.partition_point(|a| a.timestamp_ms < time_ms);
+                &h.actions[..end]
+            }
+            None => &[],
+        }
+    }
+
+    /// Index of the first request at or after the time that leaves the last
+    /// `test_fraction` of requests (by count, time-ordered) for testing;
+    /// requests sharing that request's timestamp all go to the test side,
+    /// so no training request is later than a test request.
+    ///
+    /// `requests[..i]` is the training part and `requests[i..]` the test part.
+    pub fn time_split_index(&self, test_fraction: f64) -> usize {
+        let n = self.requests.len();
+        let f = if test_fraction.is_finite() {
+            test_fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let mut i = n - ((n as f64 * f).round() as usize).min(n);
+        if i < n {
+            let t = self.requests[i].time_ms;
+            i = self.requests[..i].partition_point(|r| r.time_ms < t);
+        }
+        i
+    }
+
+    /// Time-ordered split of the logged requests: `(train, test)`, see
+    /// [`Dataset::time_split_index`].
+    pub fn split_requests_by_time(&self, test_fraction: f64) -> (&[LoggedRequest], &[LoggedRequest]) {
+        self.requests.split_at(self.time_split_index(test_fraction))
+    }
+}
+
+/// Width of [`user_features`] for this dataset: the item embedding width,
+/// or 0 when the dataset has no pretrained embeddings.
+pub fn user_feature_dim(data: &Dataset) -> usize {
+    data.items.embeddings.as_ref().map_or(0, |e| e.dim)
+}
+
+/// The dense user feature of the no-sequence baseline: the mean pretrained
+/// embedding of the items the user repinned or clicked strictly before
+/// `time_ms` (zeros when there are none). It sees the whole past — so it
+/// carries the long-term interests — but it is an unordered average, so it
+/// cannot tell which topic the user is browsing right now. It never reads
+/// actions at or after `time_ms`.
+///
+/// Writes [`user_feature_dim`] values into `out` (nothing when the dataset
+/// has no embeddings; extra entries of `out` are left untouched). An unknown
+/// user or an item index without an embedding row contributes nothing.
+pub fn user_features_into(data: &Dataset, user: u32, time_ms: i64, out: &mut [f32]) {
+    let Some(emb) = data.items.embeddings.as_ref() else {
+        return;
+    };
+    let d = emb.dim.min(out.len());
+    let out = &mut out[..d];
+    out.fill(0.0);
+    let mut n = 0usize;
+    for a in data.history_before(user, time_ms) {
+        if !is_positive(a) {
+            continue;
+        }
+        let start = (a.item_id as usize).saturating_mul(emb.dim);
+        if let Some(row) = start.checked_add(d).and_then(|end| emb.data.get(start..end)) {
+            for (o, v) in out.iter_mut().zip(row) {
+                *o += v;
+            }
+            n += 1;
+        }
+    }
+    if n > 0 {
+        let inv = 1.0 / n as f32;
+        out.iter_mut().for_each(|o| *o *= inv);
+    }
+}
+
+/// [`user_features_into`], allocating.
+pub fn user_features(data: &Dataset, user: u32, time_ms: i64) -> Vec<f32> {
+    let mut out = vec![0.0; user_feature_dim(data)];
+    user_features_into(data, user, time_ms, &mut out);
+    out
+}
