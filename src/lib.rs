@@ -11,6 +11,8 @@
 //! 4. the same model on any GPU through wgpu: [`gpu`] (`transact-gpu`)
 //! 5. the ranking API composing them: [`rank`] (`transact-rank`); the
 //!    [`backend`] module picks the GPU when an adapter exists
+//! 6. training, retraining and offline evaluation: [`train`]
+//!    (`transact-train`)
 //!
 //! This facade re-exports those crates, and holds the `transact` CLI, the
 //! demo world ([`world`]) and the benchmark cases ([`mod@bench`], [`bench_gpu`]).
@@ -25,3 +27,4 @@ pub use transact_gpu as gpu;
 pub use transact_model as model;
 pub use transact_rank as rank;
 pub use transact_seq as seq;
+pub use transact_train as train;

@@ -1,0 +1,551 @@
+//! From a [`Dataset`] to [`Batch`]es: which actions form the realtime
+//! sequence, the masks, the per-head loss weights and the Next Action Loss
+//! targets.
+//!
+//! - **Examples.** One per (logged request, candidate).
+//! - **Sequence.** The user's actions strictly before the request whose type
+//!   is in [`FeatureConfig::sequence_actions`] (default repin, click, hide:
+//!   impressions are not engagement), newest first, at most `seq_len`.
+//!   Positions past the user's history are padding (action row 0, the
+//!   table's zero padding item row).
+//! - **Masks.** Padding is masked; with a time window `T` (one draw per
+//!   batch, `T ~ U[0, W]`) every position with `request_time − t < T` is
+//!   masked too. Position 0 is never masked (model-spec §2).
+//! - **Weights.** `w_u · w_h` with `w_h = Σ_a M[h, a] · y_a`, the columns of
+//!   the label-weight matrix `M` being the heads' labels and a last column
+//!   for "no engagement" ([`LabelWeights`]).
+//! - **Next Action Loss.** The target is the user's first positive action
+//!   (repin or click) at or after the request time; impression negatives
+//!   are the request's candidates the user did not engage with, then the
+//!   user's next impressions; in-batch negatives are left to the network.
+//! - **User features.** [`crate::data::user_features`] (mean embedding of
+//!   earlier positives), when the dataset has pretrained embeddings.
+
+use serde::{Deserialize, Serialize};
+use transact_seq::{Action, ActionType};
+
+use crate::batch::{Batch, NO_ITEM};
+use crate::data::{Dataset, LoggedRequest, is_positive, user_feature_dim, user_features_into};
+
+/// The label-weight matrix `M`: `heads × (heads + 1)`, row-major; column
+/// `a < heads` is head `a`'s label, the last column is "no engagement".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LabelWeights {
+    /// Heads `H`.
+    pub heads: usize,
+    /// `H × (H + 1)` values.
+    pub m: Vec<f32>,
+}
+
+impl LabelWeights {
+    /// All ones: every head learns from every example, an example weighing
+    /// as many times as it has labels (once when it has none).
+    pub fn ones(heads: usize) -> Self {
+        Self {
+            heads,
+            m: vec![1.0; heads * (heads + 1)],
+        }
+    }
+
+    /// `w_h` for an example with label bits `labels`.
+    pub fn weight(&self, head: usize, labels: u8) -> f32 {
+        let row = &self.m[head * (self.heads + 1)..(head + 1) * (self.heads + 1)];
+        if labels == 0 {
+            return row[self.heads];
+        }
+        (0..self.heads)
+            .filter(|&a| labels & (1 << a) != 0)
+            .map(|a| row[a])
+            .sum()
+    }
+
+    /// Checks the shape.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heads == 0 || self.heads > 8 {
+            return Err(format!("{} heads (1 to 8 supported)", self.heads));
+        }
+        if self.m.len() != self.heads * (self.heads + 1) {
+            return Err(format!(
+                "label-weight matrix has {} values, {} heads need {}",
+                self.m.len(),
+                self.heads,
+                self.heads * (self.heads + 1)
+            ));
+        }
+        if let Some(v) = self.m.iter().find(|v| !v.is_finite() || **v < 0.0) {
+            return Err(format!(
+                "label weights must be finite and non-negative, got {v}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How examples are built.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureConfig {
+    /// `S`.
+    pub seq_len: usize,
+    /// Raw action ids of the model's vocabulary (row `1 + rank`).
+    pub action_vocab: Vec<i64>,
+    /// Action types that enter the realtime sequence.
+    pub sequence_actions: Vec<u16>,
+    /// Maximum random time window `W` in ms (0 = none).
+    pub time_window_ms: i64,
+    /// Negatives per example for the Next Action Loss.
+    pub nal_negatives: usize,
+    /// Impression negatives (`true`) or in-batch negatives (`false`).
+    pub nal_impressions: bool,
+    /// Include the dense user feature.
+    pub user_features: bool,
+    /// Label-weight matrix.
+    pub label_weights: LabelWeights,
+}
+
+impl FeatureConfig {
+    /// Defaults for `heads` heads and sequences of `seq_len`: vocabulary
+    /// repin, click, hide, impression; sequence of repins, clicks and
+    /// hides; no window; 8 impression negatives; user features on; all-ones
+    /// label weights.
+    pub fn new(seq_len: usize, heads: usize) -> Self {
+        Self {
+            seq_len,
+            action_vocab: [
+                ActionType::REPIN,
+                ActionType::CLICK,
+                ActionType::HIDE,
+                ActionType::IMPRESSION,
+            ]
+            .iter()
+            .map(|a| i64::from(a.0))
+            .collect(),
+            sequence_actions: vec![ActionType::REPIN.0, ActionType::CLICK.0, ActionType::HIDE.0],
+            time_window_ms: 0,
+            nal_negatives: 8,
+            nal_impressions: true,
+            user_features: true,
+            label_weights: LabelWeights::ones(heads),
+        }
+    }
+}
+
+/// One example: candidate `candidate` of request `request`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExampleRef {
+    /// Index into the request list.
+    pub request: u32,
+    /// Index into its slate.
+    pub candidate: u16,
+}
+
+/// Builds batches from a dataset and a request list.
+pub struct Featurizer<'a> {
+    data: &'a Dataset,
+    requests: &'a [LoggedRequest],
+    cfg: FeatureConfig,
+    heads: usize,
+    /// Action row per raw action id (0 = not in the vocabulary).
+    action_rows: Vec<u32>,
+    /// Item row of padding (the zero row after the items).
+    pad_row: u32,
+    user_dim: usize,
+    /// Per request, the user feature.
+    user_cache: Vec<f32>,
+}
+
+impl<'a> Featurizer<'a> {
+    /// Prepares `requests` of `data` (user features are computed here, once
+    /// per request). Fails on an inconsistent config or dataset.
+    pub fn new(
+        data: &'a Dataset,
+        requests: &'a [LoggedRequest],
+        cfg: FeatureConfig,
+    ) -> Result<Self, String> {
+        let heads = data.heads.len();
+        cfg.label_weights.validate()?;
+        if cfg.label_weights.heads != heads {
+            return Err(format!(
+                "label weights are for {} heads, the dataset has {heads}",
+                cfg.label_weights.heads
+            ));
+        }
+        if cfg.seq_len == 0 {
+            return Err("seq_len must be at least 1".into());
+        }
+        let mut vocab = cfg.action_vocab.clone();
+        vocab.sort_unstable();
+        vocab.dedup();
+        let mut action_rows = vec![0u32; 1024];
+        for (rank, &id) in vocab.iter().enumerate() {
+            let slot = usize::try_from(id)
+                .ok()
+                .and_then(|i| action_rows.get_mut(i))
+                .ok_or_else(|| format!("action id {id} outside 0..1024"))?;
+            *slot = rank as u32 + 1;
+        }
+        let items = data.items.count;
+        let pad_row = u32::try_from(items).map_err(|_| "too many items".to_string())?;
+        for (i, r) in requests.iter().enumerate() {
+            if r.user as usize >= data.users.len() {
+                return Err(format!("request {i}: user {} out of range", r.user));
+            }
+            if r.candidates.len() > usize::from(u16::MAX) {
+                return Err(format!("request {i}: slate of {}", r.candidates.len()));
+            }
+            if let Some(c) = r.candidates.iter().find(|c| c.item as usize >= items) {
+                return Err(format!("request {i}: item {} out of range", c.item));
+            }
+        }
+        let user_dim = if cfg.user_features {
+            user_feature_dim(data)
+        } else {
+            0
+        };
+        let mut user_cache = vec![0.0; requests.len() * user_dim];
+        if user_dim > 0 {
+            for (r, out) in requests.iter().zip(user_cache.chunks_exact_mut(user_dim)) {
+                user_features_into(data, r.user, r.time_ms, out);
+            }
+        }
+        Ok(Self {
+            data,
+            requests,
+            cfg,
+            heads,
+            action_rows,
+            pad_row,
+            user_dim,
+            user_cache,
+        })
+    }
+
+    /// Width of the dense user feature (0 = none).
+    pub fn user_dim(&self) -> usize {
+        self.user_dim
+    }
+
+    /// Rows the item table needs: the items plus the padding row.
+    pub fn item_rows(&self) -> usize {
+        self.pad_row as usize + 1
+    }
+
+    /// The padding row of the item table (kept at zero).
+    pub fn pad_row(&self) -> u32 {
+        self.pad_row
+    }
+
+    /// The config.
+    pub fn config(&self) -> &FeatureConfig {
+        &self.cfg
+    }
+
+    /// Every (request, candidate) pair, in order.
+    pub fn examples(&self) -> Vec<ExampleRef> {
+        self.requests
+            .iter()
+            .enumerate()
+            .flat_map(|(r, req)| {
+                (0..req.candidates.len()).map(move |c| ExampleRef {
+                    request: r as u32,
+                    candidate: c as u16,
+                })
+            })
+            .collect()
+    }
+
+    /// Fills `batch` with `examples`, masking with time window `window_ms`
+    /// (draw it per batch; 0 = inference masks only).
+    pub fn fill(&self, examples: &[ExampleRef], window_ms: i64, batch: &mut Batch) {
+        let s = self.cfg.seq_len;
+        let h = self.heads;
+        let n = examples.len();
+        let nn = if self.cfg.nal_impressions {
+            self.cfg.nal_negatives
+        } else {
+            0
+        };
+        batch.len = n;
+        batch.seq_len = s;
+        batch.nal_negatives = nn;
+        for v in [&mut batch.seq_items, &mut batch.seq_actions] {
+            v.clear();
+            v.resize(n * s, 0);
+        }
+        batch.seq_masked.clear();
+        batch.seq_masked.resize(n * s, true);
+        batch.cand_items.clear();
+        batch.user_features.clear();
+        batch.labels.clear();
+        batch.weights.clear();
+        batch.nal_pos.clear();
+        batch.nal_neg.clear();
+        for (b, e) in examples.iter().enumerate() {
+            let req = &self.requests[e.request as usize];
+            let cand = req.candidates[usize::from(e.candidate)];
+            let user = &self.data.users[req.user as usize];
+            let history = self.data.history_before(req.user, req.time_ms);
+            self.fill_sequence(
+                history,
+                req.time_ms,
+                window_ms,
+                &mut batch.seq_items[b * s..(b + 1) * s],
+                &mut batch.seq_actions[b * s..(b + 1) * s],
+                &mut batch.seq_masked[b * s..(b + 1) * s],
+            );
+            batch.cand_items.push(cand.item);
+            let r = e.request as usize;
+            batch
+                .user_features
+                .extend_from_slice(&self.user_cache[r * self.user_dim..(r + 1) * self.user_dim]);
+            for head in 0..h {
+                batch.labels.push(f32::from(cand.labels >> head & 1));
+                batch
+                    .weights
+                    .push(user.weight * self.cfg.label_weights.weight(head, cand.labels));
+            }
+            // Next Action Loss: the first positive at or after the request.
+            let later = &user.actions[history.len()..];
+            batch.nal_pos.push(
+                later
+                    .iter()
+                    .find(|a| is_positive(a))
+                    .map_or(NO_ITEM, |a| a.item_id as u32),
+            );
+            if nn > 0 {
+                let start = batch.nal_neg.len();
+                let shown = req
+                    .candidates
+                    .iter()
+                    .filter(|c| c.labels == 0)
+                    .map(|c| c.item);
+                let impressions = later
+                    .iter()
+                    .filter(|a| a.action_type == ActionType::IMPRESSION)
+                    .map(|a| a.item_id as u32);
+                batch.nal_neg.extend(shown.chain(impressions).take(nn));
+                batch.nal_neg.resize(start + nn, NO_ITEM);
+            }
+        }
+    }
+
+    /// Fills `batch` for scoring `candidates` (item indices) for `query`:
+    /// the sequence from `query.history`, inference masks only, the user
+    /// feature at the query time; labels, weights and NAL targets empty.
+    pub fn fill_query(
+        &self,
+        data: &Dataset,
+        query: &crate::eval::Query<'_>,
+        candidates: &[u32],
+        batch: &mut Batch,
+    ) -> Result<(), String> {
+        if let Some(c) = candidates.iter().find(|&&c| c >= self.pad_row) {
+            return Err(format!("candidate item {c} out of range"));
+        }
+        let s = self.cfg.seq_len;
+        let n = candidates.len();
+        batch.len = n;
+        batch.seq_len = s;
+        batch.nal_negatives = 0;
+        batch.seq_items.resize(n * s, 0);
+        batch.seq_actions.resize(n * s, 0);
+        batch.seq_masked.resize(n * s, true);
+        if n > 0 {
+            let (items, actions, masked) = (
+                &mut batch.seq_items[..s],
+                &mut batch.seq_actions[..s],
+                &mut batch.seq_masked[..s],
+            );
+            self.fill_sequence(query.history, query.time_ms, 0, items, actions, masked);
+            for b in 1..n {
+                batch.seq_items.copy_within(0..s, b * s);
+                batch.seq_actions.copy_within(0..s, b * s);
+                batch.seq_masked.copy_within(0..s, b * s);
+            }
+        }
+        batch.cand_items.clear();
+        batch.cand_items.extend_from_slice(candidates);
+        batch.user_features.clear();
+        if self.user_dim > 0 {
+            let mut u = vec![0.0; self.user_dim];
+            user_features_into(data, query.user, query.time_ms, &mut u);
+            for _ in 0..n {
+                batch.user_features.extend_from_slice(&u);
+            }
+        }
+        batch.labels.clear();
+        batch.labels.resize(n * self.heads, 0.0);
+        batch.weights.clear();
+        batch.weights.resize(n * self.heads, 0.0);
+        batch.nal_pos.clear();
+        batch.nal_pos.resize(n, NO_ITEM);
+        batch.nal_neg.clear();
+        Ok(())
+    }
+
+    /// The realtime sequence of `history` (oldest first, all before
+    /// `request_ms`) into one example's slots, newest first.
+    pub fn fill_sequence(
+        &self,
+        history: &[Action],
+        request_ms: i64,
+        window_ms: i64,
+        items: &mut [u32],
+        actions: &mut [u32],
+        masked: &mut [bool],
+    ) {
+        items.fill(self.pad_row);
+        actions.fill(0);
+        masked.fill(true);
+        let s = items.len().min(actions.len()).min(masked.len());
+        let mut p = 0;
+        for a in history.iter().rev() {
+            if p == s {
+                break;
+            }
+            if !self.cfg.sequence_actions.contains(&a.action_type.0) {
+                continue;
+            }
+            let row = self
+                .action_rows
+                .get(usize::from(a.action_type.0))
+                .copied()
+                .unwrap_or(0);
+            if row == 0 {
+                continue;
+            }
+            items[p] = u32::try_from(a.item_id)
+                .ok()
+                .filter(|&i| i < self.pad_row)
+                .unwrap_or(self.pad_row);
+            actions[p] = row;
+            let age = i128::from(request_ms) - i128::from(a.timestamp_ms);
+            masked[p] = p > 0 && (age < 0 || age < i128::from(window_ms));
+            p += 1;
+        }
+        if s > 0 {
+            masked[0] = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{ItemCatalog, LoggedCandidate, UserHistory, default_heads};
+    use transact_seq::Surface;
+
+    fn act(item: u64, t: ActionType, ms: i64) -> Action {
+        Action {
+            item_id: item,
+            action_type: t,
+            timestamp_ms: ms,
+            surface: Surface(0),
+        }
+    }
+
+    fn data() -> Dataset {
+        let actions = vec![
+            act(1, ActionType::REPIN, 100),
+            act(2, ActionType::IMPRESSION, 150),
+            act(3, ActionType::CLICK, 200),
+            act(4, ActionType::HIDE, 300),
+            act(5, ActionType::IMPRESSION, 1_100),
+            act(6, ActionType::CLICK, 1_200),
+        ];
+        Dataset {
+            name: "t".into(),
+            heads: default_heads(),
+            items: ItemCatalog {
+                count: 10,
+                raw_ids: (0..10).map(|i| i.to_string()).collect(),
+                embeddings: None,
+            },
+            users: vec![UserHistory {
+                raw_id: "u".into(),
+                actions,
+                weight: 2.0,
+            }],
+            requests: vec![LoggedRequest {
+                user: 0,
+                time_ms: 1_000,
+                candidates: vec![
+                    LoggedCandidate {
+                        item: 7,
+                        labels: 0b001,
+                    },
+                    LoggedCandidate { item: 8, labels: 0 },
+                    LoggedCandidate {
+                        item: 9,
+                        labels: 0b110,
+                    },
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn sequences_labels_weights_and_nal_targets() {
+        let d = data();
+        let mut cfg = FeatureConfig::new(4, 3);
+        cfg.nal_negatives = 3;
+        let f = Featurizer::new(&d, &d.requests, cfg).expect("featurizer");
+        assert_eq!(f.item_rows(), 11);
+        let ex = f.examples();
+        assert_eq!(ex.len(), 3);
+        let mut b = Batch::default();
+        f.fill(&ex, 0, &mut b);
+        // Newest first: hide 4, click 3, repin 1 (the impression is left
+        // out), then padding.
+        assert_eq!(&b.seq_items[..4], &[4, 3, 1, 10]);
+        assert_eq!(&b.seq_actions[..4], &[3, 2, 1, 0]);
+        assert_eq!(&b.seq_masked[..4], &[false, false, false, true]);
+        assert_eq!(b.cand_items, vec![7, 8, 9]);
+        assert_eq!(&b.labels[..], &[1., 0., 0., 0., 0., 0., 0., 1., 1.]);
+        // w_u = 2; all-ones M: one label → 1, none → 1, two labels → 2.
+        assert_eq!(&b.weights[..3], &[2., 2., 2.]);
+        assert_eq!(&b.weights[6..], &[4., 4., 4.]);
+        // Next positive after t = 1000 is the click on 6; negatives: the
+        // unengaged candidate 8, then the impression of 5, then padding.
+        assert_eq!(b.nal_pos, vec![6, 6, 6]);
+        assert_eq!(b.nal_negatives, 3);
+        assert_eq!(&b.nal_neg[..3], &[8, 5, NO_ITEM]);
+        assert!(b.user_features.is_empty());
+    }
+
+    #[test]
+    fn the_time_window_masks_recent_positions_but_never_position_0() {
+        let d = data();
+        let f = Featurizer::new(&d, &d.requests, FeatureConfig::new(4, 3)).expect("f");
+        let mut b = Batch::default();
+        // Ages: 700 (hide), 800 (click), 900 (repin).
+        f.fill(&f.examples()[..1], 850, &mut b);
+        assert_eq!(&b.seq_masked[..4], &[false, true, false, true]);
+        f.fill(&f.examples()[..1], 10_000, &mut b);
+        assert_eq!(&b.seq_masked[..4], &[false, true, true, true]);
+    }
+
+    #[test]
+    fn bad_configs_are_errors() {
+        let d = data();
+        let mut cfg = FeatureConfig::new(4, 3);
+        cfg.label_weights = LabelWeights::ones(2);
+        assert!(Featurizer::new(&d, &d.requests, cfg).is_err());
+        let mut cfg = FeatureConfig::new(4, 3);
+        cfg.label_weights.m[0] = f32::NAN;
+        assert!(Featurizer::new(&d, &d.requests, cfg).is_err());
+        let mut bad = d.requests.clone();
+        bad[0].candidates[0].item = 99;
+        assert!(Featurizer::new(&d, &bad, FeatureConfig::new(4, 3)).is_err());
+    }
+
+    #[test]
+    fn label_weights_follow_the_matrix() {
+        // Hides weigh 5 on the repin head.
+        let mut m = LabelWeights::ones(3);
+        m.m[2] = 5.0;
+        assert_eq!(m.weight(0, 0b100), 5.0);
+        assert_eq!(m.weight(0, 0b101), 6.0);
+        assert_eq!(m.weight(1, 0b100), 1.0);
+        assert_eq!(m.weight(2, 0), 1.0);
+    }
+}

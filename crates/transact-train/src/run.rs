@@ -1,0 +1,278 @@
+//! A training run end to end: train on the training requests, checkpoint
+//! every epoch, evaluate, and leave everything in a run directory:
+//!
+//! ```text
+//! <run>/config.json            the TrainConfig
+//! <run>/checkpoints/epoch-N.safetensors, last.safetensors
+//!                              model + optimiser state (resume / warm start)
+//! <run>/metrics.json           per-step losses, per-epoch evaluation, final metrics
+//! <run>/loss.svg               training curves
+//! <run>/hit3.svg               HIT@3 per head after each epoch
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, LoggedRequest};
+use crate::eval::{HitAtK, SasrecSplit, hit_at_k, sasrec_eval};
+use crate::features::Featurizer;
+use crate::trainer::{RunError, StepRecord, TrainConfig, Trainer};
+
+/// Where a run's model comes from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Start {
+    /// Fresh initialisation from the config's seed.
+    #[default]
+    Fresh,
+    /// Continue a run from its checkpoint (optimiser state, step, epoch).
+    Resume(PathBuf),
+    /// Parameters of a checkpoint, fresh optimiser (retraining on newer data).
+    WarmStart(PathBuf),
+}
+
+/// Progress callbacks (the CLI draws bars; tests ignore them).
+pub trait Progress {
+    /// A run (or one model of an ablation) starts: `steps` optimiser steps.
+    fn start(&self, _name: &str, _steps: u64) {}
+    /// After every step.
+    fn step(&self, _rec: &StepRecord) {}
+    /// A status line (evaluation, checkpoint).
+    fn note(&self, _msg: &str) {}
+    /// The run ended.
+    fn finish(&self) {}
+}
+
+/// No output.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// Evaluation after an epoch or at the end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    /// Epochs trained.
+    pub epoch: usize,
+    /// Steps trained.
+    pub step: u64,
+    /// HIT@3 per head over the test requests (heads in dataset order).
+    pub hit3: Vec<f64>,
+    /// Test requests evaluated.
+    pub requests: usize,
+    /// HR@10 / NDCG@10 under the SASRec protocol, when asked for.
+    pub sasrec: Option<(f64, f64)>,
+}
+
+/// Everything a run measured (`metrics.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Run name.
+    pub name: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// Head names.
+    pub heads: Vec<String>,
+    /// Training examples per epoch.
+    pub train_examples: usize,
+    /// Steps per epoch.
+    pub steps_per_epoch: u64,
+    /// Mean training throughput (examples/s, forward + backward + update).
+    pub examples_per_s: f64,
+    /// Wall time of training (s), evaluation excluded.
+    pub train_seconds: f64,
+    /// Wall time of the whole run (s).
+    pub total_seconds: f64,
+    /// Evaluation after each epoch; the last is the final result.
+    pub evals: Vec<EvalRecord>,
+    /// Every step's losses.
+    pub steps: Vec<StepRecord>,
+}
+
+impl RunReport {
+    /// The final evaluation.
+    pub fn last(&self) -> Option<&EvalRecord> {
+        self.evals.last()
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// Name (reports, file names).
+    pub name: String,
+    /// Hyper-parameters.
+    pub config: TrainConfig,
+    /// Where the model comes from.
+    pub start: Start,
+    /// Run directory (`None`: keep nothing on disk).
+    pub dir: Option<PathBuf>,
+    /// Also compute HR@10 / NDCG@10 with this split (100 negatives, seed).
+    pub sasrec: Option<(SasrecSplit, u64)>,
+    /// Evaluate after every epoch (otherwise only at the end).
+    pub eval_every_epoch: bool,
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> RunError {
+    RunError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| RunError::Invalid(e.to_string()))?;
+    std::fs::write(path, text).map_err(|e| io_err(path, e))
+}
+
+/// Trains on `train`, evaluates HIT@3 on `test` (and SASRec metrics when
+/// asked), writes the run directory. Returns the report and the trainer
+/// (for export or further evaluation).
+pub fn run(
+    spec: &RunSpec,
+    data: &Dataset,
+    train: &[LoggedRequest],
+    test: &[LoggedRequest],
+    progress: &dyn Progress,
+) -> Result<(RunReport, Trainer), RunError> {
+    let t_all = Instant::now();
+    let mut trainer = match &spec.start {
+        Start::Fresh => Trainer::new(spec.config.clone(), data)?,
+        Start::Resume(p) => Trainer::resume(p)?,
+        Start::WarmStart(p) => Trainer::warm_start(p, spec.config.clone())?,
+    };
+    let feat =
+        Featurizer::new(data, train, trainer.cfg.feature_config()).map_err(RunError::Invalid)?;
+    if feat.item_rows() != trainer.net().config().item_rows {
+        return Err(RunError::Invalid(format!(
+            "the model has {} item rows, this dataset needs {} (a checkpoint from another item catalogue?)",
+            trainer.net().config().item_rows,
+            feat.item_rows()
+        )));
+    }
+    let examples = feat.examples().len();
+    if examples == 0 {
+        return Err(RunError::Invalid("no training examples".into()));
+    }
+    let per_epoch = trainer.steps_per_epoch(examples);
+    let epochs = trainer.cfg.epochs;
+    let total = per_epoch * epochs as u64;
+    let ckpt_dir = match &spec.dir {
+        Some(d) => {
+            let c = d.join("checkpoints");
+            std::fs::create_dir_all(&c).map_err(|e| io_err(&c, e))?;
+            write_json(&d.join("config.json"), &trainer.cfg)?;
+            Some(c)
+        }
+        None => None,
+    };
+    progress.start(&spec.name, total.saturating_sub(trainer.step));
+    let mut evals = Vec::new();
+    let mut train_seconds = 0.0;
+    while trainer.epoch < epochs {
+        let t0 = Instant::now();
+        trainer.train_epoch(&feat, total, &mut |r| progress.step(r))?;
+        train_seconds += t0.elapsed().as_secs_f64();
+        if let Some(c) = &ckpt_dir {
+            let p = c.join(format!("epoch-{}.safetensors", trainer.epoch));
+            trainer.save_checkpoint(&p)?;
+            std::fs::copy(&p, c.join("last.safetensors")).map_err(|e| io_err(&p, e))?;
+        }
+        if spec.eval_every_epoch || trainer.epoch == epochs {
+            progress.note(&format!("evaluating after epoch {}", trainer.epoch));
+            evals.push(evaluate(&trainer, data, test, spec.sasrec.as_ref())?);
+        }
+    }
+    if evals.is_empty() {
+        evals.push(evaluate(&trainer, data, test, spec.sasrec.as_ref())?);
+    }
+    progress.finish();
+    let steps = trainer.history.clone();
+    let done: u64 = steps.iter().map(|s| u64::from(s.examples)).sum();
+    let examples_per_s = if train_seconds > 0.0 {
+        done as f64 / train_seconds
+    } else {
+        0.0
+    };
+    let report = RunReport {
+        name: spec.name.clone(),
+        dataset: data.name.clone(),
+        heads: data.heads.clone(),
+        train_examples: examples,
+        steps_per_epoch: per_epoch,
+        examples_per_s,
+        train_seconds,
+        total_seconds: t_all.elapsed().as_secs_f64(),
+        evals,
+        steps,
+    };
+    if let Some(d) = &spec.dir {
+        write_json(&d.join("metrics.json"), &report)?;
+        write_plots(d, &report)?;
+    }
+    Ok((report, trainer))
+}
+
+/// HIT@3 on `test` (and SASRec metrics when asked) with the current
+/// parameters.
+pub fn evaluate(
+    trainer: &Trainer,
+    data: &Dataset,
+    test: &[LoggedRequest],
+    sasrec: Option<&(SasrecSplit, u64)>,
+) -> Result<EvalRecord, RunError> {
+    let scorer = trainer.scorer(data)?;
+    let hit: HitAtK = hit_at_k(data, test, 3, &scorer)?;
+    let sas = match sasrec {
+        Some((split, seed)) => {
+            let m = sasrec_eval(data, split, 100, *seed, &scorer)?;
+            Some((m.hr, m.ndcg))
+        }
+        None => None,
+    };
+    Ok(EvalRecord {
+        epoch: trainer.epoch,
+        step: trainer.step,
+        hit3: hit.per_head.clone(),
+        requests: test.len(),
+        sasrec: sas,
+    })
+}
+
+fn write_plots(dir: &Path, r: &RunReport) -> Result<(), RunError> {
+    // Losses, smoothed over a window of steps so the curve is readable.
+    let smooth = |f: &dyn Fn(&StepRecord) -> f32| -> Vec<(f64, f64)> {
+        let w = (r.steps.len() / 100).max(1);
+        r.steps
+            .chunks(w)
+            .map(|c| {
+                let y = c.iter().map(|s| f64::from(f(s))).sum::<f64>() / c.len() as f64;
+                (c[c.len() - 1].step as f64, y)
+            })
+            .collect()
+    };
+    let bce = smooth(&|s| s.bce);
+    let nal = smooth(&|s| s.nal);
+    let mut series: Vec<(&str, &[(f64, f64)])> = vec![("weighted BCE", &bce)];
+    if nal.iter().any(|p| p.1 > 0.0) {
+        series.push(("next action loss", &nal));
+    }
+    crate::plot::write_svg(&dir.join("loss.svg"), &format!("{}: training loss", r.name), "step", &series)
+        .map_err(RunError::Invalid)?;
+    let per_head: Vec<Vec<(f64, f64)>> = (0..r.heads.len())
+        .map(|h| {
+            r.evals
+                .iter()
+                .map(|e| (e.epoch as f64, e.hit3.get(h).copied().unwrap_or(f64::NAN)))
+                .collect()
+        })
+        .collect();
+    let series: Vec<(&str, &[(f64, f64)])> = r
+        .heads
+        .iter()
+        .zip(&per_head)
+        .map(|(h, p)| (h.as_str(), p.as_slice()))
+        .collect();
+    crate::plot::write_svg(&dir.join("hit3.svg"), &format!("{}: HIT@3 per head", r.name), "epoch", &series)
+        .map_err(RunError::Invalid)
+}
