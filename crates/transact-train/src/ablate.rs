@@ -71,7 +71,13 @@ pub fn ablate(
     for (i, (name, cfg)) in variants(base).into_iter().enumerate() {
         let slug: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect::<String>()
             .split('-')
             .filter(|s| !s.is_empty())
@@ -172,7 +178,10 @@ mod tests {
             },
         ];
         let md = markdown(&rows, &["repin".into(), "hide".into()]);
-        assert!(md.contains("| better | 0.5500 | +10.00% | 0.1800 | -10.00% | 900 | 12 |"), "{md}");
+        assert!(
+            md.contains("| better | 0.5500 | +10.00% | 0.1800 | -10.00% | 900 | 12 |"),
+            "{md}"
+        );
         assert!(md.contains("| base | 0.5000 | — |"), "{md}");
     }
 }

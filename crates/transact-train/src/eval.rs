@@ -180,7 +180,8 @@ pub fn hit_at_k<S: Scorer + ?Sized>(
     let heads = data.heads.len().min(8);
     let mut sums = vec![0.0f64; heads];
     let mut counted = 0usize;
-    let (mut items, mut scores, mut order, mut w) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut items, mut scores, mut order, mut w) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for req in requests {
         if req.candidates.is_empty() {
             continue;
@@ -201,7 +202,9 @@ pub fn hit_at_k<S: Scorer + ?Sized>(
             }
             items.push(c.item);
         }
-        let end = user.actions.partition_point(|a| a.timestamp_ms < req.time_ms);
+        let end = user
+            .actions
+            .partition_point(|a| a.timestamp_ms < req.time_ms);
         let query = Query {
             user: req.user,
             time_ms: req.time_ms,
@@ -225,7 +228,13 @@ pub fn hit_at_k<S: Scorer + ?Sized>(
     }
     let per_head = sums
         .iter()
-        .map(|s| if counted == 0 { 0.0 } else { s / counted as f64 })
+        .map(|s| {
+            if counted == 0 {
+                0.0
+            } else {
+                s / counted as f64
+            }
+        })
         .collect();
     Ok(HitAtK {
         k,
@@ -507,7 +516,8 @@ impl Scorer for RandomScorer {
         candidates: &[u32],
         out: &mut [f32],
     ) -> Result<(), EvalError> {
-        let base = mix64(self.seed ^ mix64(u64::from(query.user)) ^ mix64(query.time_ms as u64 ^ 0x5a5a));
+        let base =
+            mix64(self.seed ^ mix64(u64::from(query.user)) ^ mix64(query.time_ms as u64 ^ 0x5a5a));
         for (o, &c) in out.iter_mut().zip(candidates) {
             // 24 random bits: exact in f32, so distinct items rarely tie.
             *o = (mix64(base ^ u64::from(c)) >> 40) as f32;
@@ -574,9 +584,7 @@ impl Scorer for PopularityScorer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{
-        ItemCatalog, LoggedCandidate, UserHistory, default_heads, label_bit,
-    };
+    use crate::data::{ItemCatalog, LoggedCandidate, UserHistory, default_heads, label_bit};
     use transact_seq::Surface;
 
     fn act(item: u64, t: i64, ty: ActionType) -> Action {
@@ -662,7 +670,13 @@ mod tests {
         let m = hit_at_k(&d, &d.requests, 3, &Table(vec![0., 0., 0., 0., 1., 0.])).unwrap();
         assert!((m.per_head[0] - 1.4).abs() < 1e-12);
         // NaN ranks last.
-        let m = hit_at_k(&d, &d.requests, 1, &Table(vec![f32::NAN, 0., 0., 0., -1., 0.])).unwrap();
+        let m = hit_at_k(
+            &d,
+            &d.requests,
+            1,
+            &Table(vec![f32::NAN, 0., 0., 0., -1., 0.]),
+        )
+        .unwrap();
         assert_eq!(m.per_head[0], 0.0);
         assert!(matches!(
             hit_at_k(&d, &d.requests, 0, &Table(vec![0.0; 6])),
@@ -696,7 +710,14 @@ mod tests {
         assert_eq!(s.skipped, 1);
         assert_eq!(s.users.len(), 2);
         // The trailing impression is not an interaction.
-        assert_eq!(s.users[0], SasrecUser { user: 0, valid: 1, test: 2 });
+        assert_eq!(
+            s.users[0],
+            SasrecUser {
+                user: 0,
+                valid: 1,
+                test: 2
+            }
+        );
         assert_eq!(s.train_interactions(&d, &s.users[0]).count(), 1);
         let pop = PopularityScorer::from_split(&d, &s);
         assert_eq!(pop.counts[0], 1);
@@ -742,7 +763,10 @@ mod tests {
             rank: 0,
         };
         let m = sasrec_eval(&d, &s, 100, 7, &perfect).unwrap();
-        assert_eq!((m.hr, m.ndcg, m.users, m.short_of_negatives), (1.0, 1.0, 4, 0));
+        assert_eq!(
+            (m.hr, m.ndcg, m.users, m.short_of_negatives),
+            (1.0, 1.0, 4, 0)
+        );
         let worst = AtRank {
             targets: targets.clone(),
             rank: 100,
@@ -763,7 +787,11 @@ mod tests {
             .unwrap();
             assert_eq!(m.hr, 1.0);
             let want = 1.0 / ((r + 2) as f64).log2();
-            assert!((m.ndcg - want).abs() < 1e-12, "rank {r}: {} vs {want}", m.ndcg);
+            assert!(
+                (m.ndcg - want).abs() < 1e-12,
+                "rank {r}: {} vs {want}",
+                m.ndcg
+            );
         }
         // Validation target: the second-to-last item.
         let vt: Vec<u32> = (0..4).map(|u| 3 * u + 1).collect();
@@ -774,7 +802,10 @@ mod tests {
             100,
             10,
             7,
-            &AtRank { targets: vt, rank: 0 },
+            &AtRank {
+                targets: vt,
+                rank: 0,
+            },
         )
         .unwrap();
         assert_eq!(m.hr, 1.0);

@@ -303,12 +303,15 @@ impl<'a> Featurizer<'a> {
                     .weights
                     .push(user.weight * self.cfg.label_weights.weight(head, cand.labels));
             }
-            // Next Action Loss: the first positive at or after the request.
+            // Next Action Loss: the user's first positive at or after the
+            // request on an item outside the slate (the slate's own labels
+            // are the main task's).
             let later = &user.actions[history.len()..];
+            let on_slate = |item: u64| req.candidates.iter().any(|c| u64::from(c.item) == item);
             batch.nal_pos.push(
                 later
                     .iter()
-                    .find(|a| is_positive(a))
+                    .find(|a| is_positive(a) && !on_slate(a.item_id))
                     .map_or(NO_ITEM, |a| a.item_id as u32),
             );
             if nn > 0 {

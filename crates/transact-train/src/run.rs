@@ -257,8 +257,13 @@ fn write_plots(dir: &Path, r: &RunReport) -> Result<(), RunError> {
     if nal.iter().any(|p| p.1 > 0.0) {
         series.push(("next action loss", &nal));
     }
-    crate::plot::write_svg(&dir.join("loss.svg"), &format!("{}: training loss", r.name), "step", &series)
-        .map_err(RunError::Invalid)?;
+    crate::plot::write_svg(
+        &dir.join("loss.svg"),
+        &format!("{}: training loss", r.name),
+        "step",
+        &series,
+    )
+    .map_err(RunError::Invalid)?;
     let per_head: Vec<Vec<(f64, f64)>> = (0..r.heads.len())
         .map(|h| {
             r.evals
@@ -273,6 +278,11 @@ fn write_plots(dir: &Path, r: &RunReport) -> Result<(), RunError> {
         .zip(&per_head)
         .map(|(h, p)| (h.as_str(), p.as_slice()))
         .collect();
-    crate::plot::write_svg(&dir.join("hit3.svg"), &format!("{}: HIT@3 per head", r.name), "epoch", &series)
-        .map_err(RunError::Invalid)
+    crate::plot::write_svg(
+        &dir.join("hit3.svg"),
+        &format!("{}: HIT@3 per head", r.name),
+        "epoch",
+        &series,
+    )
+    .map_err(RunError::Invalid)
 }

@@ -366,7 +366,11 @@ impl Trainer {
         let n = batch.len;
         let per = n.div_ceil(threads).max(1);
         let opts = StepOptions {
-            nal_weight: if self.cfg.use_sequence { self.cfg.nal_weight } else { 0.0 },
+            nal_weight: if self.cfg.use_sequence {
+                self.cfg.nal_weight
+            } else {
+                0.0
+            },
             in_batch_negatives: !self.cfg.features.nal_impressions,
             dropout: train,
             step_seed: self.cfg.seed ^ self.step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
@@ -512,7 +516,8 @@ impl Trainer {
 
     /// A scorer over `data` for evaluation (utility `Σ v_h σ(z_h)`).
     pub fn scorer<'a>(&'a self, data: &'a Dataset) -> Result<NetScorer<'a>, RunError> {
-        let feat = Featurizer::new(data, &[], self.cfg.feature_config()).map_err(RunError::Invalid)?;
+        let feat =
+            Featurizer::new(data, &[], self.cfg.feature_config()).map_err(RunError::Invalid)?;
         Ok(NetScorer {
             trainer: self,
             feat,
@@ -621,7 +626,11 @@ mod tests {
                 if session > 0 {
                     let mut cands = Vec::new();
                     for c in 0..6 {
-                        let ct = if c < 2 { topic } else { rng.random_range(0..topics) };
+                        let ct = if c < 2 {
+                            topic
+                        } else {
+                            rng.random_range(0..topics)
+                        };
                         let item = (ct * per + rng.random_range(0..per)) as u32;
                         let labels = if ct == topic {
                             1
@@ -691,8 +700,8 @@ mod tests {
         let data = tiny_world(3);
         let cfg = tiny_config(2);
         let before = Trainer::new(cfg.clone(), &data).expect("trainer");
-        let hit_before = hit_at_k(&data, &data.requests, 3, &before.scorer(&data).expect("s"))
-            .expect("hit");
+        let hit_before =
+            hit_at_k(&data, &data.requests, 3, &before.scorer(&data).expect("s")).expect("hit");
         let t = train(&cfg, &data);
         let first = t.history.first().expect("steps").bce;
         let last = t.history.last().expect("steps").bce;
@@ -730,7 +739,9 @@ mod tests {
         drop(t);
         let mut resumed = Trainer::resume(&ckpt).expect("resume");
         assert_eq!(resumed.epoch, 1);
-        resumed.train_epoch(&feat, total, &mut |_| {}).expect("epoch 2");
+        resumed
+            .train_epoch(&feat, total, &mut |_| {})
+            .expect("epoch 2");
         assert_eq!(resumed.step, full.step);
         assert_eq!(resumed.params.data(), full.params.data());
 
@@ -755,11 +766,11 @@ mod tests {
         assert!(t.export(dir.path()).expect("export"));
         let model = transact_model::RankingModel::load(&dir.path().join("model.safetensors"))
             .expect("model");
-        let table = transact_embed::ItemTable::load(dir.path().join("items.safetensors"))
-            .expect("items");
+        let table =
+            transact_embed::ItemTable::load(dir.path().join("items.safetensors")).expect("items");
         let req = &data.requests[data.requests.len() / 2];
-        let feat = Featurizer::new(&data, std::slice::from_ref(req), cfg.feature_config())
-            .expect("feat");
+        let feat =
+            Featurizer::new(&data, std::slice::from_ref(req), cfg.feature_config()).expect("feat");
         let mut batch = Batch::default();
         feat.fill(&feat.examples(), 0, &mut batch);
         let mut logits = Vec::new();
@@ -768,12 +779,20 @@ mod tests {
         // The same request through the serving model.
         let s = cfg.v1.seq_len;
         let d = cfg.v1.item_emb_dim;
-        let n = batch.seq_actions[..s].iter().take_while(|&&a| a != 0).count();
+        let n = batch.seq_actions[..s]
+            .iter()
+            .take_while(|&&a| a != 0)
+            .count();
         let vocab = [1i64, 2, 3, 4];
-        let actions: Vec<i64> = batch.seq_actions[..n].iter().map(|&r| vocab[r as usize - 1]).collect();
+        let actions: Vec<i64> = batch.seq_actions[..n]
+            .iter()
+            .map(|&r| vocab[r as usize - 1])
+            .collect();
         let mut item_emb = vec![0.0; n * d];
         for (p, &row) in batch.seq_items[..n].iter().enumerate() {
-            table.get_into(u64::from(row), &mut item_emb[p * d..(p + 1) * d]).expect("row");
+            table
+                .get_into(u64::from(row), &mut item_emb[p * d..(p + 1) * d])
+                .expect("row");
         }
         let history = data.history_before(req.user, req.time_ms);
         let times: Vec<i64> = history
@@ -785,7 +804,9 @@ mod tests {
             .collect();
         let mut cands = vec![0.0; req.candidates.len() * d];
         for (c, lc) in req.candidates.iter().enumerate() {
-            table.get_into(u64::from(lc.item), &mut cands[c * d..(c + 1) * d]).expect("cand");
+            table
+                .get_into(u64::from(lc.item), &mut cands[c * d..(c + 1) * d])
+                .expect("cand");
         }
         let v1req = transact_model::V1Request {
             action_types: &actions,
@@ -796,7 +817,9 @@ mod tests {
         };
         let user = crate::data::user_features(&data, req.user, req.time_ms);
         let mut served = vec![0.0; logits.len()];
-        model.score(&v1req, Some(&user), None, &mut served).expect("score");
+        model
+            .score(&v1req, Some(&user), None, &mut served)
+            .expect("score");
         for (a, b) in logits.iter().zip(&served) {
             assert!((a - b).abs() < 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
         }

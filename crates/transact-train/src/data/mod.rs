@@ -144,7 +144,10 @@ impl Dataset {
 
     /// Time-ordered split of the logged requests: `(train, test)`, see
     /// [`Dataset::time_split_index`].
-    pub fn split_requests_by_time(&self, test_fraction: f64) -> (&[LoggedRequest], &[LoggedRequest]) {
+    pub fn split_requests_by_time(
+        &self,
+        test_fraction: f64,
+    ) -> (&[LoggedRequest], &[LoggedRequest]) {
         self.requests.split_at(self.time_split_index(test_fraction))
     }
 }
@@ -178,7 +181,10 @@ pub fn user_features_into(data: &Dataset, user: u32, time_ms: i64, out: &mut [f3
             continue;
         }
         let start = (a.item_id as usize).saturating_mul(emb.dim);
-        if let Some(row) = start.checked_add(d).and_then(|end| emb.data.get(start..end)) {
+        if let Some(row) = start
+            .checked_add(d)
+            .and_then(|end| emb.data.get(start..end))
+        {
             for (o, v) in out.iter_mut().zip(row) {
                 *o += v;
             }

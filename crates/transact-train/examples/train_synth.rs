@@ -1,0 +1,69 @@
+//! Trains the ablation on the synthetic world and prints the table (a
+//! development shortcut for `transact ablate`).
+//!
+//! `cargo run --release -p transact-train --example train_synth [users] [epochs] [only]`
+
+use std::time::Instant;
+
+use transact_train::ablate::{markdown, variants};
+use transact_train::data::synthetic::{SyntheticConfig, generate};
+use transact_train::run::{Quiet, RunSpec, Start, run};
+use transact_train::trainer::TrainConfig;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let mut world = SyntheticConfig::default();
+    if let Some(u) = args.get(1) {
+        world.users = u.parse()?;
+    }
+    let t0 = Instant::now();
+    let data = generate(&world, 1)?;
+    let cut = data.time_split_index(0.2);
+    let (train, test) = data.requests.split_at(cut);
+    eprintln!(
+        "world: {} requests ({} train) in {:.1?}",
+        data.requests.len(),
+        train.len(),
+        t0.elapsed()
+    );
+    let mut cfg = TrainConfig::new(&data.heads, world.dim);
+    if let Some(e) = args.get(2) {
+        cfg.epochs = e.parse()?;
+    }
+    let only: Option<usize> = args.get(3).map(|s| s.parse()).transpose()?;
+    if let Some(w) = args.get(4) {
+        cfg.nal_weight = w.parse()?;
+    }
+    let mut rows = Vec::new();
+    for (i, (name, c)) in variants(&cfg).into_iter().enumerate() {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
+        let spec = RunSpec {
+            name: name.clone(),
+            config: c,
+            start: Start::Fresh,
+            dir: None,
+            sasrec: None,
+            eval_every_epoch: true,
+        };
+        let (r, _) = run(&spec, &data, train, test, &Quiet)?;
+        for e in &r.evals {
+            eprintln!("{name}: epoch {} HIT@3 {:?}", e.epoch, e.hit3);
+        }
+        eprintln!(
+            "{name}: {:.0} ex/s, train {:.1} s, total {:.1} s",
+            r.examples_per_s, r.train_seconds, r.total_seconds
+        );
+        let hit3 = r.last().map(|e| e.hit3.clone()).unwrap_or_default();
+        rows.push(transact_train::ablate::AblationRow {
+            name,
+            lift_pct: vec![0.0; hit3.len()],
+            hit3,
+            examples_per_s: r.examples_per_s,
+            seconds: r.total_seconds,
+        });
+    }
+    println!("{}", markdown(&rows, &data.heads));
+    Ok(())
+}
