@@ -12,7 +12,11 @@ use transact_train::trainer::TrainConfig;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let mut world = SyntheticConfig::default();
+    // TRANSACT_WORLD: a JSON SyntheticConfig (missing fields default).
+    let mut world: SyntheticConfig = match std::env::var("TRANSACT_WORLD") {
+        Ok(j) => serde_json::from_str(&j)?,
+        Err(_) => SyntheticConfig::default(),
+    };
     if let Some(u) = args.get(1) {
         world.users = u.parse()?;
     }

@@ -92,7 +92,7 @@ pub struct TrainConfig {
 impl TrainConfig {
     /// Defaults for a dataset with `heads` heads: a small TransAct V1
     /// (S = 50, d_item from the data, 2 layers, 2 heads, FFN 32, K = 5),
-    /// DCN v2 with 1 cross layer and MLP [64], batch 256, 2 epochs, lr
+    /// DCN v2 with 1 cross layer and MLP `[64]`, batch 256, 2 epochs, lr
     /// 2e-3 with 100 warm-up steps, AdamW 1e-4, clip 1.0, NAL 0.01 with
     /// impression negatives, 1-hour time window.
     pub fn new(heads: &[String], item_dim: usize) -> Self {
