@@ -15,6 +15,8 @@ use transact::rank::{Backend, Candidate, CpuBackend, RankRequest, Ranker, Ranker
 use transact::seq::{EmbeddedStore, SequenceStore, StoreConfig, SyncPolicy};
 use transact::world::{World, WorldConfig};
 
+mod train_cli;
+
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
 /// `println!` that exits quietly when stdout is closed (e.g. piped into `head`).
@@ -48,6 +50,12 @@ enum Command {
         #[arg(long, default_value_t = 1e-4)]
         tolerance: f32,
     },
+    /// Train a model (synthetic world or an imported log), evaluate it, keep a run directory.
+    Train(train_cli::TrainArgs),
+    /// Evaluate a checkpoint: HIT@3 per head, optionally HR@10 / NDCG@10.
+    Eval(train_cli::EvalArgs),
+    /// Train and evaluate the ablation side by side (baseline → TransAct → + NAL).
+    Ablate(train_cli::AblateArgs),
     /// Run the benchmark cases.
     Bench {
         #[command(subcommand)]
@@ -121,6 +129,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo(args),
+        Command::Train(args) => train_cli::train(args),
+        Command::Eval(args) => train_cli::eval(args),
+        Command::Ablate(args) => train_cli::ablate_cmd(args),
         Command::Parity { files, tolerance } => run_parity(&files, tolerance),
         Command::Bench {
             what: BenchWhat::Cpu { json, runs, case },

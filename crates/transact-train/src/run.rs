@@ -138,7 +138,13 @@ pub fn run(
     let t_all = Instant::now();
     let mut trainer = match &spec.start {
         Start::Fresh => Trainer::new(spec.config.clone(), data)?,
-        Start::Resume(p) => Trainer::resume(p)?,
+        Start::Resume(p) => {
+            // The checkpoint's config, trained up to this run's epochs (so a
+            // finished run can be extended).
+            let mut t = Trainer::resume(p)?;
+            t.cfg.epochs = spec.config.epochs;
+            t
+        }
         Start::WarmStart(p) => Trainer::warm_start(p, spec.config.clone())?,
     };
     let feat =
@@ -225,7 +231,10 @@ pub fn evaluate(
     let hit: HitAtK = hit_at_k(data, test, 3, &scorer)?;
     let sas = match sasrec {
         Some((split, seed)) => {
-            let m = sasrec_eval(data, split, 100, *seed, &scorer)?;
+            // The protocol's target is the next interaction of any kind:
+            // score by the summed head probabilities.
+            let any = trainer.scorer_with(data, vec![1.0; data.heads.len()])?;
+            let m = sasrec_eval(data, split, 100, *seed, &any)?;
             Some((m.hr, m.ndcg))
         }
         None => None,

@@ -514,13 +514,33 @@ impl Trainer {
         Ok(true)
     }
 
-    /// A scorer over `data` for evaluation (utility `Σ v_h σ(z_h)`).
+    /// A scorer over `data` for evaluation: the utility `Σ v_h σ(z_h)`
+    /// with the config's weights.
     pub fn scorer<'a>(&'a self, data: &'a Dataset) -> Result<NetScorer<'a>, RunError> {
+        self.scorer_with(data, self.cfg.utility.clone())
+    }
+
+    /// A scorer with other utility weights, e.g. all ones for "any
+    /// interaction" (the SASRec protocol's target, where every head's action
+    /// counts as an interaction).
+    pub fn scorer_with<'a>(
+        &'a self,
+        data: &'a Dataset,
+        utility: Vec<f32>,
+    ) -> Result<NetScorer<'a>, RunError> {
         let feat =
             Featurizer::new(data, &[], self.cfg.feature_config()).map_err(RunError::Invalid)?;
+        if utility.len() != self.cfg.heads.heads.len() {
+            return Err(RunError::Invalid(format!(
+                "{} utility weights for {} heads",
+                utility.len(),
+                self.cfg.heads.heads.len()
+            )));
+        }
         Ok(NetScorer {
             trainer: self,
             feat,
+            utility,
         })
     }
 }
@@ -541,6 +561,7 @@ fn net_config(cfg: &TrainConfig, item_rows: usize) -> NetConfig {
 pub struct NetScorer<'a> {
     trainer: &'a Trainer,
     feat: Featurizer<'a>,
+    utility: Vec<f32>,
 }
 
 impl Scorer for NetScorer<'_> {
@@ -569,7 +590,7 @@ impl Scorer for NetScorer<'_> {
             for (o, z) in out.iter_mut().zip(logits.chunks_exact(heads)) {
                 *o = z
                     .iter()
-                    .zip(&t.cfg.utility)
+                    .zip(&self.utility)
                     .map(|(&z, &v)| v / (1.0 + (-z).exp()))
                     .sum();
             }

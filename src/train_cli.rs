@@ -1,0 +1,442 @@
+//! `transact train`, `transact eval` and `transact ablate`: the training
+//! crate driven from the command line, with progress bars.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use transact::train::ablate::{ablate, markdown};
+use transact::train::data::import::{Format, ImportOptions, import_path, requests_from_log};
+use transact::train::data::synthetic::{SyntheticConfig, generate};
+use transact::train::data::{Dataset, LoggedRequest};
+use transact::train::eval::{SasrecSplit, sasrec_split};
+use transact::train::run::{Progress, RunReport, RunSpec, Start, evaluate, run};
+use transact::train::trainer::{StepRecord, TrainConfig, Trainer};
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+/// Where the data comes from.
+#[derive(Args, Clone, Debug)]
+pub struct DataArgs {
+    /// `synthetic` (the seeded synthetic world) or a log file: MovieLens
+    /// `ratings.csv` / `ratings.dat` / `u.data`, a CSV
+    /// `user,item,action,timestamp`, or a whitespace next-item file.
+    #[arg(long, default_value = "synthetic")]
+    data: String,
+    /// Format of a log file (default: from its name and first lines).
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    format: FormatArg,
+    /// Skip malformed lines (counted) instead of stopping at the first.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Pretrained item embeddings (safetensors) for an imported log.
+    #[arg(long)]
+    item_embeddings: Option<PathBuf>,
+    /// Synthetic world: users.
+    #[arg(long)]
+    users: Option<usize>,
+    /// Synthetic world: items.
+    #[arg(long)]
+    items: Option<usize>,
+    /// Seed of the synthetic world, of the negatives of the SASRec protocol,
+    /// and of the model.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Share of the logged requests (the newest) held out for testing.
+    #[arg(long, default_value_t = 0.2)]
+    test_fraction: f64,
+}
+
+/// The format of a log file.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatArg {
+    /// Guess from the name and the first lines.
+    Auto,
+    /// MovieLens `ratings.csv` (`userId,movieId,rating,timestamp`).
+    MovielensCsv,
+    /// MovieLens `ratings.dat` (`u::i::r::t`).
+    MovielensDat,
+    /// MovieLens 100k `u.data` (tab-separated `u i r t`).
+    MovielensUdata,
+    /// `user,item,action,timestamp`.
+    Csv,
+    /// `user item` or `user item1 item2 …` per line, in time order.
+    Whitespace,
+}
+
+/// Model and optimiser options shared by `train` and `ablate`.
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// A TrainConfig as JSON (the file a run writes as `config.json`);
+    /// the flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Passes over the training requests.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Examples per batch.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Threads (0 = every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Realtime sequence length S.
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Next Action Loss weight (0 = off).
+    #[arg(long)]
+    nal_weight: Option<f32>,
+    /// Next Action Loss negatives.
+    #[arg(long, value_enum)]
+    nal_negatives: Option<Negatives>,
+    /// Dropout in the encoder.
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// Maximum random time window in training, in minutes.
+    #[arg(long)]
+    window_minutes: Option<i64>,
+}
+
+/// Next Action Loss negatives.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Negatives {
+    /// The positives of the other examples of the batch.
+    InBatch,
+    /// Items shown to the user and not engaged.
+    Impressions,
+}
+
+/// `transact train`.
+#[derive(Args, Clone, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The no-sequence baseline (candidate + user features only).
+    #[arg(long)]
+    no_sequence: bool,
+    /// Run directory (config, checkpoints, metrics.json, SVG curves).
+    #[arg(long, default_value = "runs/train")]
+    out: PathBuf,
+    /// Warm start: the parameters of this checkpoint, a fresh optimiser
+    /// (retraining on newer data).
+    #[arg(long, conflicts_with = "resume")]
+    from: Option<PathBuf>,
+    /// Continue an interrupted run from its checkpoint.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Also report HR@10 / NDCG@10 under the SASRec protocol.
+    #[arg(long)]
+    sasrec: bool,
+}
+
+/// `transact eval`.
+#[derive(Args, Clone, Debug)]
+pub struct EvalArgs {
+    /// A checkpoint written by `transact train`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Also report HR@10 / NDCG@10 under the SASRec protocol.
+    #[arg(long)]
+    sasrec: bool,
+}
+
+/// `transact ablate`.
+#[derive(Args, Clone, Debug)]
+pub struct AblateArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Directory for the runs and the table (`ablation.md`, `ablation.json`).
+    #[arg(long, default_value = "runs/ablate")]
+    out: PathBuf,
+}
+
+/// A loaded dataset with its train / test requests.
+struct Loaded {
+    data: Dataset,
+    train: Vec<LoggedRequest>,
+    test: Vec<LoggedRequest>,
+    sasrec: Option<SasrecSplit>,
+}
+
+// `ImportOptions` may grow fields with defaults.
+#[allow(clippy::needless_update)]
+fn load(args: &DataArgs, want_sasrec: bool) -> Result<Loaded> {
+    let t0 = Instant::now();
+    if args.data == "synthetic" {
+        let mut cfg = SyntheticConfig::default();
+        if let Some(u) = args.users {
+            cfg.users = u;
+        }
+        if let Some(i) = args.items {
+            cfg.items = i;
+        }
+        let data = generate(&cfg, args.seed)?;
+        let cut = data.time_split_index(args.test_fraction);
+        let (train, test) = (data.requests[..cut].to_vec(), data.requests[cut..].to_vec());
+        eprintln!(
+            "synthetic world (seed {}): {} users, {} items, {} requests ({} train, {} test) in {:.1?}",
+            args.seed,
+            data.users.len(),
+            data.items.count,
+            data.requests.len(),
+            train.len(),
+            test.len(),
+            t0.elapsed()
+        );
+        let sasrec = want_sasrec.then(|| sasrec_split(&data));
+        return Ok(Loaded {
+            data,
+            train,
+            test,
+            sasrec,
+        });
+    }
+    let path = Path::new(&args.data);
+    let opts = ImportOptions {
+        format: match args.format {
+            FormatArg::Auto => None,
+            FormatArg::MovielensCsv => Some(Format::MovielensCsv),
+            FormatArg::MovielensDat => Some(Format::MovielensDat),
+            FormatArg::MovielensUdata => Some(Format::MovielensUdata),
+            FormatArg::Csv => Some(Format::GenericCsv),
+            FormatArg::Whitespace => Some(Format::Whitespace),
+        },
+        skip_bad: args.skip_bad,
+        item_embeddings: args.item_embeddings.clone(),
+        ..ImportOptions::default()
+    };
+    let (mut data, report) = import_path(path, &opts)?;
+    eprintln!("{}: {report}", path.display());
+    // Leave-last-out users for HR@10 / NDCG@10; logged requests built from
+    // the rest of each user's log (never the last two interactions).
+    let split = sasrec_split(&data);
+    requests_from_log(&mut data, &split, args.seed)?;
+    let cut = data.time_split_index(args.test_fraction);
+    let (train, test) = (data.requests[..cut].to_vec(), data.requests[cut..].to_vec());
+    eprintln!(
+        "{} users, {} items, {} logged requests ({} train, {} test) in {:.1?}",
+        data.users.len(),
+        data.items.count,
+        data.requests.len(),
+        train.len(),
+        test.len(),
+        t0.elapsed()
+    );
+    Ok(Loaded {
+        data,
+        train,
+        test,
+        sasrec: want_sasrec.then_some(split),
+    })
+}
+
+fn config(data: &Dataset, args: &ModelArgs, seed: u64) -> Result<TrainConfig> {
+    let dim = data.items.embeddings.as_ref().map_or(32, |e| e.dim);
+    let mut cfg = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        None => TrainConfig::new(&data.heads, dim),
+    };
+    cfg.seed = seed;
+    if let Some(v) = args.epochs {
+        cfg.epochs = v;
+    }
+    if let Some(v) = args.batch {
+        if v == 0 {
+            return Err("--batch must be at least 1".into());
+        }
+        cfg.batch_size = v;
+    }
+    if let Some(v) = args.lr {
+        cfg.lr = v;
+    }
+    if let Some(v) = args.threads {
+        cfg.threads = v;
+    }
+    if let Some(v) = args.seq_len {
+        cfg.v1.seq_len = v;
+    }
+    if let Some(v) = args.nal_weight {
+        cfg.nal_weight = v;
+    }
+    if let Some(v) = args.nal_negatives {
+        cfg.features.nal_impressions = v == Negatives::Impressions;
+    }
+    if let Some(v) = args.dropout {
+        cfg.dropout = v;
+    }
+    if let Some(v) = args.window_minutes {
+        cfg.features.time_window_ms = v.saturating_mul(60_000);
+    }
+    Ok(cfg)
+}
+
+/// Progress bars on stderr.
+struct Bars {
+    bar: std::cell::RefCell<Option<ProgressBar>>,
+}
+
+impl Bars {
+    fn new() -> Self {
+        Self {
+            bar: std::cell::RefCell::new(None),
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn start(&self, name: &str, steps: u64) {
+        let bar = ProgressBar::new(steps);
+        let style = ProgressStyle::with_template(
+            "{prefix:>32} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(name.to_string());
+        bar.enable_steady_tick(Duration::from_millis(500));
+        *self.bar.borrow_mut() = Some(bar);
+    }
+
+    fn step(&self, r: &StepRecord) {
+        if let Some(b) = &*self.bar.borrow() {
+            b.set_message(format!(
+                "bce {:.4} nal {:.3} lr {:.1e} {:.0} ex/s",
+                r.bce, r.nal, r.lr, r.examples_per_s
+            ));
+            b.inc(1);
+        }
+    }
+
+    fn note(&self, msg: &str) {
+        match &*self.bar.borrow() {
+            Some(b) => b.println(msg),
+            None => eprintln!("{msg}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.bar.borrow_mut().take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn print_report(r: &RunReport) {
+    println!(
+        "{}: {} training examples, {:.0} examples/s, {:.1} s training, {:.1} s total",
+        r.name, r.train_examples, r.examples_per_s, r.train_seconds, r.total_seconds
+    );
+    if let Some(e) = r.last() {
+        print_eval(&r.heads, e);
+    }
+}
+
+fn print_eval(heads: &[String], e: &transact::train::run::EvalRecord) {
+    let per: Vec<String> = heads
+        .iter()
+        .zip(&e.hit3)
+        .map(|(h, v)| format!("{h} {v:.4}"))
+        .collect();
+    println!(
+        "HIT@3 over {} test requests: {}",
+        e.requests,
+        per.join(", ")
+    );
+    if let Some((hr, ndcg)) = e.sasrec {
+        println!("SASRec protocol: HR@10 {hr:.4}, NDCG@10 {ndcg:.4}");
+    }
+}
+
+/// `transact train`.
+pub fn train(args: TrainArgs) -> Result<ExitCode> {
+    let loaded = load(&args.data, args.sasrec)?;
+    let mut cfg = config(&loaded.data, &args.model, args.data.seed)?;
+    if args.no_sequence {
+        cfg.use_sequence = false;
+    }
+    let start = match (&args.resume, &args.from) {
+        (Some(p), _) => Start::Resume(p.clone()),
+        (None, Some(p)) => Start::WarmStart(p.clone()),
+        (None, None) => Start::Fresh,
+    };
+    let spec = RunSpec {
+        name: "train".into(),
+        config: cfg,
+        start,
+        dir: Some(args.out.clone()),
+        sasrec: loaded.sasrec.clone().map(|s| (s, args.data.seed)),
+        eval_every_epoch: true,
+    };
+    let bars = Bars::new();
+    let (report, trainer) = run(&spec, &loaded.data, &loaded.train, &loaded.test, &bars)?;
+    trainer.export(&args.out)?;
+    print_report(&report);
+    println!(
+        "run directory: {} (config.json, checkpoints/, metrics.json, loss.svg, hit3.svg, model.safetensors, items.safetensors)",
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `transact eval`.
+pub fn eval(args: EvalArgs) -> Result<ExitCode> {
+    let loaded = load(&args.data, args.sasrec)?;
+    let trainer = Trainer::resume(&args.checkpoint)?;
+    let sasrec = loaded.sasrec.clone().map(|s| (s, args.data.seed));
+    let e = evaluate(&trainer, &loaded.data, &loaded.test, sasrec.as_ref())?;
+    print_eval(&loaded.data.heads, &e);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `transact ablate`.
+pub fn ablate_cmd(args: AblateArgs) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    let loaded = load(&args.data, false)?;
+    let cfg = config(&loaded.data, &args.model, args.data.seed)?;
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let bars = Bars::new();
+    let rows = ablate(
+        &cfg,
+        &loaded.data,
+        &loaded.train,
+        &loaded.test,
+        Some(&args.out),
+        &bars,
+    )?;
+    let table = markdown(&rows, &loaded.data.heads);
+    let md = format!(
+        "# Ablation on {}\n\nCommand: `transact ablate {}`, seed {}, {} threads, wall time {:.0} s.\n\n{table}",
+        loaded.data.name,
+        std::env::args().skip(2).collect::<Vec<_>>().join(" "),
+        args.data.seed,
+        cfg.thread_count(),
+        t0.elapsed().as_secs_f64()
+    );
+    let path = args.out.join("ablation.md");
+    std::fs::write(&path, &md).map_err(|e| format!("{}: {e}", path.display()))?;
+    let json = args.out.join("ablation.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&rows)?)
+        .map_err(|e| format!("{}: {e}", json.display()))?;
+    println!("{table}");
+    println!(
+        "total {:.0} s; table saved to {}",
+        t0.elapsed().as_secs_f64(),
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
