@@ -635,6 +635,21 @@ mod tests {
     }
 
     #[test]
+    fn detection_uses_the_name_then_the_first_line() {
+        let p = |n: &str| PathBuf::from(n);
+        assert_eq!(detect(&p("x/ratings.csv"), "1,2,3,4"), Format::MovielensCsv);
+        assert_eq!(detect(&p("log"), "1::2::5::9"), Format::MovielensDat);
+        assert_eq!(detect(&p("u.data"), "1 2 3 4"), Format::MovielensUdata);
+        assert_eq!(detect(&p("log"), "1\t2\t3\t4"), Format::MovielensUdata);
+        assert_eq!(
+            detect(&p("r.csv"), "userId,movieId,rating,timestamp"),
+            Format::MovielensCsv
+        );
+        assert_eq!(detect(&p("log.csv"), "a,b,click,5"), Format::GenericCsv);
+        assert_eq!(detect(&p("seq.txt"), "u1 i1 i2"), Format::Whitespace);
+    }
+
+    #[test]
     fn a_bad_line_names_file_and_line_or_is_skipped_and_counted() {
         let dir = tempfile::tempdir().expect("dir");
         let p = write(
@@ -757,6 +772,16 @@ mod tests {
             ];
             for r in d.requests.iter().filter(|r| r.user == su.user) {
                 assert!(r.time_ms < held[0], "a request uses a held-out interaction");
+                assert!(
+                    d.history_before(r.user, r.time_ms)
+                        .iter()
+                        .all(|a| a.timestamp_ms < r.time_ms)
+                );
+                for c in r.candidates.iter().filter(|c| c.labels != 0) {
+                    assert!(h.actions.iter().any(|a| a.item_id as u32 == c.item
+                        && a.timestamp_ms >= r.time_ms
+                        && a.timestamp_ms < held[0]));
+                }
                 let touched: Vec<u32> = h.actions.iter().map(|a| a.item_id as u32).collect();
                 let labelled = r.candidates.iter().filter(|c| c.labels != 0).count();
                 assert!((1..=CHUNK).contains(&labelled));
