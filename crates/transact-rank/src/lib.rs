@@ -1,8 +1,8 @@
 //! The TransAct ranking API.
 //!
 //! [`Ranker`] composes the pieces of the data path: it reads the user's
-//! newest actions from a [`SequenceStore`], looks up item embeddings in an
-//! [`ItemTable`], runs the sequence encoder and the heads through a
+//! newest actions from a [`SequenceStore`](transact_seq::SequenceStore), looks up item embeddings in an
+//! [`ItemTable`](transact_embed::ItemTable), runs the sequence encoder and the heads through a
 //! [`Backend`] and returns the candidates sorted by utility
 //! (`Σ_h v_h · p_h`, with a negative weight on hide).
 //!
