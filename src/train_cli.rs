@@ -10,9 +10,9 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use transact::train::ablate::{ablate, markdown};
 use transact::train::data::import::{Format, ImportOptions, import_path, requests_from_log};
-use transact::train::data::synthetic::{SyntheticConfig, generate};
+use transact::train::data::synthetic::{GroundTruth, SyntheticConfig, generate_with_truth};
 use transact::train::data::{Dataset, LoggedRequest};
-use transact::train::eval::{SasrecSplit, sasrec_split};
+use transact::train::eval::{SasrecSplit, hit_at_k, sasrec_split};
 use transact::train::run::{Progress, RunReport, RunSpec, Start, evaluate, run};
 use transact::train::trainer::{StepRecord, TrainConfig, Trainer};
 
@@ -168,6 +168,8 @@ struct Loaded {
     train: Vec<LoggedRequest>,
     test: Vec<LoggedRequest>,
     sasrec: Option<SasrecSplit>,
+    /// The synthetic world's ground truth (none for imported logs).
+    truth: Option<GroundTruth>,
 }
 
 // `ImportOptions` may grow fields with defaults.
@@ -182,7 +184,7 @@ fn load(args: &DataArgs, want_sasrec: bool) -> Result<Loaded> {
         if let Some(i) = args.items {
             cfg.items = i;
         }
-        let data = generate(&cfg, args.seed)?;
+        let (data, truth) = generate_with_truth(&cfg, args.seed)?;
         let cut = data.time_split_index(args.test_fraction);
         let (train, test) = (data.requests[..cut].to_vec(), data.requests[cut..].to_vec());
         eprintln!(
@@ -201,6 +203,7 @@ fn load(args: &DataArgs, want_sasrec: bool) -> Result<Loaded> {
             train,
             test,
             sasrec,
+            truth: Some(truth),
         });
     }
     let path = Path::new(&args.data);
@@ -239,6 +242,7 @@ fn load(args: &DataArgs, want_sasrec: bool) -> Result<Loaded> {
         train,
         test,
         sasrec: want_sasrec.then_some(split),
+        truth: None,
     })
 }
 
@@ -418,7 +422,29 @@ pub fn ablate_cmd(args: AblateArgs) -> Result<ExitCode> {
         Some(&args.out),
         &bars,
     )?;
-    let table = markdown(&rows, &loaded.data.heads);
+    let mut table = markdown(&rows, &loaded.data.heads);
+    if let Some(truth) = &loaded.truth {
+        // The ceiling: the same test requests ranked by the world's own
+        // expected utility, with and without the item-level focus term.
+        let fmt = |v: &[f64]| {
+            loaded
+                .data
+                .heads
+                .iter()
+                .zip(v)
+                .map(|(h, x)| format!("{h} {x:.4}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let full = hit_at_k(&loaded.data, &loaded.test, 3, truth)?;
+        let topic = hit_at_k(&loaded.data, &loaded.test, 3, &truth.topic_level())?;
+        table.push_str(&format!(
+            "\nCeiling (ranked by the world's ground truth): HIT@3 {}; \
+             with topic-level truth only (no session focus): {}.\n",
+            fmt(&full.per_head),
+            fmt(&topic.per_head)
+        ));
+    }
     let md = format!(
         "# Ablation on {}\n\nCommand: `transact ablate {}`, seed {}, {} threads, wall time {:.0} s.\n\n{table}",
         loaded.data.name,

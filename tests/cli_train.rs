@@ -178,5 +178,10 @@ fn ablate_writes_its_table() {
     ] {
         assert!(md.contains(row), "{md}");
     }
+    // The synthetic world's ceiling comes with the table.
+    assert!(
+        md.contains("Ceiling (ranked by the world's ground truth): HIT@3 repin"),
+        "{md}"
+    );
     assert!(out.join("ablation.json").is_file());
 }

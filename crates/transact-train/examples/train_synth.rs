@@ -6,7 +6,8 @@
 use std::time::Instant;
 
 use transact_train::ablate::{markdown, variants};
-use transact_train::data::synthetic::{SyntheticConfig, generate};
+use transact_train::data::synthetic::{SyntheticConfig, generate_with_truth};
+use transact_train::eval::hit_at_k;
 use transact_train::run::{Quiet, RunSpec, Start, run};
 use transact_train::trainer::TrainConfig;
 
@@ -21,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         world.users = u.parse()?;
     }
     let t0 = Instant::now();
-    let data = generate(&world, 1)?;
+    let (data, truth) = generate_with_truth(&world, 1)?;
     let cut = data.time_split_index(0.2);
     let (train, test) = data.requests.split_at(cut);
     eprintln!(
@@ -69,5 +70,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     println!("{}", markdown(&rows, &data.heads));
+    let full = hit_at_k(&data, test, 3, &truth)?;
+    let topic = hit_at_k(&data, test, 3, &truth.topic_level())?;
+    println!(
+        "ceiling HIT@3 (ground truth): {:?}; topic-level truth: {:?}",
+        full.per_head, topic.per_head
+    );
     Ok(())
 }
