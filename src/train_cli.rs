@@ -350,16 +350,21 @@ fn print_report(r: &RunReport) {
     }
 }
 
-fn print_eval(heads: &[String], e: &transact::train::run::EvalRecord) {
-    let per: Vec<String> = heads
+/// `repin 0.1234, click 0.5678, …`: one value per head.
+fn per_head(heads: &[String], values: &[f64]) -> String {
+    heads
         .iter()
-        .zip(&e.hit3)
+        .zip(values)
         .map(|(h, v)| format!("{h} {v:.4}"))
-        .collect();
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_eval(heads: &[String], e: &transact::train::run::EvalRecord) {
     println!(
         "HIT@3 over {} test requests: {}",
         e.requests,
-        per.join(", ")
+        per_head(heads, &e.hit3)
     );
     if let Some((hr, ndcg)) = e.sasrec {
         println!("SASRec protocol: HR@10 {hr:.4}, NDCG@10 {ndcg:.4}");
@@ -426,23 +431,13 @@ pub fn ablate_cmd(args: AblateArgs) -> Result<ExitCode> {
     if let Some(truth) = &loaded.truth {
         // The ceiling: the same test requests ranked by the world's own
         // expected utility, with and without the item-level focus term.
-        let fmt = |v: &[f64]| {
-            loaded
-                .data
-                .heads
-                .iter()
-                .zip(v)
-                .map(|(h, x)| format!("{h} {x:.4}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let full = hit_at_k(&loaded.data, &loaded.test, 3, truth)?;
         let topic = hit_at_k(&loaded.data, &loaded.test, 3, &truth.topic_level())?;
         table.push_str(&format!(
             "\nCeiling (ranked by the world's ground truth): HIT@3 {}; \
              with topic-level truth only (no session focus): {}.\n",
-            fmt(&full.per_head),
-            fmt(&topic.per_head)
+            per_head(&loaded.data.heads, &full.per_head),
+            per_head(&loaded.data.heads, &topic.per_head)
         ));
     }
     let md = format!(

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use transact_model::{HeadsConfig, TensorMap, V1Config};
 
 use crate::batch::Batch;
-use crate::data::Dataset;
+use crate::data::{Dataset, default_utility};
 use crate::eval::{EvalError, Query, Scorer};
 use crate::features::{ExampleRef, FeatureConfig, Featurizer};
 use crate::net::{LossStats, Net, NetConfig, StepOptions, TrainError, Workspace};
@@ -110,15 +110,7 @@ impl TrainConfig {
         };
         let mut features = FeatureConfig::new(v1.seq_len, heads.len());
         features.time_window_ms = v1.time_window_ms;
-        let utility = heads
-            .iter()
-            .map(|h| match h.as_str() {
-                "repin" => 1.0,
-                "click" => 0.5,
-                "hide" => -2.0,
-                _ => 0.0,
-            })
-            .collect();
+        let utility = heads.iter().map(|h| default_utility(h)).collect();
         Self {
             v1,
             heads: HeadsConfig {

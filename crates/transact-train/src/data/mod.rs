@@ -101,6 +101,18 @@ pub fn default_heads() -> Vec<String> {
     vec!["repin".into(), "click".into(), "hide".into()]
 }
 
+/// The default utility weight of a head in the ranking score
+/// `Σ_h v_h·p_h`: repin 1, click 0.5, hide −2 (hiding is penalised), any
+/// other head 0.
+pub fn default_utility(head: &str) -> f32 {
+    match head {
+        "repin" => 1.0,
+        "click" => 0.5,
+        "hide" => -2.0,
+        _ => 0.0,
+    }
+}
+
 /// Whether an action counts as a positive engagement (repin or click).
 pub fn is_positive(action: &Action) -> bool {
     action.action_type == transact_seq::ActionType::REPIN

@@ -74,7 +74,7 @@ use transact_seq::{Action, ActionType, Surface};
 
 use super::{
     Dataset, ItemCatalog, ItemEmbeddings, LoggedCandidate, LoggedRequest, UserHistory,
-    default_heads, label_bit,
+    default_heads, default_utility, label_bit,
 };
 use crate::data::{HEAD_CLICK, HEAD_HIDE, HEAD_REPIN};
 use crate::eval::{EvalError, Query, Scorer};
@@ -452,45 +452,46 @@ pub fn generate(cfg: &SyntheticConfig, seed: u64) -> Result<Dataset, String> {
     generate_with_truth(cfg, seed).map(|(d, _)| d)
 }
 
-/// The expected utility (repin 1, click 0.5, hide −2: the default utility
-/// weights) of an item with the given ground-truth probabilities.
+/// The expected utility, under the default utility weights
+/// ([`default_utility`]), of an item with the given ground-truth
+/// probabilities.
 fn expected_utility((hide, repin, click): (f64, f64, f64)) -> f32 {
-    ((1.0 - hide) * (repin + 0.5 * click) - 2.0 * hide) as f32
+    let v = |head: &str| f64::from(default_utility(head));
+    ((1.0 - hide) * (repin * v("repin") + click * v("click")) + hide * v("hide")) as f32
 }
 
 /// What the world knows and a model can only estimate: for every logged
-/// request, each candidate's expected utility (repin 1, click 0.5,
-/// hide −2) under the ground truth. As a [`Scorer`] it ranks a logged
-/// request's candidates by it, which gives the ceiling of HIT@k that no
-/// model of the log can beat in expectation.
+/// request, each candidate's expected utility (default weights: repin 1,
+/// click 0.5, hide −2) under the ground truth. As a [`Scorer`] it ranks a
+/// logged request's candidates by it, which gives the ceiling of HIT@k that
+/// no model of the log can beat in expectation.
 #[derive(Clone, Debug, Default)]
 pub struct GroundTruth {
     /// `(user, request time)` → per candidate, in slate order,
     /// `[full truth, truth without the item-level focus term]`.
     by_request: HashMap<(u32, i64), Vec<[f32; 2]>>,
-    /// Score without the item-level focus term (topic-level truth only).
-    pub without_focus: bool,
 }
+
+/// [`GroundTruth`] without the item-level focus term, from
+/// [`GroundTruth::topic_level`].
+#[derive(Clone, Copy, Debug)]
+pub struct TopicLevelTruth<'a>(&'a GroundTruth);
 
 impl GroundTruth {
     /// The same truth, scoring without the item-level focus term: what a
     /// model that knew the user's topics and the session topic, but not
     /// where in the topic the session's taste lies, would rank by.
-    pub fn topic_level(&self) -> Self {
-        Self {
-            by_request: self.by_request.clone(),
-            without_focus: true,
-        }
+    pub fn topic_level(&self) -> TopicLevelTruth<'_> {
+        TopicLevelTruth(self)
     }
-}
 
-impl Scorer for GroundTruth {
-    fn score(
+    /// Writes column `col` of the request's utilities into `out`.
+    fn fill(
         &self,
-        _data: &Dataset,
         q: &Query<'_>,
         candidates: &[u32],
         out: &mut [f32],
+        col: usize,
     ) -> Result<(), EvalError> {
         let u = self.by_request.get(&(q.user, q.time_ms)).ok_or_else(|| {
             EvalError::Scorer(format!(
@@ -507,11 +508,34 @@ impl Scorer for GroundTruth {
                 candidates.len()
             )));
         }
-        let col = usize::from(self.without_focus);
         for (o, v) in out.iter_mut().zip(u) {
             *o = v[col];
         }
         Ok(())
+    }
+}
+
+impl Scorer for GroundTruth {
+    fn score(
+        &self,
+        _data: &Dataset,
+        q: &Query<'_>,
+        candidates: &[u32],
+        out: &mut [f32],
+    ) -> Result<(), EvalError> {
+        self.fill(q, candidates, out, 0)
+    }
+}
+
+impl Scorer for TopicLevelTruth<'_> {
+    fn score(
+        &self,
+        _data: &Dataset,
+        q: &Query<'_>,
+        candidates: &[u32],
+        out: &mut [f32],
+    ) -> Result<(), EvalError> {
+        self.0.fill(q, candidates, out, 1)
     }
 }
 
@@ -649,13 +673,7 @@ pub fn generate_with_truth(
         users,
         requests,
     };
-    Ok((
-        data,
-        GroundTruth {
-            by_request: truth,
-            without_focus: false,
-        },
-    ))
+    Ok((data, GroundTruth { by_request: truth }))
 }
 
 #[cfg(test)]
