@@ -10,7 +10,9 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use transact::train::ablate::{ablate, markdown};
 use transact::train::data::import::{Format, ImportOptions, import_path, requests_from_log};
-use transact::train::data::synthetic::{GroundTruth, SyntheticConfig, generate_with_truth};
+use transact::train::data::synthetic::{
+    GroundTruth, SyntheticConfig, fit_training, generate_with_truth,
+};
 use transact::train::data::{Dataset, LoggedRequest};
 use transact::train::eval::{SasrecSplit, hit_at_k, sasrec_split};
 use transact::train::run::{Progress, RunReport, RunSpec, Start, evaluate, run};
@@ -95,6 +97,18 @@ pub struct ModelArgs {
     /// Next Action Loss negatives.
     #[arg(long, value_enum)]
     nal_negatives: Option<Negatives>,
+    /// Next Action Loss targets per example: the user's next N positives
+    /// after the request.
+    #[arg(long)]
+    nal_positives: Option<usize>,
+    /// Only positives within this many minutes after the request are Next
+    /// Action Loss targets (0 = no limit).
+    #[arg(long)]
+    nal_horizon_minutes: Option<i64>,
+    /// Next Action Loss at every position of the sequence (on a causal pass
+    /// of the encoder), not only the newest.
+    #[arg(long)]
+    nal_every_position: bool,
     /// Dropout in the encoder.
     #[arg(long)]
     dropout: Option<f32>,
@@ -246,14 +260,22 @@ fn load(args: &DataArgs, want_sasrec: bool) -> Result<Loaded> {
     })
 }
 
-fn config(data: &Dataset, args: &ModelArgs, seed: u64) -> Result<TrainConfig> {
+/// The run's configuration: `--config`, or the defaults (fitted to the
+/// synthetic world's time scales when `synthetic`), then the flags.
+fn config(data: &Dataset, args: &ModelArgs, seed: u64, synthetic: bool) -> Result<TrainConfig> {
     let dim = data.items.embeddings.as_ref().map_or(32, |e| e.dim);
     let mut cfg = match &args.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
         }
-        None => TrainConfig::new(&data.heads, dim),
+        None => {
+            let mut cfg = TrainConfig::new(&data.heads, dim);
+            if synthetic {
+                fit_training(&mut cfg);
+            }
+            cfg
+        }
     };
     cfg.seed = seed;
     if let Some(v) = args.epochs {
@@ -280,11 +302,27 @@ fn config(data: &Dataset, args: &ModelArgs, seed: u64) -> Result<TrainConfig> {
     if let Some(v) = args.nal_negatives {
         cfg.features.nal_impressions = v == Negatives::Impressions;
     }
+    if let Some(v) = args.nal_positives {
+        if v == 0 {
+            return Err("--nal-positives must be at least 1".into());
+        }
+        cfg.features.nal_positives = v;
+    }
+    if let Some(v) = args.nal_horizon_minutes {
+        if v < 0 {
+            return Err("--nal-horizon-minutes must not be negative".into());
+        }
+        cfg.features.nal_horizon_ms = v.saturating_mul(60_000);
+    }
+    if args.nal_every_position {
+        cfg.features.nal_every_position = true;
+    }
     if let Some(v) = args.dropout {
         cfg.dropout = v;
     }
     if let Some(v) = args.window_minutes {
         cfg.features.time_window_ms = v.saturating_mul(60_000);
+        cfg.v1.time_window_ms = cfg.features.time_window_ms;
     }
     Ok(cfg)
 }
@@ -374,7 +412,12 @@ fn print_eval(heads: &[String], e: &transact::train::run::EvalRecord) {
 /// `transact train`.
 pub fn train(args: TrainArgs) -> Result<ExitCode> {
     let loaded = load(&args.data, args.sasrec)?;
-    let mut cfg = config(&loaded.data, &args.model, args.data.seed)?;
+    let mut cfg = config(
+        &loaded.data,
+        &args.model,
+        args.data.seed,
+        loaded.truth.is_some(),
+    )?;
     if args.no_sequence {
         cfg.use_sequence = false;
     }
@@ -416,7 +459,12 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
 pub fn ablate_cmd(args: AblateArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
     let loaded = load(&args.data, false)?;
-    let cfg = config(&loaded.data, &args.model, args.data.seed)?;
+    let cfg = config(
+        &loaded.data,
+        &args.model,
+        args.data.seed,
+        loaded.truth.is_some(),
+    )?;
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let bars = Bars::new();
     let rows = ablate(

@@ -63,6 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let opts = StepOptions {
         nal_weight: 0.01,
         in_batch_negatives: false,
+        also_in_batch: false,
         dropout: true,
         step_seed: 3,
     };

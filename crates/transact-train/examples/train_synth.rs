@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use transact_train::ablate::{markdown, variants};
-use transact_train::data::synthetic::{SyntheticConfig, generate_with_truth};
+use transact_train::data::synthetic::{SyntheticConfig, fit_training, generate_with_truth};
 use transact_train::eval::hit_at_k;
 use transact_train::run::{Quiet, RunSpec, Start, run};
 use transact_train::trainer::TrainConfig;
@@ -32,8 +32,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         t0.elapsed()
     );
     let mut cfg = TrainConfig::new(&data.heads, world.dim);
+    fit_training(&mut cfg);
     if let Some(e) = args.get(2) {
         cfg.epochs = e.parse()?;
+    }
+    // TRANSACT_WINDOW_MIN: the maximum random time window, in minutes.
+    if let Ok(w) = std::env::var("TRANSACT_WINDOW_MIN") {
+        cfg.features.time_window_ms = w.parse::<i64>()? * 60_000;
+    }
+    // TRANSACT_NAL_POSITIVES / TRANSACT_NAL_HORIZON_MIN: NAL targets per
+    // example and their horizon.
+    if let Ok(v) = std::env::var("TRANSACT_NAL_POSITIVES") {
+        cfg.features.nal_positives = v.parse()?;
+    }
+    if let Ok(v) = std::env::var("TRANSACT_NAL_HORIZON_MIN") {
+        cfg.features.nal_horizon_ms = v.parse::<i64>()? * 60_000;
+    }
+    if let Ok(v) = std::env::var("TRANSACT_LEARN_ITEMS") {
+        cfg.learn_items = v == "1";
+    }
+    if let Ok(v) = std::env::var("TRANSACT_NAL_MIXED") {
+        cfg.features.nal_in_batch_too = v == "1";
+    }
+    if let Ok(v) = std::env::var("TRANSACT_NAL_EVERY") {
+        cfg.features.nal_every_position = v == "1";
+    }
+    if let Ok(v) = std::env::var("TRANSACT_NAL_NEGATIVES") {
+        cfg.features.nal_negatives = v.parse()?;
     }
     let only: Option<usize> = args.get(3).map(|s| s.parse()).transpose()?;
     if let Some(w) = args.get(4) {

@@ -34,19 +34,36 @@ pub struct Batch {
     /// `B × H` per-head BCE weights `w_u · w_h` (label-weight matrix times
     /// the user weight); 0 drops the term.
     pub weights: Vec<f32>,
-    /// `B` item rows of the user's next positive action after the request
-    /// (the Next Action Loss target), [`NO_ITEM`] when there is none.
+    /// `B × nal_positives` item rows of the user's next positive actions
+    /// after the request (the Next Action Loss targets, oldest first),
+    /// [`NO_ITEM`] where there is none.
     pub nal_pos: Vec<u32>,
+    /// NAL targets per example (0 is read as 1).
+    pub nal_positives: usize,
     /// Negatives per example for the Next Action Loss.
     pub nal_negatives: usize,
     /// `B × nal_negatives` item rows of impression negatives ([`NO_ITEM`]
     /// pads a short list). Empty for in-batch negatives.
     pub nal_neg: Vec<u32>,
+    /// With the Next Action Loss at every position: `B × S` item rows, at
+    /// position `q ≥ 1` the user's next positive after that action (before
+    /// the request), [`NO_ITEM`] where there is none (position 0 uses
+    /// [`Batch::nal_pos`]). Empty otherwise.
+    pub nal_seq: Vec<u32>,
+    /// With the Next Action Loss at every position and impression
+    /// negatives: `B × S × nal_negatives` item rows, the impressions that
+    /// followed each position's action. Empty otherwise.
+    pub nal_seq_neg: Vec<u32>,
 }
 
 impl Batch {
     /// Heads `H`, from the label count (0 for an empty batch).
     pub fn heads(&self) -> usize {
         self.labels.len().checked_div(self.len).unwrap_or(0)
+    }
+
+    /// NAL targets per example: [`Batch::nal_positives`], at least 1.
+    pub fn nal_per_example(&self) -> usize {
+        self.nal_positives.max(1)
     }
 }

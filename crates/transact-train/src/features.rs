@@ -96,6 +96,22 @@ pub struct FeatureConfig {
     pub nal_negatives: usize,
     /// Impression negatives (`true`) or in-batch negatives (`false`).
     pub nal_impressions: bool,
+    /// With impression negatives, the in-batch negatives as well.
+    #[serde(default)]
+    pub nal_in_batch_too: bool,
+    /// NAL targets per example: the user's next this many positives after
+    /// the request (off the slate), each against the same negatives.
+    #[serde(default = "one")]
+    pub nal_positives: usize,
+    /// Only positives within this many ms after the request are NAL targets
+    /// (0 = no limit).
+    #[serde(default)]
+    pub nal_horizon_ms: i64,
+    /// The Next Action Loss at every position of the sequence, on a causal
+    /// pass of the encoder: the action at position `q` predicts the user's
+    /// next positive after it (position 0: the targets after the request).
+    #[serde(default)]
+    pub nal_every_position: bool,
     /// Include the dense user feature.
     pub user_features: bool,
     /// Label-weight matrix.
@@ -123,10 +139,18 @@ impl FeatureConfig {
             time_window_ms: 0,
             nal_negatives: 8,
             nal_impressions: true,
+            nal_in_batch_too: false,
+            nal_positives: 1,
+            nal_horizon_ms: 0,
+            nal_every_position: false,
             user_features: true,
             label_weights: LabelWeights::ones(heads),
         }
     }
+}
+
+fn one() -> usize {
+    1
 }
 
 /// One example: candidate `candidate` of request `request`.
@@ -264,9 +288,11 @@ impl<'a> Featurizer<'a> {
         } else {
             0
         };
+        let np = self.cfg.nal_positives.max(1);
         batch.len = n;
         batch.seq_len = s;
         batch.nal_negatives = nn;
+        batch.nal_positives = np;
         for v in [&mut batch.seq_items, &mut batch.seq_actions] {
             v.clear();
             v.resize(n * s, 0);
@@ -279,6 +305,13 @@ impl<'a> Featurizer<'a> {
         batch.weights.clear();
         batch.nal_pos.clear();
         batch.nal_neg.clear();
+        batch.nal_seq.clear();
+        batch.nal_seq_neg.clear();
+        let every = self.cfg.nal_every_position;
+        if every {
+            batch.nal_seq.resize(n * s, NO_ITEM);
+            batch.nal_seq_neg.resize(n * s * nn, NO_ITEM);
+        }
         for (b, e) in examples.iter().enumerate() {
             let req = &self.requests[e.request as usize];
             let cand = req.candidates[usize::from(e.candidate)];
@@ -303,17 +336,22 @@ impl<'a> Featurizer<'a> {
                     .weights
                     .push(user.weight * self.cfg.label_weights.weight(head, cand.labels));
             }
-            // Next Action Loss: the user's first positive at or after the
-            // request on an item outside the slate (the slate's own labels
-            // are the main task's).
+            // Next Action Loss: the user's first `np` positives at or after
+            // the request (within the horizon) on items outside the slate
+            // (the slate's own labels are the main task's).
             let later = &user.actions[history.len()..];
             let on_slate = |item: u64| req.candidates.iter().any(|c| u64::from(c.item) == item);
-            batch.nal_pos.push(
+            let horizon = self.cfg.nal_horizon_ms;
+            let start = batch.nal_pos.len();
+            batch.nal_pos.extend(
                 later
                     .iter()
-                    .find(|a| is_positive(a) && !on_slate(a.item_id))
-                    .map_or(NO_ITEM, |a| a.item_id as u32),
+                    .take_while(|a| horizon <= 0 || a.timestamp_ms - req.time_ms <= horizon)
+                    .filter(|a| is_positive(a) && !on_slate(a.item_id))
+                    .map(|a| a.item_id as u32)
+                    .take(np),
             );
+            batch.nal_pos.resize(start + np, NO_ITEM);
             if nn > 0 {
                 let start = batch.nal_neg.len();
                 let shown = req
@@ -328,7 +366,79 @@ impl<'a> Featurizer<'a> {
                 batch.nal_neg.extend(shown.chain(impressions).take(nn));
                 batch.nal_neg.resize(start + nn, NO_ITEM);
             }
+            if every {
+                self.fill_position_targets(
+                    history,
+                    &mut batch.nal_seq[b * s..(b + 1) * s],
+                    &mut batch.nal_seq_neg[b * s * nn..(b + 1) * s * nn],
+                );
+            }
         }
+    }
+
+    /// Per position `q ≥ 1` of the sequence of `history`: the next positive
+    /// after that action within the horizon, before the request (`targets`),
+    /// and the first impressions after it other than the target (`negs`,
+    /// `negatives` per position).
+    fn fill_position_targets(&self, history: &[Action], targets: &mut [u32], negs: &mut [u32]) {
+        let s = targets.len();
+        let nn = negs.len().checked_div(s).unwrap_or(0);
+        let horizon = self.cfg.nal_horizon_ms;
+        let mut q = 0;
+        for (j, a) in history.iter().enumerate().rev() {
+            if q == s {
+                break;
+            }
+            if self.sequence_row(a).is_none() {
+                continue;
+            }
+            if q > 0 {
+                let later = &history[j + 1..];
+                let within =
+                    |x: &&Action| horizon <= 0 || x.timestamp_ms - a.timestamp_ms <= horizon;
+                let target = later.iter().take_while(within).find(|x| is_positive(x));
+                if let Some(t) = target {
+                    targets[q] = self.row_of(t.item_id);
+                    let out = &mut negs[q * nn..(q + 1) * nn];
+                    let shown = later
+                        .iter()
+                        .filter(|x| {
+                            x.action_type == ActionType::IMPRESSION && x.item_id != t.item_id
+                        })
+                        .map(|x| self.row_of(x.item_id))
+                        .filter(|&r| r != self.pad_row)
+                        .take(nn);
+                    for (o, r) in out.iter_mut().zip(shown) {
+                        *o = r;
+                    }
+                }
+            }
+            q += 1;
+        }
+        for t in targets.iter_mut() {
+            if *t == self.pad_row {
+                *t = NO_ITEM;
+            }
+        }
+    }
+
+    /// The item-table row of `item` (the padding row when out of range).
+    fn row_of(&self, item: u64) -> u32 {
+        u32::try_from(item)
+            .ok()
+            .filter(|&i| i < self.pad_row)
+            .unwrap_or(self.pad_row)
+    }
+
+    /// The action-table row of `a` when it enters the sequence.
+    fn sequence_row(&self, a: &Action) -> Option<u32> {
+        if !self.cfg.sequence_actions.contains(&a.action_type.0) {
+            return None;
+        }
+        self.action_rows
+            .get(usize::from(a.action_type.0))
+            .copied()
+            .filter(|&r| r != 0)
     }
 
     /// Fills `batch` for scoring `candidates` (item indices) for `query`:
@@ -349,6 +459,7 @@ impl<'a> Featurizer<'a> {
         batch.len = n;
         batch.seq_len = s;
         batch.nal_negatives = 0;
+        batch.nal_positives = 1;
         batch.seq_items.resize(n * s, 0);
         batch.seq_actions.resize(n * s, 0);
         batch.seq_masked.resize(n * s, true);
@@ -382,6 +493,8 @@ impl<'a> Featurizer<'a> {
         batch.nal_pos.clear();
         batch.nal_pos.resize(n, NO_ITEM);
         batch.nal_neg.clear();
+        batch.nal_seq.clear();
+        batch.nal_seq_neg.clear();
         Ok(())
     }
 
@@ -405,21 +518,10 @@ impl<'a> Featurizer<'a> {
             if p == s {
                 break;
             }
-            if !self.cfg.sequence_actions.contains(&a.action_type.0) {
+            let Some(row) = self.sequence_row(a) else {
                 continue;
-            }
-            let row = self
-                .action_rows
-                .get(usize::from(a.action_type.0))
-                .copied()
-                .unwrap_or(0);
-            if row == 0 {
-                continue;
-            }
-            items[p] = u32::try_from(a.item_id)
-                .ok()
-                .filter(|&i| i < self.pad_row)
-                .unwrap_or(self.pad_row);
+            };
+            items[p] = self.row_of(a.item_id);
             actions[p] = row;
             let age = i128::from(request_ms) - i128::from(a.timestamp_ms);
             masked[p] = p > 0 && (age < 0 || age < i128::from(window_ms));
@@ -454,6 +556,9 @@ mod tests {
             act(4, ActionType::HIDE, 300),
             act(5, ActionType::IMPRESSION, 1_100),
             act(6, ActionType::CLICK, 1_200),
+            act(7, ActionType::REPIN, 1_300),
+            act(3, ActionType::REPIN, 1_400),
+            act(2, ActionType::REPIN, 9_000),
         ];
         Dataset {
             name: "t".into(),
@@ -513,6 +618,47 @@ mod tests {
         assert_eq!(b.nal_negatives, 3);
         assert_eq!(&b.nal_neg[..3], &[8, 5, NO_ITEM]);
         assert!(b.user_features.is_empty());
+    }
+
+    #[test]
+    fn several_nal_targets_skip_the_slate_and_stop_at_the_horizon() {
+        let d = data();
+        let mut cfg = FeatureConfig::new(4, 3);
+        cfg.nal_positives = 4;
+        let f = Featurizer::new(&d, &d.requests, cfg.clone()).expect("featurizer");
+        let mut b = Batch::default();
+        f.fill(&f.examples()[..2], 0, &mut b);
+        // After t = 1000: click 6, repin 7 (a slate item: skipped), repin 3,
+        // repin 2; the impression of 5 is not a positive.
+        assert_eq!(b.nal_positives, 4);
+        assert_eq!(b.nal_pos, vec![6, 3, 2, NO_ITEM, 6, 3, 2, NO_ITEM]);
+        // A 1-second horizon keeps the actions up to t = 2000.
+        cfg.nal_horizon_ms = 1_000;
+        let f = Featurizer::new(&d, &d.requests, cfg).expect("featurizer");
+        f.fill(&f.examples()[..1], 0, &mut b);
+        assert_eq!(b.nal_pos, vec![6, 3, NO_ITEM, NO_ITEM]);
+    }
+
+    #[test]
+    fn per_position_nal_targets_are_the_next_positive_before_the_request() {
+        let d = data();
+        let mut cfg = FeatureConfig::new(4, 3);
+        cfg.nal_negatives = 3;
+        cfg.nal_every_position = true;
+        let f = Featurizer::new(&d, &d.requests, cfg.clone()).expect("featurizer");
+        let mut b = Batch::default();
+        f.fill(&f.examples()[..1], 0, &mut b);
+        // Positions: hide 4 (t 300), click 3 (t 200), repin 1 (t 100). After
+        // the click only the hide comes before the request; after the repin
+        // the click on 3, with the impression of 2 as a negative.
+        assert_eq!(b.nal_seq, vec![NO_ITEM, NO_ITEM, 3, NO_ITEM]);
+        assert_eq!(&b.nal_seq_neg[6..9], &[2, NO_ITEM, NO_ITEM]);
+        assert!(b.nal_seq_neg[..6].iter().all(|&r| r == NO_ITEM));
+        // The click came 100 ms after the repin: outside a 50 ms horizon.
+        cfg.nal_horizon_ms = 50;
+        let f = Featurizer::new(&d, &d.requests, cfg).expect("featurizer");
+        f.fill(&f.examples()[..1], 0, &mut b);
+        assert_eq!(b.nal_seq, vec![NO_ITEM; 4]);
     }
 
     #[test]

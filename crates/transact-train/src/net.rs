@@ -12,14 +12,15 @@
 //! ```
 //!
 //! Loss over a batch of `B` examples:
-//! `L = (1/B)·Σ_b Σ_h w_bh·BCE(y_bh, σ(z_bh)) + λ·(1/N)·Σ_b −log softmax(s_b)_pos`,
-//! where `s_b` are the dot products of `W_nal·y_0(b)` (the newest position's
-//! encoder output projected to item width) with the embeddings of the
-//! positive `nal_pos[b]` and its negatives, and `N` counts the examples with
-//! a positive in the whole batch. Negatives are the example's impression
-//! negatives (`nal_neg`, [`NO_ITEM`] skipped) or, with in-batch negatives,
-//! the positives of every other example of the batch that differ from this
-//! example's positive.
+//! `L = (1/B)·Σ_b Σ_h w_bh·BCE(y_bh, σ(z_bh)) + λ·(1/N)·Σ_b Σ_j −log softmax(s_bj)_pos`,
+//! where `s_bj` are the dot products of `W_nal·y_0(b)` (the newest
+//! position's encoder output projected to item width) with the embeddings of
+//! the example's `j`-th target `nal_pos[b·P + j]` (`P` =
+//! [`Batch::nal_per_example`]) and its negatives, and `N` counts the targets
+//! in the whole batch. Negatives are the example's impression negatives
+//! (`nal_neg`, [`NO_ITEM`] skipped, shared by its targets) or, with in-batch
+//! negatives, the targets of every other example of the batch that are not
+//! among this example's own.
 //!
 //! The encoder runs on the unmasked positions only (masked keys are never
 //! attended to and masked output rows are zero, so this is exact), a chunk
@@ -113,6 +114,10 @@ pub struct NetConfig {
     pub learn_items: bool,
     /// Whether the Next Action Loss projection exists (needs the sequence).
     pub nal: bool,
+    /// The Next Action Loss at every position, on a causal pass of the
+    /// encoder (the same weights), instead of on the newest row of the
+    /// serving pass only; needs [`Batch::nal_seq`].
+    pub nal_every_position: bool,
     /// Dropout probability of the encoder layers in training.
     pub dropout: f32,
 }
@@ -128,6 +133,7 @@ impl Default for NetConfig {
             item_rows: 0,
             learn_items: true,
             nal: false,
+            nal_every_position: false,
             dropout: 0.0,
         }
     }
@@ -175,6 +181,7 @@ impl NetConfig {
             heads: self.v1.nhead,
             ff: self.v1.dim_feedforward,
             eps: self.v1.layer_norm_eps,
+            causal: false,
         }
     }
 
@@ -205,6 +212,8 @@ pub struct StepOptions {
     /// Negatives of the NAL: the other examples' positives instead of the
     /// impression negatives in [`Batch::nal_neg`].
     pub in_batch_negatives: bool,
+    /// With impression negatives, the in-batch negatives too.
+    pub also_in_batch: bool,
     /// Apply dropout (training mode).
     pub dropout: bool,
     /// Seed of this step's dropout masks.
@@ -217,6 +226,7 @@ impl Default for StepOptions {
         Self {
             nal_weight: 0.01,
             in_batch_negatives: false,
+            also_in_batch: false,
             dropout: true,
             step_seed: 0,
         }
@@ -255,6 +265,10 @@ impl LossStats {
 /// one per thread. Buffers only grow, so steady state does not allocate.
 #[derive(Debug, Default)]
 pub struct Workspace {
+    ccaches: Vec<EncoderCache>,
+    cdy: Vec<f32>,
+    cdx: Vec<f32>,
+    nterms: Vec<NalTerm>,
     offsets: Vec<usize>,
     positions: Vec<usize>,
     tok_actions: Vec<u32>,
@@ -479,7 +493,18 @@ impl Net {
         self.check_batch(batch, &range, Some(opts))?;
         let nal_on = self.cfg.nal && opts.nal_weight != 0.0;
         let n_nal = if nal_on {
-            batch.nal_pos.iter().filter(|&&p| p != NO_ITEM).count()
+            let mut n = batch.nal_pos.iter().filter(|&&p| p != NO_ITEM).count();
+            if self.cfg.nal_every_position {
+                let s = batch.seq_len.max(1);
+                n += batch
+                    .nal_seq
+                    .iter()
+                    .zip(&batch.seq_masked)
+                    .enumerate()
+                    .filter(|&(k, (&t, &m))| k % s != 0 && !m && t != NO_ITEM)
+                    .count();
+            }
+            n
         } else {
             0
         };
@@ -665,7 +690,7 @@ impl Net {
             return bad(format!("weight {} is not finite", r.start + i));
         }
         if cfg.nal && opts.nal_weight != 0.0 {
-            len("nal_pos", batch.nal_pos.len(), b)?;
+            len("nal_pos", batch.nal_pos.len(), b * batch.nal_per_example())?;
             let check = |name: &str, v: &[u32]| match v
                 .iter()
                 .position(|&x| x != NO_ITEM && u64::from(x) >= rows)
@@ -677,10 +702,22 @@ impl Net {
                 None => Ok(()),
             };
             check("nal_pos", &batch.nal_pos)?;
+            let k = batch.nal_negatives;
             if !opts.in_batch_negatives {
-                let k = batch.nal_negatives;
                 len("nal_neg", batch.nal_neg.len(), b * k)?;
                 check("nal_neg", &batch.nal_neg[range.start * k..range.end * k])?;
+            }
+            if cfg.nal_every_position {
+                let s = cfg.v1.seq_len;
+                len("nal_seq", batch.nal_seq.len(), b * s)?;
+                check("nal_seq", &batch.nal_seq[range.start * s..range.end * s])?;
+                if !opts.in_batch_negatives {
+                    len("nal_seq_neg", batch.nal_seq_neg.len(), b * s * k)?;
+                    check(
+                        "nal_seq_neg",
+                        &batch.nal_seq_neg[range.start * s * k..range.end * s * k],
+                    )?;
+                }
             }
         }
         Ok(())
@@ -1049,8 +1086,41 @@ impl Net {
                 dpooled,
             )?;
         }
-        if let (Some(nal), true) = (&lay.nal, n_nal > 0 && opts.nal_weight != 0.0) {
-            self.nal_backward(p, batch, chunk, opts, n_nal, nal.clone(), grads, ws, acc)?;
+        let nal = lay
+            .nal
+            .clone()
+            .filter(|_| n_nal > 0 && opts.nal_weight != 0.0);
+        let every = cfg.nal_every_position;
+        if let (Some(proj), false) = (&nal, every) {
+            // The newest row of each example, from this (serving) pass.
+            let y: &[f32] = match ws.caches.get(lay.layers.len().wrapping_sub(1)) {
+                Some(c) => &c.y,
+                None => &ws.x0,
+            };
+            let u = sized(&mut ws.u, m * d);
+            for i in 0..m {
+                let a = ws.offsets[i];
+                u[i * d..(i + 1) * d].copy_from_slice(&y[a * d..(a + 1) * d]);
+            }
+            self.nal_terms(
+                p,
+                batch,
+                chunk,
+                opts,
+                n_nal,
+                proj.clone(),
+                false,
+                grads,
+                ws,
+                acc,
+            )?;
+            for i in 0..m {
+                let a = ws.offsets[i];
+                ws.dy[a * d..(a + 1) * d]
+                    .iter_mut()
+                    .zip(&ws.du[i * d..(i + 1) * d])
+                    .for_each(|(x, &g)| *x += g);
+            }
         }
         // Encoder layers, last to first; ws.dy ends as the token gradients.
         let dims = cfg.encoder_dims();
@@ -1081,6 +1151,11 @@ impl Net {
             )?;
             std::mem::swap(&mut ws.dy, &mut ws.dx);
         }
+        if let (Some(proj), true) = (nal, every) {
+            self.causal_nal(
+                p, batch, chunk, opts, n_nal, proj, drop_seed, grads, ws, acc,
+            )?;
+        }
         let fd = cfg.fusion_dims();
         let (gi, ga) = pair_mut(grads, lay.items.clone(), lay.action.clone());
         let mut gi = cfg.learn_items.then_some(gi);
@@ -1099,10 +1174,11 @@ impl Net {
         Ok(())
     }
 
-    /// Next Action Loss of a chunk: adds its share to `acc`, its gradient to
-    /// the newest encoder rows (`ws.dy`), the projection and the item table.
+    /// The Next Action Loss at every position: a causal pass of the encoder
+    /// over the chunk's tokens (`ws.x0`), the loss on each of its rows, and
+    /// the pass's backward; its token gradients are added to `ws.dy`.
     #[allow(clippy::too_many_arguments)]
-    fn nal_backward(
+    fn causal_nal(
         &self,
         p: &[f32],
         batch: &Batch,
@@ -1110,70 +1186,199 @@ impl Net {
         opts: &StepOptions,
         n_nal: usize,
         proj: Range<usize>,
+        drop_seed: Option<u64>,
         grads: &mut [f32],
         ws: &mut Workspace,
         acc: &mut Acc,
     ) -> Result<(), TrainError> {
         let cfg = &self.cfg;
-        let m = chunk.len();
+        let lay = &self.layout;
         let d = cfg.v1.d_model();
-        let di = cfg.v1.item_emb_dim;
-        let y: &[f32] = match ws.caches.get(self.layout.layers.len().wrapping_sub(1)) {
+        let rows = ws.positions.len();
+        let dims = EncoderDims {
+            causal: true,
+            ..cfg.encoder_dims()
+        };
+        let nl = lay.layers.len();
+        if ws.ccaches.len() < nl {
+            ws.ccaches.resize_with(nl, EncoderCache::default);
+        }
+        for (l, range) in lay.layers.iter().enumerate() {
+            let w = EncoderWeights::split(&p[range.clone()], &dims)?;
+            if let Some(seed) = drop_seed {
+                Self::keys(seed, chunk, l, &mut ws.keys);
+            }
+            let drop = drop_seed.map(|_| LayerDropout {
+                p: cfg.dropout,
+                keys: &ws.keys,
+            });
+            let (prev, cur) = ws.ccaches.split_at_mut(l);
+            let input: &[f32] = if l == 0 { &ws.x0 } else { &prev[l - 1].y };
+            encoder_layer_forward(
+                &dims,
+                &ws.offsets,
+                input,
+                None,
+                &w,
+                drop,
+                &mut cur[0],
+                &mut ws.enc,
+            )?;
+        }
+        let y: &[f32] = match ws.ccaches.get(nl.wrapping_sub(1)) {
             Some(c) => &c.y,
             None => &ws.x0,
         };
-        let u = sized(&mut ws.u, m * d);
-        for i in 0..m {
-            let a = ws.offsets[i];
-            u[i * d..(i + 1) * d].copy_from_slice(&y[a * d..(a + 1) * d]);
+        sized(&mut ws.u, rows * d).copy_from_slice(&y[..rows * d]);
+        self.nal_terms(p, batch, chunk, opts, n_nal, proj, true, grads, ws, acc)?;
+        sized(&mut ws.cdy, rows * d).copy_from_slice(&ws.du[..rows * d]);
+        for (l, range) in lay.layers.iter().enumerate().rev() {
+            let w = EncoderWeights::split(&p[range.clone()], &dims)?;
+            if let Some(seed) = drop_seed {
+                Self::keys(seed, chunk, l, &mut ws.keys);
+            }
+            let drop = drop_seed.map(|_| LayerDropout {
+                p: cfg.dropout,
+                keys: &ws.keys,
+            });
+            let cdx = sized(&mut ws.cdx, rows * d);
+            cdx.fill(0.0);
+            let input: &[f32] = if l == 0 { &ws.x0 } else { &ws.ccaches[l - 1].y };
+            let mut g = EncoderGrads::split(&mut grads[range.clone()], &dims)?;
+            encoder_layer_backward(
+                &dims,
+                &ws.offsets,
+                input,
+                &w,
+                drop,
+                &ws.ccaches[l],
+                &ws.cdy,
+                cdx,
+                &mut g,
+                &mut ws.enc,
+            )?;
+            std::mem::swap(&mut ws.cdy, &mut ws.cdx);
         }
+        ws.dy[..rows * d]
+            .iter_mut()
+            .zip(&ws.cdy[..rows * d])
+            .for_each(|(x, &g)| *x += g);
+        Ok(())
+    }
+
+    /// Next Action Loss terms of a chunk on the encoder rows in `ws.u`
+    /// (`every`: every token row of the chunk, else the newest row of each
+    /// example): adds the loss to `acc`, the rows' gradient to `ws.du`, the
+    /// projection's and the item table's to `grads`.
+    #[allow(clippy::too_many_arguments)]
+    fn nal_terms(
+        &self,
+        p: &[f32],
+        batch: &Batch,
+        chunk: &Range<usize>,
+        opts: &StepOptions,
+        n_nal: usize,
+        proj: Range<usize>,
+        every: bool,
+        grads: &mut [f32],
+        ws: &mut Workspace,
+        acc: &mut Acc,
+    ) -> Result<(), TrainError> {
+        let cfg = &self.cfg;
+        let d = cfg.v1.d_model();
+        let di = cfg.v1.item_emb_dim;
+        let nr = if every {
+            ws.positions.len()
+        } else {
+            chunk.len()
+        };
         let wp = &p[proj.clone()];
-        let pn = sized(&mut ws.pn, m * di);
-        linear_forward(m, d, di, u, wp, None, pn)?;
-        let dpn = sized(&mut ws.dpn, m * di);
+        let u = &ws.u[..nr * d];
+        let pn = sized(&mut ws.pn, nr * di);
+        linear_forward(nr, d, di, u, wp, None, pn)?;
+        let dpn = sized(&mut ws.dpn, nr * di);
         dpn.fill(0.0);
         let scale = opts.nal_weight / n_nal as f32;
         let items = &p[self.layout.items.clone()];
         let k = batch.nal_negatives;
+        let np = batch.nal_per_example();
+        let s = batch.seq_len;
+        let mut terms = std::mem::take(&mut ws.nterms);
+        terms.clear();
         for (i, e) in chunk.clone().enumerate() {
-            let pos = batch.nal_pos[e];
-            if pos == NO_ITEM {
-                continue;
+            let a = ws.offsets[i];
+            let row = if every { a } else { i };
+            for &target in &batch.nal_pos[e * np..(e + 1) * np] {
+                if target != NO_ITEM {
+                    terms.push(NalTerm {
+                        target,
+                        row,
+                        example: e,
+                        negs: e * k..(e + 1) * k,
+                        per_position: false,
+                    });
+                }
             }
+            if every {
+                for r in a + 1..ws.offsets[i + 1] {
+                    let q = e * s + ws.positions[r];
+                    let target = batch.nal_seq[q];
+                    if target != NO_ITEM {
+                        terms.push(NalTerm {
+                            target,
+                            row: r,
+                            example: e,
+                            negs: q * k..(q + 1) * k,
+                            per_position: true,
+                        });
+                    }
+                }
+            }
+        }
+        for t in &terms {
+            let (pos, e) = (t.target, t.example);
+            let own = &batch.nal_pos[e * np..(e + 1) * np];
             ws.trows.clear();
             ws.trows.push(pos);
-            if opts.in_batch_negatives {
+            if opts.in_batch_negatives || opts.also_in_batch {
+                // Other examples' targets, minus this example's own.
                 ws.trows.extend(
                     batch
                         .nal_pos
                         .iter()
                         .enumerate()
-                        .filter(|&(j, &r)| j != e && r != NO_ITEM && r != pos)
+                        .filter(|&(j, r)| {
+                            j / np != e && *r != NO_ITEM && *r != pos && !own.contains(r)
+                        })
                         .map(|(_, &r)| r),
                 );
-            } else {
-                ws.trows.extend(
-                    batch.nal_neg[e * k..(e + 1) * k]
-                        .iter()
-                        .filter(|&&r| r != NO_ITEM),
-                );
+            }
+            if !opts.in_batch_negatives {
+                let list = if t.per_position {
+                    &batch.nal_seq_neg
+                } else {
+                    &batch.nal_neg
+                };
+                ws.trows
+                    .extend(list[t.negs.clone()].iter().filter(|&&r| r != NO_ITEM));
             }
             let nt = ws.trows.len();
-            let t = sized(&mut ws.targets, nt * di);
-            for (dst, &r) in t.chunks_exact_mut(di).zip(&ws.trows) {
+            let tv = sized(&mut ws.targets, nt * di);
+            for (dst, &r) in tv.chunks_exact_mut(di).zip(&ws.trows) {
                 let r = r as usize;
                 dst.copy_from_slice(&items[r * di..(r + 1) * di]);
             }
             let dt = sized(&mut ws.dtargets, nt * di);
             dt.fill(0.0);
             let scores = sized(&mut ws.scores, nt);
+            let row = t.row;
             let l = sampled_softmax(
                 di,
                 nt,
-                &pn[i * di..(i + 1) * di],
-                t,
+                &pn[row * di..(row + 1) * di],
+                tv,
                 scale,
-                &mut dpn[i * di..(i + 1) * di],
+                &mut dpn[row * di..(row + 1) * di],
                 dt,
                 scores,
             )?;
@@ -1183,10 +1388,11 @@ impl Net {
                 embedding_backward(&mut grads[self.layout.items.clone()], di, &ws.trows, dt)?;
             }
         }
-        let du = sized(&mut ws.du, m * d);
+        ws.nterms = terms;
+        let du = sized(&mut ws.du, nr * d);
         du.fill(0.0);
         linear_backward(
-            m,
+            nr,
             d,
             di,
             u,
@@ -1196,16 +1402,21 @@ impl Net {
             &mut grads[proj],
             None,
             &mut ws.lin,
-        )?;
-        for i in 0..m {
-            let a = ws.offsets[i];
-            ws.dy[a * d..(a + 1) * d]
-                .iter_mut()
-                .zip(&du[i * d..(i + 1) * d])
-                .for_each(|(x, &g)| *x += g);
-        }
-        Ok(())
+        )
     }
+}
+
+/// One Next Action Loss term: the encoder row `row` (of `ws.u`) predicts
+/// `target` against the negatives of its example.
+#[derive(Clone, Debug)]
+struct NalTerm {
+    target: u32,
+    row: usize,
+    example: usize,
+    /// Impression negatives: this range of `nal_neg`, or of `nal_seq_neg`
+    /// when `per_position`.
+    negs: Range<usize>,
+    per_position: bool,
 }
 
 /// Loss sums of one call.

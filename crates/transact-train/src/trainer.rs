@@ -364,6 +364,7 @@ impl Trainer {
                 0.0
             },
             in_batch_negatives: !self.cfg.features.nal_impressions,
+            also_in_batch: self.cfg.features.nal_impressions && self.cfg.features.nal_in_batch_too,
             dropout: train,
             step_seed: self.cfg.seed ^ self.step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         };
@@ -545,6 +546,7 @@ fn net_config(cfg: &TrainConfig, item_rows: usize) -> NetConfig {
         item_rows,
         learn_items: cfg.learn_items,
         nal: cfg.use_sequence && cfg.nal_weight > 0.0,
+        nal_every_position: cfg.features.nal_every_position,
         dropout: cfg.dropout,
     }
 }

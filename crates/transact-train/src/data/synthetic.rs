@@ -78,6 +78,7 @@ use super::{
 };
 use crate::data::{HEAD_CLICK, HEAD_HIDE, HEAD_REPIN};
 use crate::eval::{EvalError, Query, Scorer};
+use crate::trainer::TrainConfig;
 
 /// Size and shape of the synthetic world.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -126,6 +127,15 @@ pub struct SyntheticConfig {
     /// Added to every repin and click log-odds: negative values make
     /// engagement, and so the main task's positive labels, rarer.
     pub engagement_shift: f64,
+    /// Added to the repin and click log-odds of logged slate candidates
+    /// only (on top of `engagement_shift`): negative values make the main
+    /// task's labels rarer than engagement in the organic feed.
+    pub slate_shift: f64,
+    /// Standard deviation of the per-coordinate noise between an item's
+    /// true vector (which decides the focus taste) and the embedding the
+    /// dataset ships (then normalised): 0 ships the true vectors; above 0
+    /// the model has to learn the items' fine position from engagement.
+    pub embedding_noise: f32,
 }
 
 impl Default for SyntheticConfig {
@@ -153,6 +163,8 @@ impl Default for SyntheticConfig {
             focus_noise: 0.12,
             feed_focus: 3,
             engagement_shift: 0.0,
+            slate_shift: 0.0,
+            embedding_noise: 0.0,
         }
     }
 }
@@ -202,6 +214,12 @@ impl SyntheticConfig {
         if !self.focus_weight.is_finite() {
             return Err(format!("focus_weight {}", self.focus_weight));
         }
+        if !(self.embedding_noise.is_finite() && self.embedding_noise >= 0.0) {
+            return Err(format!("embedding_noise {}", self.embedding_noise));
+        }
+        if !self.slate_shift.is_finite() {
+            return Err(format!("slate_shift {}", self.slate_shift));
+        }
         if !self.engagement_shift.is_finite() {
             return Err(format!("engagement_shift {}", self.engagement_shift));
         }
@@ -230,6 +248,7 @@ struct Persona {
     lifelong: usize,
     disliked: Vec<usize>,
     shift: f64,
+    slate_shift: f64,
 }
 
 impl Persona {
@@ -255,6 +274,7 @@ impl Persona {
             lifelong,
             disliked,
             shift: cfg.engagement_shift,
+            slate_shift: cfg.slate_shift,
         }
     }
 
@@ -272,8 +292,15 @@ impl Persona {
     /// Label bits for an item of `topic` shown while browsing `session`;
     /// `taste` is added to the repin and click log-odds (the item-level
     /// focus term, 0 outside the session topic).
-    fn react(&self, topic: usize, session: usize, taste: f64, rng: &mut ChaCha8Rng) -> u8 {
-        let (p_hide, p_repin, p_click) = self.probs(topic, session, taste);
+    fn react(
+        &self,
+        topic: usize,
+        session: usize,
+        taste: f64,
+        slate: bool,
+        rng: &mut ChaCha8Rng,
+    ) -> u8 {
+        let (p_hide, p_repin, p_click) = self.probs(topic, session, taste, slate);
         if rng.random_bool(p_hide) {
             return label_bit(HEAD_HIDE);
         }
@@ -288,7 +315,8 @@ impl Persona {
     }
 
     /// The ground truth: `(P(hide), P(repin | no hide), P(click | no hide))`.
-    fn probs(&self, topic: usize, session: usize, taste: f64) -> (f64, f64, f64) {
+    fn probs(&self, topic: usize, session: usize, taste: f64, slate: bool) -> (f64, f64, f64) {
+        let shift = self.shift + if slate { self.slate_shift } else { 0.0 };
         let interest = self.interests.contains(&topic);
         let disliked = self.disliked.contains(&topic);
         let lifelong = topic == self.lifelong;
@@ -299,13 +327,10 @@ impl Persona {
                 + 1.0 * f64::from(u8::from(interest))
                 + 1.6 * f64::from(u8::from(lifelong))
                 + taste
-                + self.shift,
+                + shift,
         );
         let p_click = sigmoid(
-            -2.4 + 1.8 * in_session
-                + 0.8 * f64::from(u8::from(interest))
-                + 0.5 * taste
-                + self.shift,
+            -2.4 + 1.8 * in_session + 0.8 * f64::from(u8::from(interest)) + 0.5 * taste + shift,
         );
         (p_hide, p_repin, p_click)
     }
@@ -444,6 +469,43 @@ fn action_of(bits: u8) -> ActionType {
     } else {
         ActionType::IMPRESSION
     }
+}
+
+/// Fits `cfg`'s time scales to the world's: a session lasts about 10–20
+/// minutes and hours pass between sessions, so the maximum random time
+/// window becomes 5 minutes (the reference 1 hour would hide the whole
+/// current session, and with it the session topic and focus, from most
+/// training batches), and the Next Action Loss takes the user's next 5
+/// positives within 15 minutes of the request (the rest of the session).
+pub fn fit_training(train: &mut TrainConfig) {
+    const MINUTE: i64 = 60_000;
+    train.features.time_window_ms = 5 * MINUTE;
+    train.v1.time_window_ms = 5 * MINUTE;
+    train.features.nal_positives = 5;
+    train.features.nal_horizon_ms = 15 * MINUTE;
+}
+
+/// The embeddings the dataset ships: the true item vectors, or with
+/// `embedding_noise` a noisy, normalised view of them (its own stream, so
+/// the log does not change with the noise).
+fn shipped_embeddings(cfg: &SyntheticConfig, catalog: &Catalog, seed: u64) -> Vec<f32> {
+    if cfg.embedding_noise == 0.0 {
+        return catalog.emb.clone();
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xE3B_ED00);
+    let sigma = f64::from(cfg.embedding_noise);
+    catalog
+        .emb
+        .chunks_exact(cfg.dim)
+        .flat_map(|v| {
+            unit(
+                v.iter()
+                    .map(|&x| f64::from(x) + sigma * normal(&mut rng))
+                    .collect(),
+            )
+        })
+        .map(|x| x as f32)
+        .collect()
 }
 
 /// Generates the world for `seed` (the same config and seed give the same
@@ -596,10 +658,10 @@ pub fn generate_with_truth(
                         };
                         let item_topic = catalog.topic_of[item as usize];
                         let taste = cfg.focus_weight * catalog.taste(item, &focus);
-                        let labels = p.react(item_topic, topic, taste, &mut rng);
+                        let labels = p.react(item_topic, topic, taste, true, &mut rng);
                         utility.push([
-                            expected_utility(p.probs(item_topic, topic, taste)),
-                            expected_utility(p.probs(item_topic, topic, 0.0)),
+                            expected_utility(p.probs(item_topic, topic, taste, true)),
+                            expected_utility(p.probs(item_topic, topic, 0.0, true)),
                         ]);
                         slate.push(LoggedCandidate { item, labels });
                     }
@@ -637,7 +699,13 @@ pub fn generate_with_truth(
                     catalog.random(&mut rng)
                 };
                 let taste = cfg.focus_weight * catalog.taste(item, &focus);
-                let bits = p.react(catalog.topic_of[item as usize], topic, taste, &mut rng);
+                let bits = p.react(
+                    catalog.topic_of[item as usize],
+                    topic,
+                    taste,
+                    false,
+                    &mut rng,
+                );
                 t += rng.random_range(10_000..120_000);
                 actions.push(Action {
                     item_id: u64::from(item),
@@ -667,7 +735,7 @@ pub fn generate_with_truth(
             raw_ids: (0..cfg.items).map(|i| i.to_string()).collect(),
             embeddings: Some(ItemEmbeddings {
                 dim: cfg.dim,
-                data: catalog.emb,
+                data: shipped_embeddings(cfg, &catalog, seed),
             }),
         },
         users,

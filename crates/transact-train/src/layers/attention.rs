@@ -8,7 +8,8 @@
 //! sequence and head. A masked query row is computed like any other (it
 //! attends to the unmasked keys); zeroing masked rows is the encoder's
 //! job ([`super::encoder::mask_rows_forward`]). A row whose keys are all
-//! masked gets zero attention output.
+//! masked gets zero attention output. With `causal`, row `t` of a sequence
+//! (newest first) attends only to rows `s ≥ t`: itself and older actions.
 
 use transact_embed::kernels::{Par, RhsLayout, matmul, softmax_rows_fast};
 
@@ -182,8 +183,14 @@ fn scatter_add(
 }
 
 /// Softmax of each row of `p [n × n]` over the keys not masked (`mask[s]`
-/// true = excluded); a row with every key masked becomes zeros.
-fn softmax_masked(p: &mut [f32], n: usize, mask: Option<&[bool]>) {
+/// true = excluded; with `causal`, keys `s < t` of row `t` too); a row with
+/// every key masked becomes zeros.
+fn softmax_masked(p: &mut [f32], n: usize, mask: Option<&[bool]>, causal: bool) {
+    if causal {
+        for (t, row) in p.chunks_exact_mut(n).enumerate() {
+            row[..t].fill(f32::NEG_INFINITY);
+        }
+    }
     if let Some(mask) = mask {
         for row in p.chunks_exact_mut(n) {
             for (v, &m) in row.iter_mut().zip(mask) {
@@ -197,7 +204,9 @@ fn softmax_masked(p: &mut [f32], n: usize, mask: Option<&[bool]>) {
 }
 
 /// Forward: `out [M × d] = MHA(x)` for the sequences of `offsets`, with
-/// `key_mask [M]` (true = the key is excluded) when given. Fills `cache`.
+/// `key_mask [M]` (true = the key is excluded) when given, and the causal
+/// mask when `causal`. Fills `cache`; the backward needs no flag (masked
+/// probabilities are zero).
 #[allow(clippy::too_many_arguments)]
 pub fn mha_forward(
     d: usize,
@@ -205,6 +214,7 @@ pub fn mha_forward(
     offsets: &[usize],
     x: &[f32],
     key_mask: Option<&[bool]>,
+    causal: bool,
     w: &MhaWeights<'_>,
     cache: &mut MhaCache,
     out: &mut [f32],
@@ -240,7 +250,7 @@ pub fn mha_forward(
             let p = &mut probs[poff..poff + n * n];
             poff += n * n;
             matmul(n, n, dh, q, k, RhsLayout::NxK, p, false, Par::Seq).map_err(kernel)?;
-            softmax_masked(p, n, mask);
+            softmax_masked(p, n, mask, causal);
             matmul(n, dh, n, p, v, RhsLayout::KxN, o, false, Par::Seq).map_err(kernel)?;
             for t in 0..n {
                 attn[(r0 + t) * d + head * dh..][..dh].copy_from_slice(&o[t * dh..(t + 1) * dh]);

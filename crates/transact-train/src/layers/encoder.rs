@@ -28,6 +28,9 @@ pub struct EncoderDims {
     pub ff: usize,
     /// LayerNorm epsilon.
     pub eps: f32,
+    /// Causal attention: each action attends to itself and older ones only
+    /// (the Next Action Loss's pass; the serving encoder is not causal).
+    pub causal: bool,
 }
 
 impl EncoderDims {
@@ -255,7 +258,13 @@ pub fn encoder_layer_forward(
     cache: &mut EncoderCache,
     sc: &mut EncoderScratch,
 ) -> Result<(), TrainError> {
-    let EncoderDims { d, heads, ff, eps } = *dims;
+    let EncoderDims {
+        d,
+        heads,
+        ff,
+        eps,
+        causal,
+    } = *dims;
     let m = super::attention::check_offsets(offsets)?;
     need("encoder x", m * d, x.len())?;
     if let Some(dr) = drop {
@@ -272,6 +281,7 @@ pub fn encoder_layer_forward(
         offsets,
         x,
         key_mask,
+        causal,
         &w.mha,
         &mut cache.mha,
         r1,

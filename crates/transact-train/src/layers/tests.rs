@@ -96,7 +96,7 @@ proptest! {
     #[test]
     fn attention_backward_matches_finite_differences(
         lens in prop::collection::vec(1usize..5, 1..3), heads in 1usize..3, dh in 1usize..4,
-        masked in any::<bool>(), seed in 0u64..1000,
+        masked in any::<bool>(), causal in any::<bool>(), seed in 0u64..1000,
     ) {
         let d = heads * dh;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -110,7 +110,7 @@ proptest! {
         let run = |x: &[f32], p: &[Vec<f32>], cache: &mut MhaCache| {
             let w = MhaWeights { w_in: &p[0], b_in: &p[1], w_out: &p[2], b_out: &p[3] };
             let mut out = vec![0.0; m * d];
-            mha_forward(d, heads, &offsets, x, Some(&mask), &w, cache, &mut out, &mut MhaScratch::default()).unwrap();
+            mha_forward(d, heads, &offsets, x, Some(&mask), causal, &w, cache, &mut out, &mut MhaScratch::default()).unwrap();
             out
         };
         let mut cache = MhaCache::default();
@@ -140,11 +140,11 @@ proptest! {
     #[test]
     fn encoder_layer_backward_matches_finite_differences(
         lens in prop::collection::vec(1usize..5, 1..3), heads in 1usize..3, dh in 3usize..5, ff in 1usize..5,
-        p_drop in prop::sample::select(vec![0.0f32, 0.3]), seed in 0u64..1000,
+        p_drop in prop::sample::select(vec![0.0f32, 0.3]), causal in any::<bool>(), seed in 0u64..1000,
     ) {
         // d ≥ 3: LayerNorm over two values is a smoothed sign function, too
         // sharp for finite differences.
-        let dims = EncoderDims { d: heads * dh, heads, ff, eps: 1e-5 };
+        let dims = EncoderDims { d: heads * dh, heads, ff, eps: 1e-5, causal };
         let d = dims.d;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut offsets = vec![0];
@@ -327,6 +327,48 @@ proptest! {
         check("nal du", &mut u, &du, |u| f(u, &t0));
         check("nal dtargets", &mut t, &dtg, |t| f(&u0, t));
     }
+}
+
+#[test]
+fn causal_attention_ignores_newer_rows() {
+    // Newest first: row t attends to rows t.. of its sequence only.
+    let (d, heads) = (4, 2);
+    let offsets = [0, 3, 5];
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let x = rand_vec(&mut rng, 5 * d, 1.0);
+    let p: Vec<Vec<f32>> = [3 * d * d, 3 * d, d * d, d]
+        .iter()
+        .map(|&n| rand_vec(&mut rng, n, 0.8))
+        .collect();
+    let w = MhaWeights {
+        w_in: &p[0],
+        b_in: &p[1],
+        w_out: &p[2],
+        b_out: &p[3],
+    };
+    let run = |x: &[f32], causal: bool| {
+        let mut out = vec![0.0; 5 * d];
+        let mut cache = MhaCache::default();
+        let mut sc = MhaScratch::default();
+        mha_forward(
+            d, heads, &offsets, x, None, causal, &w, &mut cache, &mut out, &mut sc,
+        )
+        .unwrap();
+        out
+    };
+    // Change the newest row of the first sequence.
+    let mut x2 = x.clone();
+    x2[..d].iter_mut().for_each(|v| *v += 1.0);
+    let (a, b) = (run(&x, true), run(&x2, true));
+    assert_ne!(a[..d], b[..d]);
+    assert_eq!(a[d..], b[d..], "older rows must not see the newest one");
+    // Without the mask they do.
+    let (a, b) = (run(&x, false), run(&x2, false));
+    assert_ne!(a[d..3 * d], b[d..3 * d]);
+    assert_eq!(a[3 * d..], b[3 * d..]);
+    // The oldest row of a sequence attends to itself alone.
+    let (a, b) = (run(&x, true), run(&x, false));
+    assert_ne!(a[2 * d..3 * d], b[2 * d..3 * d]);
 }
 
 #[test]

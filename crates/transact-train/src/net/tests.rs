@@ -32,6 +32,7 @@ fn tiny_cfg(nal: bool, dropout: f32) -> NetConfig {
         item_rows: 12,
         learn_items: true,
         nal,
+        nal_every_position: false,
         dropout,
     }
 }
@@ -39,6 +40,11 @@ fn tiny_cfg(nal: bool, dropout: f32) -> NetConfig {
 /// A random batch: masked positions (never position 0), some zero weights,
 /// some examples without a NAL target, short negative lists.
 fn random_batch(cfg: &NetConfig, b: usize, seed: u64) -> Batch {
+    random_batch_with(cfg, b, seed, 1)
+}
+
+/// [`random_batch`] with `np` NAL targets per example.
+fn random_batch_with(cfg: &NetConfig, b: usize, seed: u64, np: usize) -> Batch {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let s = cfg.v1.seq_len;
     let h = cfg.heads.heads.len();
@@ -49,6 +55,7 @@ fn random_batch(cfg: &NetConfig, b: usize, seed: u64) -> Batch {
         len: b,
         seq_len: s,
         nal_negatives: negs,
+        nal_positives: np,
         ..Batch::default()
     };
     for _ in 0..b {
@@ -76,11 +83,13 @@ fn random_batch(cfg: &NetConfig, b: usize, seed: u64) -> Batch {
                 rng.random_range(0.5..1.5)
             });
         }
-        batch.nal_pos.push(if rng.random_bool(0.8) {
-            rng.random_range(0..rows)
-        } else {
-            NO_ITEM
-        });
+        for _ in 0..np {
+            batch.nal_pos.push(if rng.random_bool(0.8) {
+                rng.random_range(0..rows)
+            } else {
+                NO_ITEM
+            });
+        }
         for _ in 0..negs {
             batch.nal_neg.push(if rng.random_bool(0.8) {
                 rng.random_range(0..rows)
@@ -89,6 +98,18 @@ fn random_batch(cfg: &NetConfig, b: usize, seed: u64) -> Batch {
             });
         }
     }
+    // Per-position targets and negatives (read only with
+    // `nal_every_position`), from their own stream.
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5E0);
+    let mut item = |p: f64| {
+        if rng.random_bool(p) {
+            rng.random_range(0..rows)
+        } else {
+            NO_ITEM
+        }
+    };
+    batch.nal_seq = (0..b * s).map(|_| item(0.7)).collect();
+    batch.nal_seq_neg = (0..b * s * negs).map(|_| item(0.8)).collect();
     batch
 }
 
@@ -109,10 +130,14 @@ fn loss_of(net: &Net, params: &Params, batch: &Batch, opts: &StepOptions) -> f64
 
 /// Finite differences of the whole loss for a sample of every tensor.
 fn check_network(cfg: NetConfig, opts: StepOptions, seed: u64) {
+    check_network_with(cfg, opts, seed, 1);
+}
+
+/// [`check_network`] with `np` NAL targets per example.
+fn check_network_with(cfg: NetConfig, opts: StepOptions, seed: u64, np: usize) {
     let (net, params) = Net::new(cfg.clone(), seed).unwrap();
-    // Larger cross weights, so the cross layers matter in the check.
     let mut params = params;
-    let batch = random_batch(&cfg, 6, seed + 1);
+    let batch = random_batch_with(&cfg, 6, seed + 1, np);
     let mut grads = vec![0.0; params.len()];
     net.forward_backward(
         &params,
@@ -181,6 +206,7 @@ fn network_gradients_match_finite_differences_with_impression_negatives() {
     let opts = StepOptions {
         nal_weight: 0.5,
         in_batch_negatives: false,
+        also_in_batch: false,
         dropout: false,
         step_seed: 3,
     };
@@ -192,6 +218,7 @@ fn network_gradients_match_finite_differences_with_in_batch_negatives() {
     let opts = StepOptions {
         nal_weight: 0.5,
         in_batch_negatives: true,
+        also_in_batch: false,
         dropout: false,
         step_seed: 3,
     };
@@ -199,10 +226,96 @@ fn network_gradients_match_finite_differences_with_in_batch_negatives() {
 }
 
 #[test]
+fn network_gradients_match_finite_differences_with_several_nal_targets() {
+    // 12 item rows and 3 targets per example: examples share items, so the
+    // in-batch negatives exclude an example's own targets.
+    for (in_batch, also) in [(true, false), (false, false), (false, true)] {
+        let opts = StepOptions {
+            nal_weight: 0.5,
+            in_batch_negatives: in_batch,
+            also_in_batch: also,
+            dropout: false,
+            step_seed: 3,
+        };
+        check_network_with(tiny_cfg(true, 0.0), opts, 15, 3);
+    }
+}
+
+#[test]
+fn network_gradients_match_finite_differences_with_nal_at_every_position() {
+    for (in_batch, dropout) in [(true, 0.0), (false, 0.0), (false, 0.3)] {
+        let opts = StepOptions {
+            nal_weight: 0.5,
+            in_batch_negatives: in_batch,
+            also_in_batch: false,
+            dropout: dropout > 0.0,
+            step_seed: 7,
+        };
+        let cfg = NetConfig {
+            nal_every_position: true,
+            ..tiny_cfg(true, dropout)
+        };
+        check_network_with(cfg, opts, 16, 2);
+    }
+}
+
+#[test]
+fn nal_at_every_position_counts_a_term_per_unmasked_target() {
+    let cfg = NetConfig {
+        nal_every_position: true,
+        ..tiny_cfg(true, 0.0)
+    };
+    let (net, params) = Net::new(cfg.clone(), 3).unwrap();
+    let batch = random_batch_with(&cfg, 5, 4, 2);
+    let s = cfg.v1.seq_len;
+    let want = batch.nal_pos.iter().filter(|&&t| t != NO_ITEM).count()
+        + (0..5 * s)
+            .filter(|&k| k % s != 0 && !batch.seq_masked[k] && batch.nal_seq[k] != NO_ITEM)
+            .count();
+    let mut g = vec![0.0; params.len()];
+    let opts = StepOptions {
+        nal_weight: 0.5,
+        in_batch_negatives: false,
+        also_in_batch: false,
+        dropout: false,
+        step_seed: 1,
+    };
+    let st = net
+        .forward_backward(
+            &params,
+            &batch,
+            0..5,
+            &opts,
+            &mut g,
+            &mut Workspace::default(),
+        )
+        .unwrap();
+    assert_eq!(st.nal_targets, want);
+    assert!(want > 5, "too few targets to test: {want}");
+    // Without the flag only the newest rows' targets count.
+    let (net1, params1) = Net::new(tiny_cfg(true, 0.0), 3).unwrap();
+    let st1 = net1
+        .forward_backward(
+            &params1,
+            &batch,
+            0..5,
+            &opts,
+            &mut g,
+            &mut Workspace::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        st1.nal_targets,
+        batch.nal_pos.iter().filter(|&&t| t != NO_ITEM).count()
+    );
+}
+
+#[test]
 fn network_gradients_match_finite_differences_with_dropout() {
     let opts = StepOptions {
         nal_weight: 0.5,
         in_batch_negatives: false,
+        also_in_batch: false,
         dropout: true,
         step_seed: 99,
     };
@@ -233,6 +346,7 @@ fn range_split_gradients_sum_to_the_full_batch() {
         let opts = StepOptions {
             nal_weight: 0.3,
             in_batch_negatives: in_batch,
+            also_in_batch: false,
             dropout: true,
             step_seed: 17,
         };
@@ -442,6 +556,7 @@ fn sgd_overfits_a_small_batch() {
     let opts = StepOptions {
         nal_weight: 0.1,
         in_batch_negatives: false,
+        also_in_batch: false,
         dropout: false,
         step_seed: 0,
     };
