@@ -858,33 +858,17 @@ impl Net {
                 &mut x0[a * d..b * d],
             )?;
         }
-        let dims = cfg.encoder_dims();
-        if ws.caches.len() < lay.layers.len() {
-            ws.caches
-                .resize_with(lay.layers.len(), EncoderCache::default);
-        }
-        for (l, range) in lay.layers.iter().enumerate() {
-            let w = EncoderWeights::split(&p[range.clone()], &dims)?;
-            if let Some(seed) = drop_seed {
-                Self::keys(seed, chunk, l, &mut ws.keys);
-            }
-            let drop = drop_seed.map(|_| LayerDropout {
-                p: cfg.dropout,
-                keys: &ws.keys,
-            });
-            let (prev, cur) = ws.caches.split_at_mut(l);
-            let input: &[f32] = if l == 0 { &ws.x0 } else { &prev[l - 1].y };
-            encoder_layer_forward(
-                &dims,
-                &ws.offsets,
-                input,
-                None,
-                &w,
-                drop,
-                &mut cur[0],
-                &mut ws.enc,
-            )?;
-        }
+        self.layers_forward(
+            p,
+            &cfg.encoder_dims(),
+            chunk,
+            drop_seed,
+            &ws.x0,
+            &ws.offsets,
+            &mut ws.caches,
+            &mut ws.keys,
+            &mut ws.enc,
+        )?;
         let y: &[f32] = match ws.caches.get(lay.layers.len().wrapping_sub(1)) {
             Some(c) => &c.y,
             None => &ws.x0,
@@ -1123,34 +1107,20 @@ impl Net {
             }
         }
         // Encoder layers, last to first; ws.dy ends as the token gradients.
-        let dims = cfg.encoder_dims();
-        for (l, range) in lay.layers.iter().enumerate().rev() {
-            let w = EncoderWeights::split(&p[range.clone()], &dims)?;
-            if let Some(seed) = drop_seed {
-                Self::keys(seed, chunk, l, &mut ws.keys);
-            }
-            let drop = drop_seed.map(|_| LayerDropout {
-                p: cfg.dropout,
-                keys: &ws.keys,
-            });
-            let dx = sized(&mut ws.dx, rows * d);
-            dx.fill(0.0);
-            let input: &[f32] = if l == 0 { &ws.x0 } else { &ws.caches[l - 1].y };
-            let mut g = EncoderGrads::split(&mut grads[range.clone()], &dims)?;
-            encoder_layer_backward(
-                &dims,
-                &ws.offsets,
-                input,
-                &w,
-                drop,
-                &ws.caches[l],
-                &ws.dy,
-                dx,
-                &mut g,
-                &mut ws.enc,
-            )?;
-            std::mem::swap(&mut ws.dy, &mut ws.dx);
-        }
+        self.layers_backward(
+            p,
+            &cfg.encoder_dims(),
+            chunk,
+            drop_seed,
+            &ws.x0,
+            &ws.offsets,
+            &ws.caches,
+            &mut ws.dy,
+            &mut ws.dx,
+            &mut ws.keys,
+            &mut ws.enc,
+            grads,
+        )?;
         if let (Some(proj), true) = (nal, every) {
             self.causal_nal(
                 p, batch, chunk, opts, n_nal, proj, drop_seed, grads, ws, acc,
@@ -1174,6 +1144,82 @@ impl Net {
         Ok(())
     }
 
+    /// The encoder layers over the token rows `x0` of the sequences of
+    /// `offsets`, each layer's output in `caches[l].y`.
+    #[allow(clippy::too_many_arguments)]
+    fn layers_forward(
+        &self,
+        p: &[f32],
+        dims: &EncoderDims,
+        chunk: &Range<usize>,
+        drop_seed: Option<u64>,
+        x0: &[f32],
+        offsets: &[usize],
+        caches: &mut Vec<EncoderCache>,
+        keys: &mut Vec<u64>,
+        enc: &mut EncoderScratch,
+    ) -> Result<(), TrainError> {
+        let layers = &self.layout.layers;
+        if caches.len() < layers.len() {
+            caches.resize_with(layers.len(), EncoderCache::default);
+        }
+        for (l, range) in layers.iter().enumerate() {
+            let w = EncoderWeights::split(&p[range.clone()], dims)?;
+            if let Some(seed) = drop_seed {
+                Self::keys(seed, chunk, l, keys);
+            }
+            let drop = drop_seed.map(|_| LayerDropout {
+                p: self.cfg.dropout,
+                keys,
+            });
+            let (prev, cur) = caches.split_at_mut(l);
+            let input: &[f32] = if l == 0 { x0 } else { &prev[l - 1].y };
+            encoder_layer_forward(dims, offsets, input, None, &w, drop, &mut cur[0], enc)?;
+        }
+        Ok(())
+    }
+
+    /// Backward of [`Net::layers_forward`]: `dy` holds the gradient of the
+    /// last layer's output and ends as the gradient of `x0` (`dx` is
+    /// scratch); parameter gradients accumulate into `grads`.
+    #[allow(clippy::too_many_arguments)]
+    fn layers_backward(
+        &self,
+        p: &[f32],
+        dims: &EncoderDims,
+        chunk: &Range<usize>,
+        drop_seed: Option<u64>,
+        x0: &[f32],
+        offsets: &[usize],
+        caches: &[EncoderCache],
+        dy: &mut Vec<f32>,
+        dx: &mut Vec<f32>,
+        keys: &mut Vec<u64>,
+        enc: &mut EncoderScratch,
+        grads: &mut [f32],
+    ) -> Result<(), TrainError> {
+        let rows = offsets.last().copied().unwrap_or(0) * dims.d;
+        for (l, range) in self.layout.layers.iter().enumerate().rev() {
+            let w = EncoderWeights::split(&p[range.clone()], dims)?;
+            if let Some(seed) = drop_seed {
+                Self::keys(seed, chunk, l, keys);
+            }
+            let drop = drop_seed.map(|_| LayerDropout {
+                p: self.cfg.dropout,
+                keys,
+            });
+            let dxl = sized(dx, rows);
+            dxl.fill(0.0);
+            let input: &[f32] = if l == 0 { x0 } else { &caches[l - 1].y };
+            let mut g = EncoderGrads::split(&mut grads[range.clone()], dims)?;
+            encoder_layer_backward(
+                dims, offsets, input, &w, drop, &caches[l], dy, dxl, &mut g, enc,
+            )?;
+            std::mem::swap(dy, dx);
+        }
+        Ok(())
+    }
+
     /// The Next Action Loss at every position: a causal pass of the encoder
     /// over the chunk's tokens (`ws.x0`), the loss on each of its rows, and
     /// the pass's backward; its token gradients are added to `ws.dy`.
@@ -1192,39 +1238,24 @@ impl Net {
         acc: &mut Acc,
     ) -> Result<(), TrainError> {
         let cfg = &self.cfg;
-        let lay = &self.layout;
         let d = cfg.v1.d_model();
         let rows = ws.positions.len();
         let dims = EncoderDims {
             causal: true,
             ..cfg.encoder_dims()
         };
-        let nl = lay.layers.len();
-        if ws.ccaches.len() < nl {
-            ws.ccaches.resize_with(nl, EncoderCache::default);
-        }
-        for (l, range) in lay.layers.iter().enumerate() {
-            let w = EncoderWeights::split(&p[range.clone()], &dims)?;
-            if let Some(seed) = drop_seed {
-                Self::keys(seed, chunk, l, &mut ws.keys);
-            }
-            let drop = drop_seed.map(|_| LayerDropout {
-                p: cfg.dropout,
-                keys: &ws.keys,
-            });
-            let (prev, cur) = ws.ccaches.split_at_mut(l);
-            let input: &[f32] = if l == 0 { &ws.x0 } else { &prev[l - 1].y };
-            encoder_layer_forward(
-                &dims,
-                &ws.offsets,
-                input,
-                None,
-                &w,
-                drop,
-                &mut cur[0],
-                &mut ws.enc,
-            )?;
-        }
+        let nl = self.layout.layers.len();
+        self.layers_forward(
+            p,
+            &dims,
+            chunk,
+            drop_seed,
+            &ws.x0,
+            &ws.offsets,
+            &mut ws.ccaches,
+            &mut ws.keys,
+            &mut ws.enc,
+        )?;
         let y: &[f32] = match ws.ccaches.get(nl.wrapping_sub(1)) {
             Some(c) => &c.y,
             None => &ws.x0,
@@ -1232,33 +1263,20 @@ impl Net {
         sized(&mut ws.u, rows * d).copy_from_slice(&y[..rows * d]);
         self.nal_terms(p, batch, chunk, opts, n_nal, proj, true, grads, ws, acc)?;
         sized(&mut ws.cdy, rows * d).copy_from_slice(&ws.du[..rows * d]);
-        for (l, range) in lay.layers.iter().enumerate().rev() {
-            let w = EncoderWeights::split(&p[range.clone()], &dims)?;
-            if let Some(seed) = drop_seed {
-                Self::keys(seed, chunk, l, &mut ws.keys);
-            }
-            let drop = drop_seed.map(|_| LayerDropout {
-                p: cfg.dropout,
-                keys: &ws.keys,
-            });
-            let cdx = sized(&mut ws.cdx, rows * d);
-            cdx.fill(0.0);
-            let input: &[f32] = if l == 0 { &ws.x0 } else { &ws.ccaches[l - 1].y };
-            let mut g = EncoderGrads::split(&mut grads[range.clone()], &dims)?;
-            encoder_layer_backward(
-                &dims,
-                &ws.offsets,
-                input,
-                &w,
-                drop,
-                &ws.ccaches[l],
-                &ws.cdy,
-                cdx,
-                &mut g,
-                &mut ws.enc,
-            )?;
-            std::mem::swap(&mut ws.cdy, &mut ws.cdx);
-        }
+        self.layers_backward(
+            p,
+            &dims,
+            chunk,
+            drop_seed,
+            &ws.x0,
+            &ws.offsets,
+            &ws.ccaches,
+            &mut ws.cdy,
+            &mut ws.cdx,
+            &mut ws.keys,
+            &mut ws.enc,
+            grads,
+        )?;
         ws.dy[..rows * d]
             .iter_mut()
             .zip(&ws.cdy[..rows * d])
