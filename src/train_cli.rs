@@ -109,6 +109,10 @@ pub struct ModelArgs {
     /// of the encoder), not only the newest.
     #[arg(long)]
     nal_every_position: bool,
+    /// Train the item table (`true`) or keep the data's pretrained
+    /// embeddings fixed (`false`; data without embeddings always learns).
+    #[arg(long)]
+    learn_items: Option<bool>,
     /// Dropout in the encoder.
     #[arg(long)]
     dropout: Option<f32>,
@@ -124,6 +128,8 @@ pub enum Negatives {
     InBatch,
     /// Items shown to the user and not engaged.
     Impressions,
+    /// Both: the impression negatives and the in-batch ones.
+    Both,
 }
 
 /// `transact train`.
@@ -300,7 +306,11 @@ fn config(data: &Dataset, args: &ModelArgs, seed: u64, synthetic: bool) -> Resul
         cfg.nal_weight = v;
     }
     if let Some(v) = args.nal_negatives {
-        cfg.features.nal_impressions = v == Negatives::Impressions;
+        cfg.features.nal_impressions = v != Negatives::InBatch;
+        cfg.features.nal_in_batch_too = v == Negatives::Both;
+    }
+    if let Some(v) = args.learn_items {
+        cfg.learn_items = v;
     }
     if let Some(v) = args.nal_positives {
         if v == 0 {
@@ -508,4 +518,42 @@ pub fn ablate_cmd(args: AblateArgs) -> Result<ExitCode> {
         path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        model: ModelArgs,
+    }
+
+    fn cfg(argv: &[&str]) -> TrainConfig {
+        let world = SyntheticConfig {
+            users: 5,
+            items: 60,
+            sessions: 2,
+            ..SyntheticConfig::default()
+        };
+        let data = generate_with_truth(&world, 1).expect("world").0;
+        let cli =
+            Cli::try_parse_from(std::iter::once("t").chain(argv.iter().copied())).expect("flags");
+        config(&data, &cli.model, 1, true).expect("config")
+    }
+
+    #[test]
+    fn the_synthetic_defaults_and_the_negative_flags() {
+        let c = cfg(&[]);
+        assert!(c.learn_items && c.features.nal_impressions && c.features.nal_in_batch_too);
+        assert_eq!(c.nal_weight, 0.1);
+        let c = cfg(&["--nal-negatives", "impressions", "--learn-items", "false"]);
+        assert!(!c.learn_items && c.features.nal_impressions && !c.features.nal_in_batch_too);
+        let c = cfg(&["--nal-negatives", "in-batch"]);
+        assert!(!c.features.nal_impressions && !c.features.nal_in_batch_too);
+        let c = cfg(&["--nal-negatives", "both"]);
+        assert!(c.features.nal_impressions && c.features.nal_in_batch_too);
+    }
 }

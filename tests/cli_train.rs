@@ -174,7 +174,9 @@ fn ablate_writes_its_table() {
         "no sequence",
         "TransAct (realtime sequence)",
         "+ NAL, in-batch negatives",
-        "+ NAL, impression negatives",
+        // The synthetic world's defaults add impressions to the in-batch
+        // negatives.
+        "+ NAL, impression + in-batch negatives",
     ] {
         assert!(md.contains(row), "{md}");
     }

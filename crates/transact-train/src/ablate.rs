@@ -31,6 +31,9 @@ pub struct AblationRow {
 /// candidate + user features only; + the realtime sequence (TransAct);
 /// + NAL with in-batch negatives; NAL with impression negatives instead.
 ///
+/// With `nal_in_batch_too` set in `base`, the last row adds the impression
+/// negatives to the in-batch ones, and is labelled so.
+///
 /// `nal_weight` of `base` is the weight used where NAL is on (0.01 if 0).
 pub fn variants(base: &TrainConfig) -> Vec<(String, TrainConfig)> {
     let w = if base.nal_weight > 0.0 {
@@ -49,11 +52,16 @@ pub fn variants(base: &TrainConfig) -> Vec<(String, TrainConfig)> {
     in_batch.features.nal_impressions = false;
     let mut impressions = in_batch.clone();
     impressions.features.nal_impressions = true;
+    let last = if impressions.features.nal_in_batch_too {
+        "+ NAL, impression + in-batch negatives"
+    } else {
+        "+ NAL, impression negatives"
+    };
     vec![
         ("no sequence (candidate + user features)".into(), baseline),
         ("TransAct (realtime sequence)".into(), realtime),
         ("+ NAL, in-batch negatives".into(), in_batch),
-        ("+ NAL, impression negatives".into(), impressions),
+        (last.into(), impressions),
     ]
 }
 
@@ -151,6 +159,13 @@ mod tests {
         assert!(v[1].1.use_sequence && v[1].1.nal_weight == 0.0);
         assert!(v[2].1.nal_weight > 0.0 && !v[2].1.features.nal_impressions);
         assert!(v[3].1.nal_weight > 0.0 && v[3].1.features.nal_impressions);
+        assert_eq!(v[3].0, "+ NAL, impression negatives");
+        // Impressions added to the in-batch negatives say so.
+        let mut mixed = base.clone();
+        mixed.features.nal_in_batch_too = true;
+        let m = variants(&mixed);
+        assert!(m[3].1.features.nal_impressions && m[3].1.features.nal_in_batch_too);
+        assert_eq!(m[3].0, "+ NAL, impression + in-batch negatives");
         // Everything else is shared.
         for (_, c) in &v {
             assert_eq!(c.seed, base.seed);
