@@ -45,6 +45,7 @@ use std::ops::Range;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use transact_embed::kernels::{self, Par, RhsLayout};
 use transact_model::ranking::HEADS_PREFIX;
 use transact_model::{HeadsConfig, RankingHeads, RankingModel, TensorMap, V1Config};
 
@@ -58,10 +59,12 @@ use crate::layers::encoder::{
     EncoderCache, EncoderDims, EncoderGrads, EncoderScratch, EncoderWeights, LayerDropout,
     encoder_layer_backward, encoder_layer_forward,
 };
-use crate::layers::linear::{linear_backward, linear_forward, relu_backward, relu_forward};
-use crate::layers::loss::{bce_forward_backward, sampled_softmax};
+use crate::layers::linear::{
+    linear_backward, linear_forward, relu_backward, relu_forward, transpose,
+};
+use crate::layers::loss::bce_forward_backward;
 use crate::layers::pool::{CompressDims, compress_backward, compress_forward};
-use crate::layers::sized;
+use crate::layers::{kernel, sized};
 use crate::params::{ITEMS, NAL_PROJ, Params, V1_PREFIX};
 
 #[cfg(test)]
@@ -298,6 +301,12 @@ pub struct Workspace {
     dtargets: Vec<f32>,
     trows: Vec<u32>,
     scores: Vec<f32>,
+    nal_cols: Vec<f32>,
+    nal_rows: Vec<f32>,
+    nal_g: Vec<f32>,
+    nal_gt: Vec<f32>,
+    nal_drows: Vec<f32>,
+    nal_dcols: Vec<f32>,
     dpooled: Vec<f32>,
     lin: Vec<f32>,
     dt: Vec<f32>,
@@ -1353,24 +1362,41 @@ impl Net {
                 }
             }
         }
-        for t in &terms {
+        // In-batch negatives: every target of the batch is a column, scored
+        // against every term's row with one matrix product (and the
+        // gradients with two), masked per term below.
+        let in_batch = opts.in_batch_negatives || opts.also_in_batch;
+        let cols = if in_batch { &batch.nal_pos[..] } else { &[] };
+        let (nt, nc) = (terms.len(), cols.len());
+        let tb = sized(&mut ws.nal_cols, nc * di);
+        for (dst, &r) in tb.chunks_exact_mut(di.max(1)).zip(cols) {
+            if r == NO_ITEM {
+                dst.fill(0.0);
+            } else {
+                let r = r as usize;
+                dst.copy_from_slice(&items[r * di..(r + 1) * di]);
+            }
+        }
+        let pt = sized(&mut ws.nal_rows, nt * di);
+        for (dst, t) in pt.chunks_exact_mut(di.max(1)).zip(&terms) {
+            dst.copy_from_slice(&pn[t.row * di..(t.row + 1) * di]);
+        }
+        let g = sized(&mut ws.nal_g, nt * nc);
+        kernels::matmul(nt, nc, di, pt, tb, RhsLayout::NxK, g, false, Par::Seq).map_err(kernel)?;
+        for (ti, t) in terms.iter().enumerate() {
             let (pos, e) = (t.target, t.example);
             let own = &batch.nal_pos[e * np..(e + 1) * np];
+            let u_row = &pt[ti * di..(ti + 1) * di];
+            // Row `ti` of `g`: the in-batch scores, NaN where masked (the
+            // example's own targets and copies of the positive).
+            let grow = &mut g[ti * nc..(ti + 1) * nc];
+            for (j, (sc, &r)) in grow.iter_mut().zip(cols).enumerate() {
+                if r == NO_ITEM || j / np == e || r == pos || own.contains(&r) {
+                    *sc = f32::NAN;
+                }
+            }
             ws.trows.clear();
             ws.trows.push(pos);
-            if opts.in_batch_negatives || opts.also_in_batch {
-                // Other examples' targets, minus this example's own.
-                ws.trows.extend(
-                    batch
-                        .nal_pos
-                        .iter()
-                        .enumerate()
-                        .filter(|&(j, r)| {
-                            j / np != e && *r != NO_ITEM && *r != pos && !own.contains(r)
-                        })
-                        .map(|(_, &r)| r),
-                );
-            }
             if !opts.in_batch_negatives {
                 let list = if t.per_position {
                     &batch.nal_seq_neg
@@ -1380,30 +1406,91 @@ impl Net {
                 ws.trows
                     .extend(list[t.negs.clone()].iter().filter(|&&r| r != NO_ITEM));
             }
-            let nt = ws.trows.len();
-            let tv = sized(&mut ws.targets, nt * di);
-            for (dst, &r) in tv.chunks_exact_mut(di).zip(&ws.trows) {
+            // The positive and the impression negatives, scored one by one.
+            let nown = ws.trows.len();
+            let tv = sized(&mut ws.targets, nown * di);
+            for (dst, &r) in tv.chunks_exact_mut(di.max(1)).zip(&ws.trows) {
                 let r = r as usize;
                 dst.copy_from_slice(&items[r * di..(r + 1) * di]);
             }
-            let dt = sized(&mut ws.dtargets, nt * di);
-            dt.fill(0.0);
-            let scores = sized(&mut ws.scores, nt);
-            let row = t.row;
-            let l = sampled_softmax(
-                di,
-                nt,
-                &pn[row * di..(row + 1) * di],
-                tv,
-                scale,
-                &mut dpn[row * di..(row + 1) * di],
-                dt,
-                scores,
-            )?;
+            let sown = sized(&mut ws.scores, nown);
+            let mut max = f32::NEG_INFINITY;
+            for (sc, tr) in sown.iter_mut().zip(tv.chunks_exact(di.max(1))) {
+                *sc = transact_embed::kernels::dot(u_row, tr);
+                max = max.max(*sc);
+            }
+            for &sc in grow.iter() {
+                if !sc.is_nan() {
+                    max = max.max(sc);
+                }
+            }
+            // Softmax over the positive, the in-batch columns, then the
+            // impression negatives.
+            let ex = |sc: f32| f64::from(sc - max).exp();
+            let mut sum = ex(sown[0]);
+            for &sc in grow.iter() {
+                if !sc.is_nan() {
+                    sum += ex(sc);
+                }
+            }
+            for &sc in &sown[1..] {
+                sum += ex(sc);
+            }
+            let l = (sum.ln() + f64::from(max) - f64::from(sown[0])) * f64::from(scale);
+            for sc in grow.iter_mut() {
+                *sc = if sc.is_nan() {
+                    0.0
+                } else {
+                    scale * (ex(*sc) / sum) as f32
+                };
+            }
+            let dt = sized(&mut ws.dtargets, nown * di);
+            let drow = &mut dpn[t.row * di..(t.row + 1) * di];
+            for (i, (tr, dtr)) in tv
+                .chunks_exact(di.max(1))
+                .zip(dt.chunks_exact_mut(di.max(1)))
+                .enumerate()
+            {
+                let p = (ex(sown[i]) / sum) as f32;
+                let gi = scale * (p - if i == 0 { 1.0 } else { 0.0 });
+                for j in 0..di {
+                    drow[j] += gi * tr[j];
+                    dtr[j] = gi * u_row[j];
+                }
+            }
             acc.nal += l / f64::from(opts.nal_weight);
             acc.nal_targets += 1;
             if cfg.learn_items {
                 embedding_backward(&mut grads[self.layout.items.clone()], di, &ws.trows, dt)?;
+            }
+        }
+        if nc > 0 && nt > 0 {
+            // dpn[row] += Σ_j g[t, j]·col_j; d col_j = Σ_t g[t, j]·row_t.
+            let dpt = sized(&mut ws.nal_drows, nt * di);
+            kernels::matmul(nt, di, nc, g, tb, RhsLayout::KxN, dpt, false, Par::Seq)
+                .map_err(kernel)?;
+            for (t, d) in terms.iter().zip(dpt.chunks_exact(di.max(1))) {
+                dpn[t.row * di..(t.row + 1) * di]
+                    .iter_mut()
+                    .zip(d)
+                    .for_each(|(a, &b)| *a += b);
+            }
+            if cfg.learn_items {
+                let gt = sized(&mut ws.nal_gt, nc * nt);
+                transpose(g, nt, nc, gt);
+                let dtb = sized(&mut ws.nal_dcols, nc * di);
+                kernels::matmul(nc, di, nt, gt, pt, RhsLayout::KxN, dtb, false, Par::Seq)
+                    .map_err(kernel)?;
+                let gi = &mut grads[self.layout.items.clone()];
+                for (&r, d) in cols.iter().zip(dtb.chunks_exact(di.max(1))) {
+                    if r != NO_ITEM {
+                        let r = r as usize;
+                        gi[r * di..(r + 1) * di]
+                            .iter_mut()
+                            .zip(d)
+                            .for_each(|(a, &b)| *a += b);
+                    }
+                }
             }
         }
         ws.nterms = terms;
