@@ -57,6 +57,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Ok(v) = std::env::var("TRANSACT_NAL_EVERY") {
         cfg.features.nal_every_position = v == "1";
     }
+    // TRANSACT_SEED: the training seed (the world keeps seed 1).
+    if let Ok(v) = std::env::var("TRANSACT_SEED") {
+        cfg.seed = v.parse()?;
+    }
     if let Ok(v) = std::env::var("TRANSACT_NAL_NEGATIVES") {
         cfg.features.nal_negatives = v.parse()?;
     }
