@@ -150,6 +150,11 @@ pub struct SyntheticConfig {
     /// log-odds (half of it to the click log-odds): some items are simply
     /// liked more. The embeddings do not show it; a learned item table can.
     pub item_quality: f64,
+    /// Draw each slate candidate the way the organic feed draws an
+    /// impression (mostly the session topic near its focus) instead of a
+    /// third each from the session topic, the other interests and the
+    /// disliked or random items.
+    pub slate_like_feed: bool,
 }
 
 impl Default for SyntheticConfig {
@@ -182,6 +187,7 @@ impl Default for SyntheticConfig {
             slate_shift: 0.0,
             embedding_noise: 0.3,
             item_quality: 1.0,
+            slate_like_feed: false,
         }
     }
 }
@@ -474,6 +480,29 @@ impl Catalog {
     }
 }
 
+/// An item of the organic feed: the session topic near the focus (60%),
+/// another interest (20%), a disliked topic (10%) or any item (10%).
+fn feed_item(
+    catalog: &Catalog,
+    p: &Persona,
+    focus: &Focus,
+    feed_focus: usize,
+    rng: &mut ChaCha8Rng,
+) -> u32 {
+    let r: f64 = rng.random();
+    if r < 0.6 {
+        catalog.focused_item(focus, feed_focus, rng)
+    } else if r < 0.8 {
+        let it = p.interests[rng.random_range(0..p.interests.len())];
+        catalog.item_of_topic(it, rng)
+    } else if r < 0.9 {
+        let dt = p.disliked[rng.random_range(0..p.disliked.len())];
+        catalog.item_of_topic(dt, rng)
+    } else {
+        catalog.random(rng)
+    }
+}
+
 fn unit(v: Vec<f64>) -> Vec<f64> {
     let n = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-9);
     v.into_iter().map(|x| x / n).collect()
@@ -682,7 +711,9 @@ pub fn generate_with_truth(
                     let mut slate = Vec::with_capacity(cfg.slate);
                     for c in 0..cfg.slate {
                         let third = cfg.slate.div_ceil(3);
-                        let item = if c < third {
+                        let item = if cfg.slate_like_feed {
+                            feed_item(&catalog, &p, &focus, cfg.feed_focus, &mut rng)
+                        } else if c < third {
                             catalog.item_of_topic(topic, &mut rng)
                         } else if c < 2 * third {
                             let it = p.interests[rng.random_range(0..p.interests.len())];
@@ -724,18 +755,7 @@ pub fn generate_with_truth(
                     break;
                 }
                 // One organic impression.
-                let r: f64 = rng.random();
-                let item = if r < 0.6 {
-                    catalog.focused_item(&focus, cfg.feed_focus, &mut rng)
-                } else if r < 0.8 {
-                    let it = p.interests[rng.random_range(0..p.interests.len())];
-                    catalog.item_of_topic(it, &mut rng)
-                } else if r < 0.9 {
-                    let dt = p.disliked[rng.random_range(0..p.disliked.len())];
-                    catalog.item_of_topic(dt, &mut rng)
-                } else {
-                    catalog.random(&mut rng)
-                };
+                let item = feed_item(&catalog, &p, &focus, cfg.feed_focus, &mut rng);
                 let taste = cfg.focus_weight * catalog.taste(item, &focus) + appeal[item as usize];
                 let bits = p.react(
                     catalog.topic_of[item as usize],
@@ -846,6 +866,28 @@ mod tests {
         c.item_quality = f64::NAN;
         let err = generate(&c, 1).expect_err("nan");
         assert!(err.contains("item_quality"), "{err}");
+    }
+
+    #[test]
+    fn feed_like_slates_are_a_different_valid_world() {
+        let feed = SyntheticConfig {
+            slate_like_feed: true,
+            ..small()
+        };
+        let a = generate(&feed, 4).expect("world");
+        let b = generate(&small(), 4).expect("world");
+        assert_ne!(a.requests, b.requests);
+        assert!(a.requests.iter().all(|r| r.candidates.len() == feed.slate
+            && r.candidates.iter().all(|c| (c.item as usize) < feed.items)));
+        // Feed-like slates lean to the session topic: more engagement.
+        let repins = |w: &Dataset| -> usize {
+            w.requests
+                .iter()
+                .flat_map(|r| &r.candidates)
+                .filter(|c| c.labels & label_bit(HEAD_REPIN) != 0)
+                .count()
+        };
+        assert!(repins(&a) > repins(&b), "{} vs {}", repins(&a), repins(&b));
     }
 
     #[test]
