@@ -53,7 +53,7 @@ use crate::batch::{Batch, NO_ITEM};
 use crate::layers::cross::{cross_backward, cross_forward};
 use crate::layers::dropout::dropout_key;
 use crate::layers::embed::{
-    FusionDims, early_fusion_backward, early_fusion_forward, embedding_backward,
+    FusionDims, early_fusion_backward, early_fusion_forward, embedding_backward, embedding_forward,
 };
 use crate::layers::encoder::{
     EncoderCache, EncoderDims, EncoderGrads, EncoderScratch, EncoderWeights, LayerDropout,
@@ -62,7 +62,7 @@ use crate::layers::encoder::{
 use crate::layers::linear::{
     linear_backward, linear_forward, relu_backward, relu_forward, transpose,
 };
-use crate::layers::loss::bce_forward_backward;
+use crate::layers::loss::{bce_forward_backward, sampled_softmax};
 use crate::layers::pool::{CompressDims, compress_backward, compress_forward};
 use crate::layers::{kernel, sized};
 use crate::params::{ITEMS, NAL_PROJ, Params, V1_PREFIX};
@@ -1406,58 +1406,25 @@ impl Net {
                 ws.trows
                     .extend(list[t.negs.clone()].iter().filter(|&&r| r != NO_ITEM));
             }
-            // The positive and the impression negatives, scored one by one.
+            // The positive and the impression negatives, scored one by one,
+            // with the in-batch scores of `grow`.
             let nown = ws.trows.len();
             let tv = sized(&mut ws.targets, nown * di);
-            for (dst, &r) in tv.chunks_exact_mut(di.max(1)).zip(&ws.trows) {
-                let r = r as usize;
-                dst.copy_from_slice(&items[r * di..(r + 1) * di]);
-            }
-            let sown = sized(&mut ws.scores, nown);
-            let mut max = f32::NEG_INFINITY;
-            for (sc, tr) in sown.iter_mut().zip(tv.chunks_exact(di.max(1))) {
-                *sc = transact_embed::kernels::dot(u_row, tr);
-                max = max.max(*sc);
-            }
-            for &sc in grow.iter() {
-                if !sc.is_nan() {
-                    max = max.max(sc);
-                }
-            }
-            // Softmax over the positive, the in-batch columns, then the
-            // impression negatives.
-            let ex = |sc: f32| f64::from(sc - max).exp();
-            let mut sum = ex(sown[0]);
-            for &sc in grow.iter() {
-                if !sc.is_nan() {
-                    sum += ex(sc);
-                }
-            }
-            for &sc in &sown[1..] {
-                sum += ex(sc);
-            }
-            let l = (sum.ln() + f64::from(max) - f64::from(sown[0])) * f64::from(scale);
-            for sc in grow.iter_mut() {
-                *sc = if sc.is_nan() {
-                    0.0
-                } else {
-                    scale * (ex(*sc) / sum) as f32
-                };
-            }
+            embedding_forward(items, di, &ws.trows, tv)?;
             let dt = sized(&mut ws.dtargets, nown * di);
-            let drow = &mut dpn[t.row * di..(t.row + 1) * di];
-            for (i, (tr, dtr)) in tv
-                .chunks_exact(di.max(1))
-                .zip(dt.chunks_exact_mut(di.max(1)))
-                .enumerate()
-            {
-                let p = (ex(sown[i]) / sum) as f32;
-                let gi = scale * (p - if i == 0 { 1.0 } else { 0.0 });
-                for j in 0..di {
-                    drow[j] += gi * tr[j];
-                    dtr[j] = gi * u_row[j];
-                }
-            }
+            dt.fill(0.0);
+            let scores = sized(&mut ws.scores, nown);
+            let l = sampled_softmax(
+                di,
+                nown,
+                u_row,
+                tv,
+                grow,
+                scale,
+                &mut dpn[t.row * di..(t.row + 1) * di],
+                dt,
+                scores,
+            )?;
             acc.nal += l / f64::from(opts.nal_weight);
             acc.nal_targets += 1;
             if cfg.learn_items {

@@ -41,13 +41,17 @@ pub fn bce_forward_backward(
 /// Sampled softmax of a query `u [dim]` against `targets [n × dim]` whose
 /// row 0 is the positive: returns `scale·(−log softmax(T·u)_0)`, adds its
 /// gradient to `du` and to `dtargets` (same layout as `targets`).
-/// `scores` is a buffer of at least `n` values. With `n = 0` the loss is 0.
+/// `extra` holds the scores of further negatives computed elsewhere (NaN:
+/// not a negative); on return each holds the loss's gradient with respect
+/// to that score (0 where it was NaN). `scores` is a buffer of at least `n`
+/// values. With `n = 0` the loss is 0.
 #[allow(clippy::too_many_arguments)]
 pub fn sampled_softmax(
     dim: usize,
     n: usize,
     u: &[f32],
     targets: &[f32],
+    extra: &mut [f32],
     scale: f32,
     du: &mut [f32],
     dtargets: &mut [f32],
@@ -70,13 +74,28 @@ pub fn sampled_softmax(
         *s = transact_embed::kernels::dot(u, t);
         max = max.max(*s);
     }
-    let mut sum = 0.0f64;
-    for s in scores.iter().take(n) {
-        sum += f64::from(*s - max).exp();
+    for &s in extra.iter().filter(|s| !s.is_nan()) {
+        max = max.max(s);
+    }
+    let ex = |s: f32| f64::from(s - max).exp();
+    // The positive, the extra negatives, then the other targets.
+    let mut sum = ex(scores[0]);
+    for &s in extra.iter().filter(|s| !s.is_nan()) {
+        sum += ex(s);
+    }
+    for &s in &scores[1..n] {
+        sum += ex(s);
     }
     let loss = sum.ln() + f64::from(max) - f64::from(scores[0]);
+    for s in extra.iter_mut() {
+        *s = if s.is_nan() {
+            0.0
+        } else {
+            scale * (ex(*s) / sum) as f32
+        };
+    }
     for (i, t) in targets.chunks_exact(dim.max(1)).take(n).enumerate() {
-        let p = (f64::from(scores[i] - max).exp() / sum) as f32;
+        let p = (ex(scores[i]) / sum) as f32;
         let g = scale * (p - if i == 0 { 1.0 } else { 0.0 });
         for j in 0..dim {
             du[j] += g * t[j];

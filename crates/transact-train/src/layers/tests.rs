@@ -321,9 +321,9 @@ proptest! {
         let mut t = rand_vec(&mut rng, n * dim, 1.0);
         let (mut du, mut dtg) = (vec![0.0; dim], vec![0.0; n * dim]);
         let mut sc = vec![0.0; n];
-        sampled_softmax(dim, n, &u, &t, 0.7, &mut du, &mut dtg, &mut sc).unwrap();
+        sampled_softmax(dim, n, &u, &t, &mut [], 0.7, &mut du, &mut dtg, &mut sc).unwrap();
         let (u0, t0) = (u.clone(), t.clone());
-        let f = |u: &[f32], t: &[f32]| sampled_softmax(dim, n, u, t, 0.7, &mut vec![0.0; dim], &mut vec![0.0; n * dim], &mut vec![0.0; n]).unwrap();
+        let f = |u: &[f32], t: &[f32]| sampled_softmax(dim, n, u, t, &mut [], 0.7, &mut vec![0.0; dim], &mut vec![0.0; n * dim], &mut vec![0.0; n]).unwrap();
         check("nal du", &mut u, &du, |u| f(u, &t0));
         check("nal dtargets", &mut t, &dtg, |t| f(&u0, t));
     }
