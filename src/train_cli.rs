@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use transact::train::ablate::{ablate, markdown};
+use transact::train::ablate::{ablate_seeds, markdown, markdown_seeds};
 use transact::train::data::import::{Format, ImportOptions, import_path, requests_from_log};
 use transact::train::data::synthetic::{
     GroundTruth, SyntheticConfig, fit_training, generate_with_truth,
@@ -180,6 +180,11 @@ pub struct AblateArgs {
     /// Directory for the runs and the table (`ablation.md`, `ablation.json`).
     #[arg(long, default_value = "runs/ablate")]
     out: PathBuf,
+    /// Repeat the ablation with this many training seeds (`--seed`,
+    /// `--seed`+1, …) on the same data, and report each row's mean, spread
+    /// and per-seed step over the previous row.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    seeds: u32,
 }
 
 /// A loaded dataset with its train / test requests.
@@ -477,15 +482,28 @@ pub fn ablate_cmd(args: AblateArgs) -> Result<ExitCode> {
     )?;
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let bars = Bars::new();
-    let rows = ablate(
+    let ab = ablate_seeds(
         &cfg,
+        args.seeds as usize,
         &loaded.data,
         &loaded.train,
         &loaded.test,
         Some(&args.out),
         &bars,
     )?;
-    let mut table = markdown(&rows, &loaded.data.heads);
+    let mut table = match ab.runs.as_slice() {
+        [rows] => markdown(rows, &loaded.data.heads),
+        _ => {
+            let mut t = markdown_seeds(&ab, &loaded.data.heads);
+            for (seed, rows) in ab.seeds.iter().zip(&ab.runs) {
+                t.push_str(&format!(
+                    "\n### Training seed {seed}\n\n{}",
+                    markdown(rows, &loaded.data.heads)
+                ));
+            }
+            t
+        }
+    };
     if let Some(truth) = &loaded.truth {
         // The ceiling: the same test requests ranked by the world's own
         // expected utility, with and without the item-level focus term.
@@ -502,15 +520,27 @@ pub fn ablate_cmd(args: AblateArgs) -> Result<ExitCode> {
         "# Ablation on {}\n\nCommand: `transact ablate {}`, seed {}, {} threads, wall time {:.0} s.\n\n{table}",
         loaded.data.name,
         std::env::args().skip(2).collect::<Vec<_>>().join(" "),
-        args.data.seed,
+        if args.seeds > 1 {
+            format!(
+                "{} (data) with training seeds {}…{}",
+                args.data.seed,
+                args.data.seed,
+                args.data.seed.wrapping_add(u64::from(args.seeds) - 1)
+            )
+        } else {
+            args.data.seed.to_string()
+        },
         cfg.thread_count(),
         t0.elapsed().as_secs_f64()
     );
     let path = args.out.join("ablation.md");
     std::fs::write(&path, &md).map_err(|e| format!("{}: {e}", path.display()))?;
     let json = args.out.join("ablation.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&rows)?)
-        .map_err(|e| format!("{}: {e}", json.display()))?;
+    let json_text = match ab.runs.as_slice() {
+        [rows] => serde_json::to_string_pretty(rows)?,
+        _ => serde_json::to_string_pretty(&ab)?,
+    };
+    std::fs::write(&json, json_text).map_err(|e| format!("{}: {e}", json.display()))?;
     println!("{table}");
     println!(
         "total {:.0} s; table saved to {}",

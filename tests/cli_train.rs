@@ -187,3 +187,39 @@ fn ablate_writes_its_table() {
     );
     assert!(out.join("ablation.json").is_file());
 }
+
+#[test]
+fn ablate_over_seeds_reports_mean_and_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("ablate");
+    let mut args = vec![
+        "ablate",
+        "--seeds",
+        "2",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(TINY);
+    let (ok, text) = transact(&args);
+    assert!(ok, "{text}");
+    let md = std::fs::read_to_string(out.join("ablation.md")).expect("ablation.md");
+    assert!(md.contains("step repin (min … max)"), "{md}");
+    assert!(md.contains("### Training seed 1"), "{md}");
+    assert!(md.contains("### Training seed 2"), "{md}");
+    // Each seed has its own run directories.
+    assert!(out.join("seed-1").is_dir() && out.join("seed-2").is_dir());
+    // The JSON holds both seeds' rows and the summary; the summary's mean is
+    // the mean of the two runs.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ablation.json")).expect("json"))
+            .expect("valid JSON");
+    let runs = json["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2);
+    let a = runs[0][1]["hit3"][0].as_f64().expect("hit3");
+    let b = runs[1][1]["hit3"][0].as_f64().expect("hit3");
+    let m = json["summary"][1]["mean"][0].as_f64().expect("mean");
+    assert!((m - (a + b) / 2.0).abs() < 1e-12, "{m} vs {a}, {b}");
+    // Zero seeds is refused by name.
+    let (ok, text) = transact(&["ablate", "--seeds", "0"]);
+    assert!(!ok && text.contains("--seeds"), "{text}");
+}

@@ -67,6 +67,8 @@ pub fn variants(base: &TrainConfig) -> Vec<(String, TrainConfig)> {
 
 /// Trains and evaluates every variant of `base` on the same data; each
 /// model's run directory is `dir/<index>-<slug>` when `dir` is given.
+///
+/// One training seed (`base.seed`); see [`ablate_seeds`] for several.
 pub fn ablate(
     base: &TrainConfig,
     data: &Dataset,
@@ -118,6 +120,189 @@ pub fn ablate(
         });
     }
     Ok(rows)
+}
+
+/// One model of the ablation over several training seeds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeedSummary {
+    /// Label in the table.
+    pub name: String,
+    /// HIT@3 per head, mean over the seeds.
+    pub mean: Vec<f64>,
+    /// HIT@3 per head, sample standard deviation over the seeds (0 for one
+    /// seed).
+    pub std: Vec<f64>,
+    /// Relative change of the mean over the first row's mean, in percent,
+    /// per head.
+    pub lift_pct: Vec<f64>,
+    /// Relative change over the previous row, in percent, per head: the mean
+    /// over the seeds of each seed's own step (0 for the first row).
+    pub step_pct: Vec<f64>,
+    /// The smallest and the largest per-seed step, per head.
+    pub step_range: Vec<(f64, f64)>,
+}
+
+/// An ablation repeated with several training seeds on the same data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeedAblation {
+    /// The training seeds, in order.
+    pub seeds: Vec<u64>,
+    /// The rows of each seed's ablation, in the order of `seeds`.
+    pub runs: Vec<Vec<AblationRow>>,
+    /// Per model: mean, spread, lift and step over the seeds.
+    pub summary: Vec<SeedSummary>,
+}
+
+/// Runs [`ablate`] once per training seed — `base.seed`, `base.seed + 1`, …,
+/// `seeds` of them — on the same data and split, and summarises each model
+/// by mean and spread. Rounding alone moves a row by a fraction of a
+/// percent, so a step between two rows is judged over seeds, not one run.
+///
+/// With one seed the run directories are those of [`ablate`]; with more,
+/// each seed's runs go under `dir/seed-<seed>/`. `seeds` of 0 counts as 1.
+pub fn ablate_seeds(
+    base: &TrainConfig,
+    seeds: usize,
+    data: &Dataset,
+    train: &[LoggedRequest],
+    test: &[LoggedRequest],
+    dir: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<SeedAblation, RunError> {
+    let seeds: Vec<u64> = (0..seeds.max(1) as u64)
+        .map(|k| base.seed.wrapping_add(k))
+        .collect();
+    let mut runs = Vec::with_capacity(seeds.len());
+    for &seed in &seeds {
+        let mut cfg = base.clone();
+        cfg.seed = seed;
+        let sub = match dir {
+            Some(d) if seeds.len() > 1 => Some(d.join(format!("seed-{seed}"))),
+            other => other.map(Path::to_path_buf),
+        };
+        runs.push(ablate(&cfg, data, train, test, sub.as_deref(), progress)?);
+    }
+    let summary = summarise(&runs);
+    Ok(SeedAblation {
+        seeds,
+        runs,
+        summary,
+    })
+}
+
+/// Relative change of `x` over `b` in percent (0 where `b` is not positive).
+fn rel_pct(x: f64, b: f64) -> f64 {
+    if b > 0.0 { 100.0 * (x - b) / b } else { 0.0 }
+}
+
+/// Mean and sample standard deviation (0 for fewer than two values).
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    if v.len() < 2 {
+        return (m, 0.0);
+    }
+    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0);
+    (m, var.sqrt())
+}
+
+/// Per model, the mean and spread over seeds, the lift of the mean over the
+/// first model and the per-seed step over the previous model.
+fn summarise(runs: &[Vec<AblationRow>]) -> Vec<SeedSummary> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    let mut out: Vec<SeedSummary> = Vec::with_capacity(first.len());
+    for (i, row) in first.iter().enumerate() {
+        let heads = row.hit3.len();
+        let at = |r: &Vec<AblationRow>, j: usize, h: usize| {
+            r.get(j).and_then(|x| x.hit3.get(h)).copied().unwrap_or(0.0)
+        };
+        let mut mean = Vec::with_capacity(heads);
+        let mut std = Vec::with_capacity(heads);
+        let mut step_pct = Vec::with_capacity(heads);
+        let mut step_range = Vec::with_capacity(heads);
+        for h in 0..heads {
+            let v: Vec<f64> = runs.iter().map(|r| at(r, i, h)).collect();
+            let (m, s) = mean_std(&v);
+            mean.push(m);
+            std.push(s);
+            if i == 0 {
+                step_pct.push(0.0);
+                step_range.push((0.0, 0.0));
+            } else {
+                let steps: Vec<f64> = runs
+                    .iter()
+                    .map(|r| rel_pct(at(r, i, h), at(r, i - 1, h)))
+                    .collect();
+                step_pct.push(mean_std(&steps).0);
+                let lo = steps.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = steps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                step_range.push((lo, hi));
+            }
+        }
+        let lift_pct = match out.first() {
+            Some(b) => mean
+                .iter()
+                .zip(&b.mean)
+                .map(|(&x, &b)| rel_pct(x, b))
+                .collect(),
+            None => vec![0.0; heads],
+        };
+        out.push(SeedSummary {
+            name: row.name.clone(),
+            mean,
+            std,
+            lift_pct,
+            step_pct,
+            step_range,
+        });
+    }
+    out
+}
+
+/// The multi-seed table as markdown: per head the mean HIT@3 ± its standard
+/// deviation, the lift of the mean over the baseline, and the step over the
+/// previous row (mean of the per-seed steps, with their range).
+pub fn markdown_seeds(ab: &SeedAblation, heads: &[String]) -> String {
+    let mut s = String::from("| model |");
+    for h in heads {
+        let _ = write!(s, " HIT@3 {h} | lift {h} | step {h} (min … max) |");
+    }
+    s.push_str("\n|---|");
+    for _ in heads {
+        s.push_str("---:|---:|---:|");
+    }
+    s.push('\n');
+    for (i, r) in ab.summary.iter().enumerate() {
+        let _ = write!(s, "| {} |", r.name);
+        for h in 0..r.mean.len() {
+            let m = r.mean[h];
+            let sd = r.std.get(h).copied().unwrap_or(0.0);
+            if i == 0 {
+                let _ = write!(s, " {m:.4} ± {sd:.4} | — | — |");
+            } else {
+                let lift = r.lift_pct.get(h).copied().unwrap_or(0.0);
+                let step = r.step_pct.get(h).copied().unwrap_or(0.0);
+                let (lo, hi) = r.step_range.get(h).copied().unwrap_or((0.0, 0.0));
+                let _ = write!(
+                    s,
+                    " {m:.4} ± {sd:.4} | {lift:+.2}% | {step:+.2}% ({lo:+.2}% … {hi:+.2}%) |"
+                );
+            }
+        }
+        s.push('\n');
+    }
+    let seeds: Vec<String> = ab.seeds.iter().map(u64::to_string).collect();
+    let _ = writeln!(
+        s,
+        "\nTraining seeds {} (± is the standard deviation over seeds).",
+        seeds.join(", ")
+    );
+    s
 }
 
 /// The table as markdown: HIT@3 per head and the lift over the baseline.
@@ -172,6 +357,59 @@ mod tests {
             assert_eq!(c.epochs, base.epochs);
             assert_eq!(c.v1, base.v1);
         }
+    }
+
+    fn row(name: &str, hit3: &[f64]) -> AblationRow {
+        AblationRow {
+            name: name.into(),
+            hit3: hit3.to_vec(),
+            lift_pct: Vec::new(),
+            examples_per_s: 0.0,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn seeds_are_summarised_by_mean_spread_and_per_seed_step() {
+        // Two seeds, two models, two heads.
+        let runs = vec![
+            vec![row("a", &[1.0, 0.2]), row("b", &[1.1, 0.1])],
+            vec![row("a", &[2.0, 0.4]), row("b", &[2.4, 0.4])],
+        ];
+        let s = summarise(&runs);
+        assert_eq!(s.len(), 2);
+        assert!((s[0].mean[0] - 1.5).abs() < 1e-12);
+        // Sample standard deviation of {1, 2}.
+        assert!((s[0].std[0] - 0.5f64.sqrt()).abs() < 1e-12);
+        // Lift of the means: 1.75 over 1.5.
+        assert!((s[1].lift_pct[0] - 100.0 * 0.25 / 1.5).abs() < 1e-9);
+        // Per-seed steps +10% and +20%: mean 15%, range 10..20. The lift of
+        // the means (16.7%) differs, which is why both are reported.
+        assert!((s[1].step_pct[0] - 15.0).abs() < 1e-9);
+        assert!((s[1].step_range[0].0 - 10.0).abs() < 1e-9);
+        assert!((s[1].step_range[0].1 - 20.0).abs() < 1e-9);
+        // Hide: −50% and 0%.
+        assert!((s[1].step_pct[1] + 25.0).abs() < 1e-9);
+        assert_eq!(s[0].step_pct, vec![0.0, 0.0]);
+        let md = markdown_seeds(
+            &SeedAblation {
+                seeds: vec![1, 2],
+                runs,
+                summary: s,
+            },
+            &["repin".into(), "hide".into()],
+        );
+        assert!(
+            md.contains("| b | 1.7500 ± 0.9192 | +16.67% | +15.00% (+10.00% … +20.00%) |"),
+            "{md}"
+        );
+        assert!(md.contains("| a | 1.5000 ± 0.7071 | — | — |"), "{md}");
+        assert!(md.contains("Training seeds 1, 2"), "{md}");
+        // One seed: no spread.
+        let one = summarise(&[vec![row("a", &[1.0]), row("b", &[1.2])]]);
+        assert_eq!(one[1].std, vec![0.0]);
+        assert!((one[1].step_pct[0] - 20.0).abs() < 1e-9);
+        assert!(summarise(&[]).is_empty());
     }
 
     #[test]
