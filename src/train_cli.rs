@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use transact::train::ablate::{ablate_seeds, markdown, markdown_seeds};
-use transact::train::data::import::{Format, ImportOptions, import_path, requests_from_log};
+use transact::train::data::import::{
+    Format, ImportOptions, fit_log_training, import_path, requests_from_log,
+};
 use transact::train::data::synthetic::{
     GroundTruth, SyntheticConfig, fit_training, generate_with_truth,
 };
@@ -106,9 +108,10 @@ pub struct ModelArgs {
     #[arg(long)]
     nal_horizon_minutes: Option<i64>,
     /// Next Action Loss at every position of the sequence (on a causal pass
-    /// of the encoder), not only the newest.
-    #[arg(long)]
-    nal_every_position: bool,
+    /// of the encoder), not only the newest; `--nal-every-position false`
+    /// turns off the default of imported logs.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    nal_every_position: Option<bool>,
     /// Train the item table (`true`) or keep the data's pretrained
     /// embeddings fixed (`false`; data without embeddings always learns).
     #[arg(long)]
@@ -284,6 +287,8 @@ fn config(data: &Dataset, args: &ModelArgs, seed: u64, synthetic: bool) -> Resul
             let mut cfg = TrainConfig::new(&data.heads, dim);
             if synthetic {
                 fit_training(&mut cfg);
+            } else {
+                fit_log_training(&mut cfg, data);
             }
             cfg
         }
@@ -329,8 +334,8 @@ fn config(data: &Dataset, args: &ModelArgs, seed: u64, synthetic: bool) -> Resul
         }
         cfg.features.nal_horizon_ms = v.saturating_mul(60_000);
     }
-    if args.nal_every_position {
-        cfg.features.nal_every_position = true;
+    if let Some(v) = args.nal_every_position {
+        cfg.features.nal_every_position = v;
     }
     if let Some(v) = args.dropout {
         cfg.dropout = v;
@@ -561,17 +566,57 @@ mod tests {
         model: ModelArgs,
     }
 
-    fn cfg(argv: &[&str]) -> TrainConfig {
+    fn world() -> Dataset {
         let world = SyntheticConfig {
             users: 5,
             items: 60,
             sessions: 2,
             ..SyntheticConfig::default()
         };
-        let data = generate_with_truth(&world, 1).expect("world").0;
-        let cli =
-            Cli::try_parse_from(std::iter::once("t").chain(argv.iter().copied())).expect("flags");
-        config(&data, &cli.model, 1, true).expect("config")
+        generate_with_truth(&world, 1).expect("world").0
+    }
+
+    fn parse(argv: &[&str]) -> ModelArgs {
+        Cli::try_parse_from(std::iter::once("t").chain(argv.iter().copied()))
+            .expect("flags")
+            .model
+    }
+
+    fn cfg(argv: &[&str]) -> TrainConfig {
+        config(&world(), &parse(argv), 1, true).expect("config")
+    }
+
+    /// The defaults of a log file, on the world without its impressions
+    /// (as a rating log is).
+    fn log_cfg(argv: &[&str]) -> TrainConfig {
+        let mut data = world();
+        for u in &mut data.users {
+            u.actions
+                .retain(|a| a.action_type != transact::seq::ActionType::IMPRESSION);
+        }
+        assert!(!data.has_impressions());
+        config(&data, &parse(argv), 1, false).expect("config")
+    }
+
+    #[test]
+    fn the_log_defaults_and_the_every_position_flag() {
+        let c = log_cfg(&[]);
+        assert!(c.features.nal_every_position);
+        assert!(!c.features.nal_impressions && !c.features.nal_in_batch_too);
+        assert_eq!(c.nal_weight, 0.5);
+        assert!(
+            !log_cfg(&["--nal-every-position", "false"])
+                .features
+                .nal_every_position
+        );
+        assert!(
+            log_cfg(&["--nal-every-position"])
+                .features
+                .nal_every_position
+        );
+        // The synthetic world keeps NAL at the newest position unless asked.
+        assert!(!cfg(&[]).features.nal_every_position);
+        assert!(cfg(&["--nal-every-position"]).features.nal_every_position);
     }
 
     #[test]

@@ -147,6 +147,24 @@ pub fn run(
         }
         Start::WarmStart(p) => Trainer::warm_start(p, spec.config.clone())?,
     };
+    let c = &trainer.cfg;
+    if c.use_sequence
+        && c.nal_weight > 0.0
+        && c.features.nal_every_position
+        && c.features.nal_impressions
+        && !c.features.nal_in_batch_too
+        && !data.has_impressions()
+    {
+        // The newest position would still have the slate's unengaged
+        // candidates, but every other position would have no negative: the
+        // every-position loss would silently train nothing.
+        return Err(RunError::Invalid(format!(
+            "the Next Action Loss at every position is set to take impression negatives, but {} \
+             has no impressions (a rating log never does): use in-batch negatives \
+             (--nal-negatives in-batch or both)",
+            data.name
+        )));
+    }
     let feat =
         Featurizer::new(data, train, trainer.cfg.feature_config()).map_err(RunError::Invalid)?;
     if feat.item_rows() != trainer.net().config().item_rows {
@@ -294,4 +312,58 @@ fn write_plots(dir: &Path, r: &RunReport) -> Result<(), RunError> {
         &series,
     )
     .map_err(RunError::Invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::synthetic::{SyntheticConfig, generate_with_truth};
+    use transact_seq::ActionType;
+
+    #[test]
+    fn every_position_impression_negatives_without_impressions_are_refused() {
+        let world = SyntheticConfig {
+            users: 6,
+            items: 80,
+            sessions: 2,
+            ..SyntheticConfig::default()
+        };
+        let mut data = generate_with_truth(&world, 1).expect("world").0;
+        for u in &mut data.users {
+            u.actions
+                .retain(|a| a.action_type != ActionType::IMPRESSION);
+        }
+        let (train, test) = data.split_requests_by_time(0.2);
+        let mut config = TrainConfig::new(&data.heads, world.dim);
+        config.epochs = 1;
+        config.v1.seq_len = 4;
+        config.nal_weight = 0.1;
+        config.features.nal_impressions = true;
+        let spec = |config: TrainConfig| RunSpec {
+            name: "t".into(),
+            config,
+            start: Start::Fresh,
+            dir: None,
+            sasrec: None,
+            eval_every_epoch: false,
+        };
+        // At the newest position the slate's unengaged candidates are the
+        // negatives: that trains.
+        assert!(run(&spec(config.clone()), &data, train, test, &Quiet).is_ok());
+        config.features.nal_every_position = true;
+        let msg = match run(&spec(config.clone()), &data, train, test, &Quiet) {
+            Ok(_) => panic!("impression negatives at every position without impressions trained"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            msg.contains("no impressions") && msg.contains("in-batch"),
+            "{msg}"
+        );
+        // In-batch negatives, or impressions together with them, train.
+        config.features.nal_in_batch_too = true;
+        assert!(run(&spec(config.clone()), &data, train, test, &Quiet).is_ok());
+        config.features.nal_impressions = false;
+        config.features.nal_in_batch_too = false;
+        assert!(run(&spec(config), &data, train, test, &Quiet).is_ok());
+    }
 }

@@ -133,6 +133,17 @@ impl Dataset {
         }
     }
 
+    /// Whether any user's log holds an impression (an item shown and not
+    /// engaged): the Next Action Loss draws its impression negatives from
+    /// them, and rating logs have none.
+    pub fn has_impressions(&self) -> bool {
+        self.users.iter().any(|u| {
+            u.actions
+                .iter()
+                .any(|a| a.action_type == transact_seq::ActionType::IMPRESSION)
+        })
+    }
+
     /// Index of the first request at or after the time that leaves the last
     /// `test_fraction` of requests (by count, time-ordered) for testing;
     /// requests sharing that request's timestamp all go to the test side,
