@@ -159,6 +159,28 @@ fn train_on_an_imported_ratings_file_with_the_sasrec_protocol() {
     assert!(msg.contains("1 skipped"), "{msg}");
     assert!(msg.contains("HR@10"), "{msg}");
     assert!(Path::new(&out).join("metrics.json").is_file());
+    // The ablation runs on a log without impressions too.
+    let ab = dir.path().join("ablate");
+    let (ok, msg) = transact(&[
+        "ablate",
+        "--data",
+        r,
+        "--skip-bad",
+        "--out",
+        ab.to_str().expect("utf-8"),
+        "--epochs",
+        "1",
+        "--seq-len",
+        "8",
+        "--batch",
+        "64",
+    ]);
+    assert!(ok, "{msg}");
+    let md = std::fs::read_to_string(ab.join("ablation.md")).expect("ablation.md");
+    assert!(
+        md.contains("+ NAL, impression + in-batch negatives"),
+        "{md}"
+    );
 }
 
 #[test]

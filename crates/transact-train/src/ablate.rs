@@ -65,8 +65,28 @@ pub fn variants(base: &TrainConfig) -> Vec<(String, TrainConfig)> {
     ]
 }
 
-/// Trains and evaluates every variant of `base` on the same data; each
-/// model's run directory is `dir/<index>-<slug>` when `dir` is given.
+/// [`variants`] fitted to `data`: on data without impressions (a rating
+/// log), NAL at every position cannot take impression negatives alone (the
+/// positions inside the sequence would have none), so the last row adds the
+/// in-batch negatives, and is labelled so; at the newest position the
+/// impression negatives are then the slate's unengaged candidates.
+pub fn variants_for(base: &TrainConfig, data: &Dataset) -> Vec<(String, TrainConfig)> {
+    let mut v = variants(base);
+    if !data.has_impressions() {
+        for (name, c) in &mut v {
+            let f = &mut c.features;
+            if c.nal_weight > 0.0 && f.nal_impressions && f.nal_every_position {
+                f.nal_in_batch_too = true;
+                *name = "+ NAL, impression + in-batch negatives".into();
+            }
+        }
+    }
+    v
+}
+
+/// Trains and evaluates every variant of `base` ([`variants_for`] the data)
+/// on the same data; each model's run directory is `dir/<index>-<slug>`
+/// when `dir` is given.
 ///
 /// One training seed (`base.seed`); see [`ablate_seeds`] for several.
 pub fn ablate(
@@ -78,7 +98,7 @@ pub fn ablate(
     progress: &dyn Progress,
 ) -> Result<Vec<AblationRow>, RunError> {
     let mut rows: Vec<AblationRow> = Vec::new();
-    for (i, (name, cfg)) in variants(base).into_iter().enumerate() {
+    for (i, (name, cfg)) in variants_for(base, data).into_iter().enumerate() {
         let slug: String = name
             .chars()
             .map(|c| {
@@ -410,6 +430,25 @@ mod tests {
         assert_eq!(one[1].std, vec![0.0]);
         assert!((one[1].step_pct[0] - 20.0).abs() < 1e-9);
         assert!(summarise(&[]).is_empty());
+    }
+
+    #[test]
+    fn without_impressions_the_every_position_row_adds_in_batch_negatives() {
+        let base = {
+            let mut c = TrainConfig::new(&["repin".into()], 8);
+            c.features.nal_every_position = true;
+            c
+        };
+        let empty = Dataset::default();
+        assert!(!empty.has_impressions());
+        let v = variants_for(&base, &empty);
+        assert!(v[3].1.features.nal_impressions && v[3].1.features.nal_in_batch_too);
+        assert_eq!(v[3].0, "+ NAL, impression + in-batch negatives");
+        // The in-batch row and the rows without NAL are untouched.
+        assert_eq!(v[..3], variants(&base)[..3]);
+        // At the newest position only, the slate's candidates serve: as is.
+        let newest = TrainConfig::new(&["repin".into()], 8);
+        assert_eq!(variants_for(&newest, &empty), variants(&newest));
     }
 
     #[test]
