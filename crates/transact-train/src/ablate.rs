@@ -27,6 +27,9 @@ pub struct AblationRow {
     pub seconds: f64,
 }
 
+/// Label of the last row when impression and in-batch negatives are mixed.
+const MIXED_ROW: &str = "+ NAL, impression + in-batch negatives";
+
 /// The models compared, in order, each the previous one plus one thing:
 /// candidate + user features only; + the realtime sequence (TransAct);
 /// + NAL with in-batch negatives; NAL with impression negatives instead.
@@ -53,7 +56,7 @@ pub fn variants(base: &TrainConfig) -> Vec<(String, TrainConfig)> {
     let mut impressions = in_batch.clone();
     impressions.features.nal_impressions = true;
     let last = if impressions.features.nal_in_batch_too {
-        "+ NAL, impression + in-batch negatives"
+        MIXED_ROW
     } else {
         "+ NAL, impression negatives"
     };
@@ -74,10 +77,9 @@ pub fn variants_for(base: &TrainConfig, data: &Dataset) -> Vec<(String, TrainCon
     let mut v = variants(base);
     if !data.has_impressions() {
         for (name, c) in &mut v {
-            let f = &mut c.features;
-            if c.nal_weight > 0.0 && f.nal_impressions && f.nal_every_position {
-                f.nal_in_batch_too = true;
-                *name = "+ NAL, impression + in-batch negatives".into();
+            if c.nal_needs_logged_impressions() {
+                c.features.nal_in_batch_too = true;
+                *name = MIXED_ROW.into();
             }
         }
     }
@@ -235,12 +237,12 @@ fn summarise(runs: &[Vec<AblationRow>]) -> Vec<SeedSummary> {
     let Some(first) = runs.first() else {
         return Vec::new();
     };
+    let at = |r: &Vec<AblationRow>, j: usize, h: usize| {
+        r.get(j).and_then(|x| x.hit3.get(h)).copied().unwrap_or(0.0)
+    };
     let mut out: Vec<SeedSummary> = Vec::with_capacity(first.len());
     for (i, row) in first.iter().enumerate() {
         let heads = row.hit3.len();
-        let at = |r: &Vec<AblationRow>, j: usize, h: usize| {
-            r.get(j).and_then(|x| x.hit3.get(h)).copied().unwrap_or(0.0)
-        };
         let mut mean = Vec::with_capacity(heads);
         let mut std = Vec::with_capacity(heads);
         let mut step_pct = Vec::with_capacity(heads);

@@ -147,17 +147,8 @@ pub fn run(
         }
         Start::WarmStart(p) => Trainer::warm_start(p, spec.config.clone())?,
     };
-    let c = &trainer.cfg;
-    if c.use_sequence
-        && c.nal_weight > 0.0
-        && c.features.nal_every_position
-        && c.features.nal_impressions
-        && !c.features.nal_in_batch_too
-        && !data.has_impressions()
-    {
-        // The newest position would still have the slate's unengaged
-        // candidates, but every other position would have no negative: the
-        // every-position loss would silently train nothing.
+    if trainer.cfg.nal_needs_logged_impressions() && !data.has_impressions() {
+        // The every-position loss would silently train nothing.
         return Err(RunError::Invalid(format!(
             "the Next Action Loss at every position is set to take impression negatives, but {} \
              has no impressions (a rating log never does): use in-batch negatives \

@@ -140,6 +140,20 @@ impl TrainConfig {
         }
     }
 
+    /// Whether this run's Next Action Loss needs impressions in the log:
+    /// at every position, impression negatives are drawn from the log (only
+    /// the newest position has the slate's unengaged candidates), so
+    /// without in-batch negatives beside them a log with no impressions
+    /// leaves the inner positions with no negative at all.
+    pub fn nal_needs_logged_impressions(&self) -> bool {
+        let f = &self.features;
+        self.use_sequence
+            && self.nal_weight > 0.0
+            && f.nal_every_position
+            && f.nal_impressions
+            && !f.nal_in_batch_too
+    }
+
     /// Threads actually used.
     pub fn thread_count(&self) -> usize {
         if self.threads == 0 {
