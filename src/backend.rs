@@ -39,6 +39,8 @@ pub struct GpuBackend {
 
 struct Inner {
     weights: Arc<RankingModel>,
+    /// `gpu: <adapter>`.
+    name: String,
     state: Mutex<Option<GpuState>>,
     adapter: String,
     software: bool,
@@ -56,6 +58,7 @@ impl GpuBackend {
             state.model.v1().context().adapter_info().device_type == wgpu::DeviceType::Cpu;
         Ok(Self {
             inner: Arc::new(Inner {
+                name: format!("gpu: {adapter}"),
                 software,
                 weights: model,
                 state: Mutex::new(Some(state)),
@@ -97,8 +100,8 @@ impl GpuBackend {
 }
 
 impl Backend for GpuBackend {
-    fn name(&self) -> String {
-        format!("gpu: {}", self.inner.adapter)
+    fn name(&self) -> &str {
+        &self.inner.name
     }
 
     fn score(
@@ -173,7 +176,7 @@ pub fn auto_backend(
             )
         }
         Ok(gpu) => {
-            let name = gpu.name();
+            let name = gpu.name().to_string();
             (
                 Box::new(gpu),
                 BackendChoice {

@@ -5,13 +5,15 @@
 //! that owns each step:
 //!
 //! 1. actions → per-user sequences: [`seq`] (`transact-seq`)
-//! 2. item embeddings, CPU math kernels: [`embed`] (`transact-embed`)
-//! 3. the model on the CPU (V1, V2 block, ranking heads, weights): [`model`]
+//! 2. the sequence a model sees, built once for training, evaluation and
+//!    serving: [`features`] (`transact-features`)
+//! 3. item embeddings, CPU math kernels: [`embed`] (`transact-embed`)
+//! 4. the model on the CPU (V1, V2 block, ranking heads, weights): [`model`]
 //!    (`transact-model`)
-//! 4. the same model on any GPU through wgpu: [`gpu`] (`transact-gpu`)
-//! 5. the ranking API composing them: [`rank`] (`transact-rank`); the
+//! 5. the same model on any GPU through wgpu: [`gpu`] (`transact-gpu`)
+//! 6. the ranking API composing them: [`rank`] (`transact-rank`); the
 //!    [`backend`] module picks the GPU when an adapter exists
-//! 6. training, retraining and offline evaluation: [`train`]
+//! 7. training, retraining and offline evaluation: [`train`]
 //!    (`transact-train`)
 //!
 //! This facade re-exports those crates, and holds the `transact` CLI, the
@@ -23,8 +25,15 @@ pub mod bench_gpu;
 pub mod world;
 
 pub use transact_embed as embed;
+pub use transact_features as features;
 pub use transact_gpu as gpu;
 pub use transact_model as model;
 pub use transact_rank as rank;
 pub use transact_seq as seq;
 pub use transact_train as train;
+
+/// The README's code blocks, compiled (and run unless marked `no_run`) as
+/// doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

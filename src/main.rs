@@ -11,7 +11,7 @@ use transact::backend::auto_backend;
 use transact::bench::{self, BenchResult, StoreReadCase, V1Case, V2Case};
 use transact::model::parity;
 use transact::model::{HeadsConfig, RankingModel, V1Config};
-use transact::rank::{Backend, Candidate, CpuBackend, RankRequest, Ranker, RankerConfig};
+use transact::rank::{Backend, Bundle, Candidate, CpuBackend, RankRequest, Ranker, RankerConfig};
 use transact::seq::{EmbeddedStore, SequenceStore, StoreConfig, SyncPolicy};
 use transact::world::{World, WorldConfig};
 
@@ -239,7 +239,7 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
             m
         }
     };
-    let c = model.v1().config();
+    let c = model.v1().config().clone();
     say!(
         "model: TransAct V1 S={} d={} L={} heads={} K={} → {} features; ranking heads {:?}",
         c.seq_len,
@@ -267,10 +267,12 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
         }
         backend
     };
+    let mut features = transact::features::FeatureConfig::new(c.seq_len);
+    features.action_vocab = c.action_vocab.iter().map(|&v| v as u16).collect();
+    let bundle = Bundle::new(model, Arc::new(world.items.clone()), features)?;
     let ranker = Ranker::with_backend(
         Arc::new(store),
-        Arc::new(world.items.clone()),
-        model,
+        Arc::new(bundle),
         RankerConfig::default(),
         backend,
     )?;
@@ -301,7 +303,11 @@ fn demo(args: DemoArgs) -> Result<ExitCode> {
             resp.heads.join("  ")
         );
         for (i, r) in resp.ranked.iter().take(5).enumerate() {
-            let probs: Vec<String> = r.probabilities.iter().map(|p| format!("{p:.3}")).collect();
+            let probs: Vec<String> = resp
+                .probabilities(r)
+                .iter()
+                .map(|p| format!("{p:.3}"))
+                .collect();
             say!(
                 "  {:>4}  {:>6}  {:>7.4}  {}  {}",
                 i + 1,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use transact::rank::Provenance;
 use transact::train::ablate::{ablate_seeds, markdown, markdown_seeds};
 use transact::train::data::import::{
     Format, ImportOptions, fit_log_training, import_path, requests_from_log,
@@ -18,6 +19,7 @@ use transact::train::data::synthetic::{
 use transact::train::data::{Dataset, LoggedRequest};
 use transact::train::eval::{SasrecSplit, hit_at_k, sasrec_split};
 use transact::train::run::{Progress, RunReport, RunSpec, Start, evaluate, run};
+use transact::train::serving::export_bundle;
 use transact::train::trainer::{StepRecord, TrainConfig, Trainer};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -456,13 +458,77 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
     };
     let bars = Bars::new();
     let (report, trainer) = run(&spec, &loaded.data, &loaded.train, &loaded.test, &bars)?;
-    trainer.export(&args.out)?;
     print_report(&report);
-    println!(
-        "run directory: {} (config.json, checkpoints/, metrics.json, loss.svg, hit3.svg, model.safetensors, items.safetensors)",
-        args.out.display()
-    );
+    let bundle_dir = args.out.join("bundle");
+    if trainer.cfg.use_sequence {
+        write_bundle(
+            &trainer,
+            &loaded.data,
+            &args.data.data,
+            &report,
+            &bundle_dir,
+        )?;
+        println!(
+            "run directory: {} (config.json, checkpoints/, metrics.json, loss.svg, hit3.svg, bundle/)",
+            args.out.display()
+        );
+    } else {
+        println!(
+            "run directory: {} (config.json, checkpoints/, metrics.json, loss.svg, hit3.svg; \
+             the no-sequence baseline has no serving bundle)",
+            args.out.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// SHA-256 of a file, hex.
+fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes the serving bundle of a finished run.
+fn write_bundle(
+    trainer: &Trainer,
+    data: &Dataset,
+    source: &str,
+    report: &RunReport,
+    dir: &Path,
+) -> Result<()> {
+    let created_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let data_sha256 = if source == "synthetic" {
+        String::new()
+    } else {
+        sha256_file(Path::new(source))?
+    };
+    let provenance = Provenance {
+        data: source.to_string(),
+        data_sha256,
+        train_config: serde_json::Value::Null,
+        metrics: serde_json::to_value(report.last()).map_err(|e| e.to_string())?,
+        created_ms,
+    };
+    let version = format!("{}-e{}-s{}", created_ms, trainer.epoch, trainer.step);
+    let bundle = export_bundle(trainer, data, &version, provenance)?;
+    bundle.save(dir)?;
+    eprintln!("bundle {version} written to {}", dir.display());
+    Ok(())
 }
 
 /// `transact eval`.

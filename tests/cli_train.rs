@@ -46,8 +46,10 @@ fn train_eval_warm_start_and_resume_on_the_synthetic_world() {
         "metrics.json",
         "loss.svg",
         "hit3.svg",
-        "model.safetensors",
-        "items.safetensors",
+        "bundle/manifest.json",
+        "bundle/features.json",
+        "bundle/model.safetensors",
+        "bundle/items.safetensors",
         "checkpoints/epoch-1.safetensors",
         "checkpoints/last.safetensors",
     ] {
@@ -60,8 +62,8 @@ fn train_eval_warm_start_and_resume_on_the_synthetic_world() {
         metrics["evals"][0]["hit3"].as_array().map(Vec::len),
         Some(3)
     );
-    // The exported model loads as a serving model.
-    transact::model::RankingModel::load(&run.join("model.safetensors")).expect("serving model");
+    // The exported bundle loads and checks as one unit.
+    transact::rank::Bundle::load(&run.join("bundle")).expect("serving bundle");
 
     let ckpt = run.join("checkpoints/last.safetensors");
     let ckpt_s = ckpt.to_str().expect("utf-8");

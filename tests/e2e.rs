@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 
+use transact::features::FeatureConfig;
 use transact::model::{HeadsConfig, RankingModel, V1Config};
-use transact::rank::{Candidate, RankError, RankRequest, Ranker, RankerConfig, UtilityWeights};
+use transact::rank::{
+    Bundle, Candidate, RankError, RankRequest, Ranker, RankerConfig, UtilityWeights,
+};
 use transact::seq::{EmbeddedStore, SequenceStore, StoreConfig};
 use transact::world::{World, WorldConfig};
 
@@ -39,6 +42,19 @@ fn model() -> RankingModel {
     RankingModel::new_random(v1, heads, 9).expect("model")
 }
 
+/// A bundle of the random model and the world's items: the model's whole
+/// vocabulary enters the sequence except impressions.
+fn bundle(w: &World) -> Arc<Bundle> {
+    let m = model();
+    let c = m.v1().config();
+    let features = FeatureConfig {
+        action_vocab: (0..20).collect(),
+        sequence_actions: (0..20).filter(|&t| t != 4).collect(),
+        ..FeatureConfig::new(c.seq_len)
+    };
+    Arc::new(Bundle::new(Arc::new(m), Arc::new(w.items.clone()), features).expect("bundle"))
+}
+
 fn store_config() -> StoreConfig {
     StoreConfig {
         clock: Arc::new(|| NOW),
@@ -53,15 +69,8 @@ fn store_rank_reopen_rank_gives_the_same_answer() {
     let (store, _) = EmbeddedStore::open(dir.path(), store_config()).expect("open");
     let n = w.fill_store(&store).expect("fill");
     assert!(n > 0);
-    let items = Arc::new(w.items.clone());
-    let m = Arc::new(model());
-    let ranker = Ranker::new(
-        Arc::new(store),
-        items.clone(),
-        m.clone(),
-        RankerConfig::default(),
-    )
-    .expect("ranker");
+    let b = bundle(&w);
+    let ranker = Ranker::new(Arc::new(store), b.clone(), RankerConfig::default()).expect("ranker");
 
     let slate = w.candidates_for(2, 20, 1);
     let req = RankRequest::new(
@@ -71,7 +80,7 @@ fn store_rank_reopen_rank_gives_the_same_answer() {
     );
     let first = ranker.rank(&req).expect("rank");
     assert_eq!(first.ranked.len(), 20);
-    assert_eq!(first.heads, vec!["repin", "click", "hide"]);
+    assert_eq!(&*first.heads, ["repin", "click", "hide"]);
     assert!(first.sequence_len > 0 && first.sequence_len <= 16);
     assert!(
         first
@@ -85,15 +94,16 @@ fn store_rank_reopen_rank_gives_the_same_answer() {
     want.sort_unstable();
     assert_eq!(ids, want, "every candidate comes back exactly once");
     for r in &first.ranked {
-        assert_eq!(r.probabilities.len(), 3);
-        assert!(r.probabilities.iter().all(|p| (0.0..=1.0).contains(p)));
+        let p = first.probabilities(r);
+        assert_eq!(p.len(), 3);
+        assert!(p.iter().all(|p| (0.0..=1.0).contains(p)));
     }
     drop(ranker);
 
     let (store, report) = EmbeddedStore::open(dir.path(), store_config()).expect("reopen");
     assert_eq!(store.user_count(), 12, "{report:?}");
     let ranker =
-        Ranker::new(Arc::new(store), items, m, RankerConfig::default()).expect("ranker again");
+        Ranker::new(Arc::new(store), b.clone(), RankerConfig::default()).expect("ranker again");
     let again = ranker.rank(&req).expect("rank again");
     assert_eq!(first, again);
 }
@@ -103,13 +113,7 @@ fn unknown_user_ranks_with_an_empty_sequence_and_bad_requests_are_errors() {
     let w = world();
     let store = EmbeddedStore::in_memory(store_config());
     w.fill_store(&store).expect("fill");
-    let ranker = Ranker::new(
-        Arc::new(store),
-        Arc::new(w.items.clone()),
-        Arc::new(model()),
-        RankerConfig::default(),
-    )
-    .expect("ranker");
+    let ranker = Ranker::new(Arc::new(store), bundle(&w), RankerConfig::default()).expect("ranker");
 
     let resp = ranker
         .rank(&RankRequest::new(
@@ -162,8 +166,8 @@ fn utility_weights_decide_the_order() {
     let store = EmbeddedStore::in_memory(store_config());
     w.fill_store(&store).expect("fill");
     let store = Arc::new(store);
-    let items = Arc::new(w.items.clone());
-    let m = Arc::new(model());
+    let b = bundle(&w);
+    let m = b.model.clone();
     let req = RankRequest::new(
         3,
         NOW,
@@ -172,23 +176,32 @@ fn utility_weights_decide_the_order() {
             .map(Candidate::Item)
             .collect(),
     );
-    let only_hide = RankerConfig {
-        utility: UtilityWeights(vec![("hide".into(), -1.0)]),
-        ..RankerConfig::default()
-    };
-    let ranker = Ranker::new(store.clone(), items.clone(), m.clone(), only_hide).expect("ranker");
+    let only_hide = (*b)
+        .clone()
+        .with_utility(UtilityWeights(vec![("hide".into(), -1.0)]))
+        .expect("bundle");
+    let ranker =
+        Ranker::new(store.clone(), Arc::new(only_hide), RankerConfig::default()).expect("ranker");
     let resp = ranker.rank(&req).expect("rank");
-    let hide: Vec<f32> = resp.ranked.iter().map(|r| r.probabilities[2]).collect();
+    let hide: Vec<f32> = resp
+        .ranked
+        .iter()
+        .map(|r| resp.probabilities(r)[2])
+        .collect();
     assert!(
         hide.windows(2).all(|p| p[0] <= p[1]),
         "least likely hidden first: {hide:?}"
     );
 
-    let unknown_head = RankerConfig {
-        utility: UtilityWeights(vec![("share".into(), 1.0)]),
-        ..RankerConfig::default()
-    };
-    assert!(Ranker::new(store, items, m, unknown_head).is_err());
+    let unknown_head = (*b)
+        .clone()
+        .with_utility(UtilityWeights(vec![("share".into(), 1.0)]));
+    let msg = unknown_head.expect_err("unknown head").to_string();
+    assert!(
+        msg.contains("share") && msg.contains("manifest.json"),
+        "{msg}"
+    );
+    drop((store, m));
 }
 
 #[test]
@@ -197,8 +210,8 @@ fn gpu_backend_ranks_like_the_cpu() {
     let w = world();
     let store = Arc::new(EmbeddedStore::in_memory(store_config()));
     w.fill_store(store.as_ref()).expect("fill");
-    let items = Arc::new(w.items.clone());
-    let m = Arc::new(model());
+    let b = bundle(&w);
+    let m = b.model.clone();
     let gpu = match GpuBackend::new(m.clone()) {
         Ok(g) => g,
         Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
@@ -207,15 +220,9 @@ fn gpu_backend_ranks_like_the_cpu() {
         }
         Err(e) => panic!("CI=true needs a GPU adapter (install mesa-vulkan-drivers): {e}"),
     };
-    let cpu = Ranker::new(
-        store.clone(),
-        items.clone(),
-        m.clone(),
-        RankerConfig::default(),
-    )
-    .expect("cpu ranker");
-    let gpu = Ranker::with_backend(store, items, m, RankerConfig::default(), Box::new(gpu))
-        .expect("gpu ranker");
+    let cpu = Ranker::new(store.clone(), b.clone(), RankerConfig::default()).expect("cpu ranker");
+    let gpu =
+        Ranker::with_backend(store, b, RankerConfig::default(), Box::new(gpu)).expect("gpu ranker");
     assert!(gpu.backend_name().starts_with("gpu"));
     for user in [1u64, 4, 9_999] {
         let req = RankRequest::new(
@@ -235,7 +242,7 @@ fn gpu_backend_ranks_like_the_cpu() {
                 .iter()
                 .find(|r| r.item_id == ra.item_id)
                 .expect("same candidates");
-            for (pa, pb) in ra.probabilities.iter().zip(&rb.probabilities) {
+            for (pa, pb) in a.probabilities(ra).iter().zip(b.probabilities(rb)) {
                 assert!(
                     (pa - pb).abs() < 1e-4,
                     "user {user} item {}: {pa} vs {pb}",
@@ -261,8 +268,8 @@ fn a_lost_device_scores_that_request_on_the_cpu_and_is_recreated() {
     let w = world();
     let store = Arc::new(EmbeddedStore::in_memory(store_config()));
     w.fill_store(store.as_ref()).expect("fill");
-    let items = Arc::new(w.items.clone());
-    let m = Arc::new(model());
+    let b = bundle(&w);
+    let m = b.model.clone();
     let gpu = match GpuBackend::new(m.clone()) {
         Ok(g) => g,
         Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
@@ -272,15 +279,9 @@ fn a_lost_device_scores_that_request_on_the_cpu_and_is_recreated() {
         Err(e) => panic!("CI=true needs a GPU adapter (install mesa-vulkan-drivers): {e}"),
     };
     let watch = gpu.clone();
-    let cpu = Ranker::new(
-        store.clone(),
-        items.clone(),
-        m.clone(),
-        RankerConfig::default(),
-    )
-    .expect("cpu ranker");
-    let ranker = Ranker::with_backend(store, items, m, RankerConfig::default(), Box::new(gpu))
-        .expect("gpu ranker");
+    let cpu = Ranker::new(store.clone(), b.clone(), RankerConfig::default()).expect("cpu ranker");
+    let ranker =
+        Ranker::with_backend(store, b, RankerConfig::default(), Box::new(gpu)).expect("gpu ranker");
     let req = RankRequest::new(
         4,
         NOW,

@@ -103,10 +103,12 @@ impl V1Config {
 
     /// Embedding row of raw action id `id`; `None` for ids outside the
     /// vocabulary. Row 0 means "padding" (the position is masked).
+    /// Allocates nothing: `O(|V|)` over the (small) vocabulary.
     pub fn action_row(&self, id: i64) -> Option<usize> {
-        let mut sorted = self.action_vocab.clone();
-        sorted.sort_unstable();
-        let rank = sorted.binary_search(&id).ok()?;
+        if !self.action_vocab.contains(&id) {
+            return None;
+        }
+        let rank = self.action_vocab.iter().filter(|&&v| v < id).count();
         Some(match self.vocab_mode {
             VocabMode::Padded => rank + 1,
             VocabMode::Reference => rank,

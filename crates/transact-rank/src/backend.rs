@@ -8,7 +8,7 @@ use transact_model::{ModelError, RankingModel, V1Request};
 /// backend is tested against it).
 pub trait Backend: Send + Sync {
     /// A short name for logs and responses (e.g. `cpu`, or the GPU adapter's name).
-    fn name(&self) -> String;
+    fn name(&self) -> &str;
 
     /// Writes `B × H` head logits for the candidates of `req`.
     fn score(
@@ -26,8 +26,8 @@ pub trait Backend: Send + Sync {
 pub struct CpuBackend;
 
 impl Backend for CpuBackend {
-    fn name(&self) -> String {
-        "cpu".to_string()
+    fn name(&self) -> &str {
+        "cpu"
     }
 
     fn score(

@@ -56,6 +56,18 @@ pub enum RankError {
         #[source]
         source: EmbedError,
     },
+    /// The request carries a user embedding, but the bundle derives the
+    /// user feature from the user's history.
+    #[error(
+        "user {user}: user_embedding given, but this bundle derives the user feature from the history"
+    )]
+    UserFeatureGiven {
+        /// The requesting user.
+        user: UserId,
+    },
+    /// The bundle's parts disagree.
+    #[error(transparent)]
+    Bundle(#[from] crate::BundleError),
     /// The ranker's configuration does not fit its model.
     #[error("ranker configuration: {0}")]
     Config(String),

@@ -3,11 +3,11 @@
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use transact_embed::ItemTable;
+use transact_features::{FeatureBuilder, SequenceFeatures, UserFeature};
 use transact_model::{RankingModel, V1Request};
 use transact_seq::{ItemId, SequenceBuf, SequenceStore, UserId};
 
-use crate::{Backend, CpuBackend, RankError};
+use crate::{Backend, Bundle, CpuBackend, RankError};
 
 /// Weights `v_h` of the utility `Σ_h v_h · p_h`, by head name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -24,12 +24,11 @@ impl Default for UtilityWeights {
     }
 }
 
-/// How a [`Ranker`] behaves.
+/// How a [`Ranker`] behaves (the model, its features and its utility
+/// weights come from the [`Bundle`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RankerConfig {
-    /// Utility weights by head name; heads not listed weigh 0.
-    pub utility: UtilityWeights,
     /// Largest number of candidates one request may carry.
     pub max_candidates: usize,
 }
@@ -37,7 +36,6 @@ pub struct RankerConfig {
 impl Default for RankerConfig {
     fn default() -> Self {
         Self {
-            utility: UtilityWeights::default(),
             max_candidates: 4096,
         }
     }
@@ -72,11 +70,13 @@ impl Candidate {
 pub struct RankRequest {
     /// The user (an unknown user ranks with an empty sequence).
     pub user: UserId,
-    /// Request time in ms; only actions at or before it are read.
+    /// Request time in ms; which actions it sees is the bundle's
+    /// [`transact_features::TimeRule`] (by default those strictly before it).
     pub request_time_ms: i64,
     /// The candidates.
     pub candidates: Vec<Candidate>,
-    /// The user embedding feature, when the model reads one.
+    /// The user embedding feature, when the model reads one and the
+    /// bundle's features do not derive it from the history.
     #[serde(default)]
     pub user_embedding: Option<Vec<f32>>,
     /// The context feature vector, when the model reads one.
@@ -98,7 +98,7 @@ impl RankRequest {
 }
 
 /// One ranked candidate.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ranked {
     /// The item.
     pub item_id: ItemId,
@@ -106,43 +106,62 @@ pub struct Ranked {
     pub request_index: usize,
     /// `Σ_h v_h · p_h`.
     pub utility: f32,
-    /// `p_h` per head, in [`RankResponse::heads`] order.
-    pub probabilities: Vec<f32>,
 }
 
-/// The answer to one request.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The answer to one request. Reusable: [`Ranker::rank_into`] refills it
+/// without allocating once it has grown to the request's size.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RankResponse {
     /// Candidates, highest utility first (ties keep request order).
     pub ranked: Vec<Ranked>,
-    /// Head names, the order of [`Ranked::probabilities`].
-    pub heads: Vec<String>,
-    /// How many of the user's actions the model read.
+    /// `p_h` of candidate `i` (request order) at `i·H .. (i + 1)·H`, in
+    /// [`RankResponse::heads`] order; see [`RankResponse::probabilities`].
+    pub probabilities: Vec<f32>,
+    /// Head names.
+    pub heads: Arc<[String]>,
+    /// Sequence positions the model read.
     pub sequence_len: usize,
-    /// Sequence actions the model could not use (an action type outside the
-    /// model's vocabulary, or an item missing from the table with no fallback);
-    /// they were treated as padding.
-    pub skipped_actions: usize,
+    /// Visible actions whose type is outside the model's vocabulary.
+    pub unknown_actions: usize,
+    /// Sequence actions on items missing from the item table.
+    pub unknown_items: usize,
     /// The backend that scored the request.
-    pub backend: String,
+    pub backend: Arc<str>,
+    /// The version of the bundle that scored the request.
+    pub bundle_version: Arc<str>,
+}
+
+impl RankResponse {
+    /// `p_h` per head of a ranked candidate.
+    pub fn probabilities(&self, r: &Ranked) -> &[f32] {
+        let h = self.heads.len();
+        self.probabilities
+            .get(r.request_index * h..(r.request_index + 1) * h)
+            .unwrap_or(&[])
+    }
 }
 
 /// Per-request working memory, pooled so steady-state requests do not allocate.
 #[derive(Default)]
 struct Scratch {
-    seq: SequenceBuf,
-    action_types: Vec<i64>,
+    history: SequenceBuf,
+    seq: SequenceFeatures,
     item_embeddings: Vec<f32>,
     candidates: Vec<f32>,
+    user: Vec<f32>,
     logits: Vec<f32>,
 }
 
-/// Ranks candidates for a user: store → embeddings → model → utility.
+/// Ranks candidates for a user: store → features → embeddings → model →
+/// utility, by the contract of a [`Bundle`].
 pub struct Ranker<S: SequenceStore + ?Sized> {
     store: Arc<S>,
-    items: Arc<ItemTable>,
-    model: Arc<RankingModel>,
+    bundle: Arc<Bundle>,
+    features: FeatureBuilder,
     backend: Box<dyn Backend>,
+    backend_name: Arc<str>,
+    version: Arc<str>,
+    heads: Arc<[String]>,
     config: RankerConfig,
     /// Utility weight per head, in the model's head order.
     head_weights: Vec<f32>,
@@ -151,53 +170,39 @@ pub struct Ranker<S: SequenceStore + ?Sized> {
 
 impl<S: SequenceStore + ?Sized> Ranker<S> {
     /// A ranker on the CPU backend.
-    ///
-    /// Fails if the item table's width differs from the model's, or a utility
-    /// weight names a head the model does not have.
     pub fn new(
         store: Arc<S>,
-        items: Arc<ItemTable>,
-        model: Arc<RankingModel>,
+        bundle: Arc<Bundle>,
         config: RankerConfig,
     ) -> Result<Self, RankError> {
-        Self::with_backend(store, items, model, config, Box::new(CpuBackend))
+        Self::with_backend(store, bundle, config, Box::new(CpuBackend))
     }
 
-    /// A ranker on the given backend.
+    /// A ranker on the given backend (built for `bundle.model`).
     pub fn with_backend(
         store: Arc<S>,
-        items: Arc<ItemTable>,
-        model: Arc<RankingModel>,
+        bundle: Arc<Bundle>,
         config: RankerConfig,
         backend: Box<dyn Backend>,
     ) -> Result<Self, RankError> {
-        if items.dim() != model.item_emb_dim() {
-            return Err(RankError::Config(format!(
-                "item table width {} differs from the model's item width {}",
-                items.dim(),
-                model.item_emb_dim()
-            )));
-        }
-        let heads = model.head_names();
+        bundle.validate()?;
+        let features = FeatureBuilder::new(bundle.features.clone())
+            .map_err(|e| RankError::Config(e.to_string()))?;
+        let heads: Arc<[String]> = bundle.model.head_names().into();
         let mut head_weights = vec![0.0; heads.len()];
-        for (name, w) in &config.utility.0 {
-            let Some(i) = heads.iter().position(|h| h == name) else {
-                return Err(RankError::Config(format!(
-                    "utility weight for head `{name}`, the model's heads are {heads:?}"
-                )));
-            };
-            if !w.is_finite() {
-                return Err(RankError::Config(format!(
-                    "utility weight for `{name}` is not finite"
-                )));
+        for (name, w) in &bundle.manifest.utility.0 {
+            if let Some(i) = heads.iter().position(|h| h == name) {
+                head_weights[i] = *w;
             }
-            head_weights[i] = *w;
         }
         Ok(Self {
             store,
-            items,
-            model,
+            features,
+            backend_name: backend.name().into(),
+            version: bundle.version().into(),
+            bundle,
             backend,
+            heads,
             config,
             head_weights,
             scratch: Mutex::new(Vec::new()),
@@ -205,13 +210,18 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
     }
 
     /// The backend's name.
-    pub fn backend_name(&self) -> String {
-        self.backend.name()
+    pub fn backend_name(&self) -> &str {
+        &self.backend_name
+    }
+
+    /// The bundle.
+    pub fn bundle(&self) -> &Arc<Bundle> {
+        &self.bundle
     }
 
     /// The model.
     pub fn model(&self) -> &RankingModel {
-        &self.model
+        &self.bundle.model
     }
 
     /// The store.
@@ -226,8 +236,15 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
 
     /// Ranks the request's candidates for its user.
     pub fn rank(&self, req: &RankRequest) -> Result<RankResponse, RankError> {
+        let mut resp = RankResponse::default();
+        self.rank_into(req, &mut resp)?;
+        Ok(resp)
+    }
+
+    /// [`Ranker::rank`] into a reused response.
+    pub fn rank_into(&self, req: &RankRequest, resp: &mut RankResponse) -> Result<(), RankError> {
         let mut scratch = self.take_scratch();
-        let result = self.rank_with(req, &mut scratch);
+        let result = self.rank_with(req, &mut scratch, resp);
         self.return_scratch(scratch);
         result
     }
@@ -249,7 +266,41 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
         }
     }
 
-    fn rank_with(&self, req: &RankRequest, s: &mut Scratch) -> Result<RankResponse, RankError> {
+    /// Reads the history the features need and builds the sequence: the
+    /// newest `seq_len` visible actions first, more while actions the
+    /// sequence leaves out (impressions, unknown types or items) keep it
+    /// short; the whole visible history when the features derive the user
+    /// feature from it.
+    fn read_sequence(&self, req: &RankRequest, s: &mut Scratch) -> Result<(), RankError> {
+        let cfg = self.features.config();
+        let bound = Some(cfg.newest_visible_ms(req.request_time_ms));
+        let items = &self.bundle.items;
+        let mut n = if cfg.user_feature == UserFeature::None {
+            cfg.seq_len
+        } else {
+            usize::MAX
+        };
+        loop {
+            let got = self.store.read_newest(req.user, n, bound, &mut s.history)?;
+            self.features.build(
+                s.history.iter(),
+                req.request_time_ms,
+                |id| items.contains(id),
+                &mut s.seq,
+            );
+            if s.seq.full || got < n {
+                return Ok(());
+            }
+            n = n.saturating_mul(4);
+        }
+    }
+
+    fn rank_with(
+        &self,
+        req: &RankRequest,
+        s: &mut Scratch,
+        resp: &mut RankResponse,
+    ) -> Result<(), RankError> {
         let n = req.candidates.len();
         if n == 0 {
             return Err(RankError::NoCandidates { user: req.user });
@@ -261,80 +312,90 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
                 max: self.config.max_candidates,
             });
         }
-        let d = self.model.item_emb_dim();
+        let model = &self.bundle.model;
+        let d = model.item_emb_dim();
         self.candidate_embeddings(req, d, &mut s.candidates)?;
+        self.read_sequence(req, s)?;
 
-        // The user's newest actions at or before the request time.
-        let v1 = self.model.v1().config();
-        self.store
-            .read_newest(req.user, v1.seq_len, Some(req.request_time_ms), &mut s.seq)?;
         let len = s.seq.len();
-        s.action_types.clear();
         s.item_embeddings.clear();
         s.item_embeddings.resize(len * d, 0.0);
-        let mut skipped = 0;
-        for i in 0..len {
-            let raw = i64::from(s.seq.action_types[i]);
-            let row = &mut s.item_embeddings[i * d..(i + 1) * d];
-            let known_type = v1.action_row(raw).is_some();
-            if known_type && self.items.get_into(s.seq.item_ids[i], row).is_ok() {
-                s.action_types.push(raw);
-            } else {
-                row.fill(0.0);
-                s.action_types.push(-1);
-                skipped += 1;
+        for ((row, &id), &known) in s
+            .item_embeddings
+            .chunks_exact_mut(d)
+            .zip(&s.seq.item_ids)
+            .zip(&s.seq.item_known)
+        {
+            if known {
+                self.bundle.items.get_into(id, row)?;
             }
         }
 
+        let user_embedding = match (&self.bundle.user_items, &req.user_embedding) {
+            (Some(_), Some(_)) => {
+                return Err(RankError::UserFeatureGiven { user: req.user });
+            }
+            (Some(table), None) => {
+                s.user.clear();
+                s.user.resize(table.dim(), 0.0);
+                self.features.user_feature(
+                    s.history.iter().rev(),
+                    req.request_time_ms,
+                    |id| table.row_f32(id),
+                    &mut s.user,
+                );
+                Some(s.user.as_slice())
+            }
+            (None, given) => given.as_deref(),
+        };
+
         let v1_req = V1Request {
-            action_types: &s.action_types,
+            action_types: &s.seq.action_types,
             item_embeddings: &s.item_embeddings,
-            action_times_ms: &s.seq.timestamps_ms,
+            action_times_ms: &s.seq.times_ms,
             request_time_ms: req.request_time_ms,
             candidates: &s.candidates,
         };
-        let h = self.model.head_names().len();
+        let h = self.heads.len();
         s.logits.clear();
         s.logits.resize(n * h, 0.0);
         self.backend.score(
-            &self.model,
+            model,
             &v1_req,
-            req.user_embedding.as_deref(),
+            user_embedding,
             req.context.as_deref(),
             &mut s.logits,
         )?;
 
-        let mut ranked: Vec<Ranked> = req
-            .candidates
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let probabilities: Vec<f32> = s.logits[i * h..(i + 1) * h]
-                    .iter()
-                    .map(|&z| sigmoid(z))
-                    .collect();
-                let utility = probabilities
-                    .iter()
-                    .zip(&self.head_weights)
-                    .map(|(p, w)| p * w)
-                    .sum();
-                Ranked {
+        resp.probabilities.clear();
+        resp.probabilities
+            .extend(s.logits.iter().map(|&z| sigmoid(z)));
+        resp.ranked.clear();
+        resp.ranked.extend(
+            req.candidates
+                .iter()
+                .zip(resp.probabilities.chunks_exact(h))
+                .enumerate()
+                .map(|(i, (c, p))| Ranked {
                     item_id: c.item_id(),
                     request_index: i,
-                    utility,
-                    probabilities,
-                }
-            })
-            .collect();
-        // Stable: equal utilities keep request order.
-        ranked.sort_by(|a, b| b.utility.total_cmp(&a.utility));
-        Ok(RankResponse {
-            ranked,
-            heads: self.model.head_names().to_vec(),
-            sequence_len: len,
-            skipped_actions: skipped,
-            backend: self.backend.name(),
-        })
+                    utility: p.iter().zip(&self.head_weights).map(|(p, w)| p * w).sum(),
+                }),
+        );
+        // Equal utilities keep request order (an unstable sort with the
+        // index as the tie-break: no allocation).
+        resp.ranked.sort_unstable_by(|a, b| {
+            b.utility
+                .total_cmp(&a.utility)
+                .then(a.request_index.cmp(&b.request_index))
+        });
+        resp.heads = self.heads.clone();
+        resp.sequence_len = len;
+        resp.unknown_actions = s.seq.unknown_actions;
+        resp.unknown_items = s.seq.unknown_items;
+        resp.backend = self.backend_name.clone();
+        resp.bundle_version = self.version.clone();
+        Ok(())
     }
 
     fn candidate_embeddings(
@@ -353,6 +414,7 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
         {
             match c {
                 Candidate::Item(id) => self
+                    .bundle
                     .items
                     .get_into(*id, row)
                     .map_err(|source| RankError::UnknownCandidate { index, source })?,

@@ -55,13 +55,28 @@ impl SequenceBuf {
         self.surfaces.push(a.surface.0);
     }
 
+    /// The actions, newest first (`.rev()`: oldest first); as many as the
+    /// shortest column holds.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Action> + ExactSizeIterator + '_ {
+        self.item_ids
+            .iter()
+            .zip(&self.action_types)
+            .zip(self.timestamps_ms.iter().zip(&self.surfaces))
+            .map(|((&item_id, &t), (&timestamp_ms, &s))| Action {
+                item_id,
+                action_type: ActionType(t),
+                timestamp_ms,
+                surface: Surface(s),
+            })
+    }
+
     /// The `i`-th action (0 = newest), if any.
     pub fn get(&self, i: usize) -> Option<Action> {
         Some(Action {
             item_id: *self.item_ids.get(i)?,
-            action_type: ActionType(self.action_types[i]),
-            timestamp_ms: self.timestamps_ms[i],
-            surface: Surface(self.surfaces[i]),
+            action_type: ActionType(*self.action_types.get(i)?),
+            timestamp_ms: *self.timestamps_ms.get(i)?,
+            surface: Surface(*self.surfaces.get(i)?),
         })
     }
 }

@@ -77,11 +77,13 @@ pub struct Query<'a> {
     pub user: u32,
     /// Request time (ms since the epoch).
     pub time_ms: i64,
-    /// The user's visible actions, oldest first. For a logged request:
-    /// every action strictly before `time_ms`. For the SASRec protocol:
-    /// every action before the target interaction in log order (which may
-    /// differ from "before `time_ms`" when timestamps tie). Scorers should
-    /// read this rather than the dataset's logs, which also hold the future.
+    /// The user's actions up to the request, oldest first. For a logged
+    /// request: every action at or before `time_ms`. For the SASRec
+    /// protocol: every action before the target interaction in log order.
+    /// Scorers should read this rather than the dataset's logs, which also
+    /// hold the future; a model scorer sees it through its feature
+    /// contract, whose time rule decides which of these a request may see
+    /// (by default not those at exactly `time_ms`), as serving does.
     pub history: &'a [Action],
 }
 
@@ -204,7 +206,7 @@ pub fn hit_at_k<S: Scorer + ?Sized>(
         }
         let end = user
             .actions
-            .partition_point(|a| a.timestamp_ms < req.time_ms);
+            .partition_point(|a| a.timestamp_ms <= req.time_ms);
         let query = Query {
             user: req.user,
             time_ms: req.time_ms,

@@ -3,14 +3,18 @@
 //! targets.
 //!
 //! - **Examples.** One per (logged request, candidate).
-//! - **Sequence.** The user's actions strictly before the request whose type
-//!   is in [`FeatureConfig::sequence_actions`] (default repin, click, hide:
-//!   impressions are not engagement), newest first, at most `seq_len`.
-//!   Positions past the user's history are padding (action row 0, the
-//!   table's zero padding item row).
-//! - **Masks.** Padding is masked; with a time window `T` (one draw per
-//!   batch, `T ~ U[0, W]`) every position with `request_time − t < T` is
-//!   masked too. Position 0 is never masked (model-spec §2).
+//! - **Sequence.** Built by the serving contract,
+//!   [`transact_features::FeatureBuilder`] over [`FeatureConfig::sequence`]
+//!   (by default: actions strictly before the request whose type is repin,
+//!   click or hide — impressions are not engagement — newest first, at most
+//!   `seq_len`), exactly as `transact-rank` builds it from a store. Positions
+//!   past the user's history are padding (action row 0, the table's zero
+//!   padding item row); so is an item without a row under
+//!   [`transact_features::UnknownItem::ZeroEmbedding`].
+//! - **Masks.** [`transact_model::v1::is_masked`], the model's own rule:
+//!   padding is masked; with a time window `T` (one draw per batch,
+//!   `T ~ U[0, W]`) every position with `request_time − t < T` is masked
+//!   too. Position 0 is never masked (model-spec §2).
 //! - **Weights.** `w_u · w_h` with `w_h = Σ_a M[h, a] · y_a`, the columns of
 //!   the label-weight matrix `M` being the heads' labels and a last column
 //!   for "no engagement" ([`LabelWeights`]).
@@ -18,14 +22,19 @@
 //!   (repin or click) at or after the request time; impression negatives
 //!   are the request's candidates the user did not engage with, then the
 //!   user's next impressions; in-batch negatives are left to the network.
-//! - **User features.** [`crate::data::user_features`] (mean embedding of
-//!   earlier positives), when the dataset has pretrained embeddings.
+//! - **User features.** The contract's user feature
+//!   ([`transact_features::UserFeature::MeanOfPositives`]: mean pretrained
+//!   embedding of the visible positives), when the dataset has pretrained
+//!   embeddings.
 
 use serde::{Deserialize, Serialize};
+use transact_features::{FeatureBuilder, SequenceFeatures, UserFeature};
+use transact_model::VocabMode;
+use transact_model::v1::{ActionRows, is_masked};
 use transact_seq::{Action, ActionType};
 
 use crate::batch::{Batch, NO_ITEM};
-use crate::data::{Dataset, LoggedRequest, is_positive, user_feature_dim, user_features_into};
+use crate::data::{Dataset, LoggedRequest, is_positive, user_feature_dim};
 
 /// The label-weight matrix `M`: `heads × (heads + 1)`, row-major; column
 /// `a < heads` is head `a`'s label, the last column is "no engagement".
@@ -84,12 +93,11 @@ impl LabelWeights {
 /// How examples are built.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeatureConfig {
-    /// `S`.
-    pub seq_len: usize,
-    /// Raw action ids of the model's vocabulary (row `1 + rank`).
-    pub action_vocab: Vec<i64>,
-    /// Action types that enter the realtime sequence.
-    pub sequence_actions: Vec<u16>,
+    /// The serving contract: which actions form the sequence (its
+    /// `seq_len` and `action_vocab` follow the encoder's, see
+    /// [`crate::trainer::TrainConfig::feature_config`]) and the user feature. A
+    /// serving bundle saves it beside the model.
+    pub sequence: transact_features::FeatureConfig,
     /// Maximum random time window `W` in ms (0 = none).
     pub time_window_ms: i64,
     /// Negatives per example for the Next Action Loss.
@@ -112,30 +120,19 @@ pub struct FeatureConfig {
     /// next positive after it (position 0: the targets after the request).
     #[serde(default)]
     pub nal_every_position: bool,
-    /// Include the dense user feature.
-    pub user_features: bool,
     /// Label-weight matrix.
     pub label_weights: LabelWeights,
 }
 
 impl FeatureConfig {
-    /// Defaults for `heads` heads and sequences of `seq_len`: vocabulary
-    /// repin, click, hide, impression; sequence of repins, clicks and
-    /// hides; no window; 8 impression negatives; user features on; all-ones
-    /// label weights.
+    /// Defaults for `heads` heads and sequences of `seq_len`: the contract's
+    /// defaults ([`transact_features::FeatureConfig::new`]: vocabulary
+    /// repin, click, hide, impression; sequence of repins, clicks and hides
+    /// strictly before the request; no user feature); no window; 8
+    /// impression negatives; all-ones label weights.
     pub fn new(seq_len: usize, heads: usize) -> Self {
         Self {
-            seq_len,
-            action_vocab: [
-                ActionType::REPIN,
-                ActionType::CLICK,
-                ActionType::HIDE,
-                ActionType::IMPRESSION,
-            ]
-            .iter()
-            .map(|a| i64::from(a.0))
-            .collect(),
-            sequence_actions: vec![ActionType::REPIN.0, ActionType::CLICK.0, ActionType::HIDE.0],
+            sequence: transact_features::FeatureConfig::new(seq_len),
             time_window_ms: 0,
             nal_negatives: 8,
             nal_impressions: true,
@@ -143,7 +140,6 @@ impl FeatureConfig {
             nal_positives: 1,
             nal_horizon_ms: 0,
             nal_every_position: false,
-            user_features: true,
             label_weights: LabelWeights::ones(heads),
         }
     }
@@ -168,13 +164,22 @@ pub struct Featurizer<'a> {
     requests: &'a [LoggedRequest],
     cfg: FeatureConfig,
     heads: usize,
-    /// Action row per raw action id (0 = not in the vocabulary).
-    action_rows: Vec<u32>,
+    /// The serving contract's sequence builder.
+    builder: FeatureBuilder,
+    /// The encoder's action id → embedding row lookup.
+    action_rows: ActionRows,
     /// Item row of padding (the zero row after the items).
     pad_row: u32,
     user_dim: usize,
     /// Per request, the user feature.
     user_cache: Vec<f32>,
+}
+
+/// The pretrained embedding row of item index `item`, if it has one.
+fn pretrained_row(data: &Dataset, item: u64) -> Option<&[f32]> {
+    let e = data.items.embeddings.as_ref()?;
+    let start = usize::try_from(item).ok()?.checked_mul(e.dim)?;
+    e.data.get(start..start.checked_add(e.dim)?)
 }
 
 impl<'a> Featurizer<'a> {
@@ -193,20 +198,14 @@ impl<'a> Featurizer<'a> {
                 cfg.label_weights.heads
             ));
         }
-        if cfg.seq_len == 0 {
-            return Err("seq_len must be at least 1".into());
-        }
-        let mut vocab = cfg.action_vocab.clone();
-        vocab.sort_unstable();
-        vocab.dedup();
-        let mut action_rows = vec![0u32; 1024];
-        for (rank, &id) in vocab.iter().enumerate() {
-            let slot = usize::try_from(id)
-                .ok()
-                .and_then(|i| action_rows.get_mut(i))
-                .ok_or_else(|| format!("action id {id} outside 0..1024"))?;
-            *slot = rank as u32 + 1;
-        }
+        let builder = FeatureBuilder::new(cfg.sequence.clone()).map_err(|e| e.to_string())?;
+        let vocab: Vec<i64> = cfg
+            .sequence
+            .action_vocab
+            .iter()
+            .map(|&v| i64::from(v))
+            .collect();
+        let action_rows = ActionRows::from_vocab(&vocab, VocabMode::Padded);
         let items = data.items.count;
         let pad_row = u32::try_from(items).map_err(|_| "too many items".to_string())?;
         for (i, r) in requests.iter().enumerate() {
@@ -220,15 +219,29 @@ impl<'a> Featurizer<'a> {
                 return Err(format!("request {i}: item {} out of range", c.item));
             }
         }
-        let user_dim = if cfg.user_features {
-            user_feature_dim(data)
-        } else {
-            0
+        let user_dim = match cfg.sequence.user_feature {
+            UserFeature::None => 0,
+            UserFeature::MeanOfPositives => match user_feature_dim(data) {
+                0 => {
+                    return Err(format!(
+                        "the user feature is the mean embedding of positives, but {} has no \
+                         pretrained item embeddings",
+                        data.name
+                    ));
+                }
+                d => d,
+            },
         };
         let mut user_cache = vec![0.0; requests.len() * user_dim];
         if user_dim > 0 {
             for (r, out) in requests.iter().zip(user_cache.chunks_exact_mut(user_dim)) {
-                user_features_into(data, r.user, r.time_ms, out);
+                let history = &data.users[r.user as usize].actions;
+                builder.user_feature(
+                    history.iter().copied(),
+                    r.time_ms,
+                    |i| pretrained_row(data, i),
+                    out,
+                );
             }
         }
         Ok(Self {
@@ -236,11 +249,17 @@ impl<'a> Featurizer<'a> {
             requests,
             cfg,
             heads,
+            builder,
             action_rows,
             pad_row,
             user_dim,
             user_cache,
         })
+    }
+
+    /// The serving contract's sequence builder.
+    pub fn builder(&self) -> &FeatureBuilder {
+        &self.builder
     }
 
     /// Width of the dense user feature (0 = none).
@@ -280,7 +299,8 @@ impl<'a> Featurizer<'a> {
     /// Fills `batch` with `examples`, masking with time window `window_ms`
     /// (draw it per batch; 0 = inference masks only).
     pub fn fill(&self, examples: &[ExampleRef], window_ms: i64, batch: &mut Batch) {
-        let s = self.cfg.seq_len;
+        let s = self.cfg.sequence.seq_len;
+        let mut seq = SequenceFeatures::default();
         let h = self.heads;
         let n = examples.len();
         let nn = if self.cfg.nal_impressions {
@@ -316,11 +336,12 @@ impl<'a> Featurizer<'a> {
             let req = &self.requests[e.request as usize];
             let cand = req.candidates[usize::from(e.candidate)];
             let user = &self.data.users[req.user as usize];
-            let history = self.data.history_before(req.user, req.time_ms);
+            let history = self.builder.visible_prefix(&user.actions, req.time_ms);
             self.fill_sequence(
                 history,
                 req.time_ms,
                 window_ms,
+                &mut seq,
                 &mut batch.seq_items[b * s..(b + 1) * s],
                 &mut batch.seq_actions[b * s..(b + 1) * s],
                 &mut batch.seq_masked[b * s..(b + 1) * s],
@@ -369,6 +390,7 @@ impl<'a> Featurizer<'a> {
             if every {
                 self.fill_position_targets(
                     history,
+                    &seq,
                     &mut batch.nal_seq[b * s..(b + 1) * s],
                     &mut batch.nal_seq_neg[b * s * nn..(b + 1) * s * nn],
                 );
@@ -376,44 +398,52 @@ impl<'a> Featurizer<'a> {
         }
     }
 
-    /// Per position `q ≥ 1` of the sequence of `history`: the next positive
-    /// after that action within the horizon, before the request (`targets`),
-    /// and the first impressions after it other than the target (`negs`,
-    /// `negatives` per position).
-    fn fill_position_targets(&self, history: &[Action], targets: &mut [u32], negs: &mut [u32]) {
+    /// Per position `q ≥ 1` of the sequence `seq` built from `history`:
+    /// the next positive after that action within the horizon, before the
+    /// request (`targets`), and the first impressions after it other than
+    /// the target (`negs`, `negatives` per position).
+    fn fill_position_targets(
+        &self,
+        history: &[Action],
+        seq: &SequenceFeatures,
+        targets: &mut [u32],
+        negs: &mut [u32],
+    ) {
         let s = targets.len();
         let nn = negs.len().checked_div(s).unwrap_or(0);
         let horizon = self.cfg.nal_horizon_ms;
-        let mut q = 0;
-        for (j, a) in history.iter().enumerate().rev() {
-            if q == s {
-                break;
-            }
-            if self.sequence_row(a).is_none() {
+        for (q, (&src, &action)) in seq
+            .sources
+            .iter()
+            .zip(&seq.action_types)
+            .enumerate()
+            .take(s)
+            .skip(1)
+        {
+            // `src` counts from the newest action of `history`.
+            let Some(j) = history.len().checked_sub(src + 1) else {
+                continue;
+            };
+            if action < 0 {
                 continue;
             }
-            if q > 0 {
-                let later = &history[j + 1..];
-                let within =
-                    |x: &&Action| horizon <= 0 || x.timestamp_ms - a.timestamp_ms <= horizon;
-                let target = later.iter().take_while(within).find(|x| is_positive(x));
-                if let Some(t) = target {
-                    targets[q] = self.row_of(t.item_id);
-                    let out = &mut negs[q * nn..(q + 1) * nn];
-                    let shown = later
-                        .iter()
-                        .filter(|x| {
-                            x.action_type == ActionType::IMPRESSION && x.item_id != t.item_id
-                        })
-                        .map(|x| self.row_of(x.item_id))
-                        .filter(|&r| r != self.pad_row)
-                        .take(nn);
-                    for (o, r) in out.iter_mut().zip(shown) {
-                        *o = r;
-                    }
+            let a = &history[j];
+            let later = &history[j + 1..];
+            let within = |x: &&Action| horizon <= 0 || x.timestamp_ms - a.timestamp_ms <= horizon;
+            let target = later.iter().take_while(within).find(|x| is_positive(x));
+            if let Some(t) = target {
+                targets[q] = self.row_of(t.item_id);
+                let out = &mut negs[q * nn..(q + 1) * nn];
+                let shown = later
+                    .iter()
+                    .filter(|x| x.action_type == ActionType::IMPRESSION && x.item_id != t.item_id)
+                    .map(|x| self.row_of(x.item_id))
+                    .filter(|&r| r != self.pad_row)
+                    .take(nn);
+                for (o, r) in out.iter_mut().zip(shown) {
+                    *o = r;
                 }
             }
-            q += 1;
         }
         for t in targets.iter_mut() {
             if *t == self.pad_row {
@@ -430,20 +460,10 @@ impl<'a> Featurizer<'a> {
             .unwrap_or(self.pad_row)
     }
 
-    /// The action-table row of `a` when it enters the sequence.
-    fn sequence_row(&self, a: &Action) -> Option<u32> {
-        if !self.cfg.sequence_actions.contains(&a.action_type.0) {
-            return None;
-        }
-        self.action_rows
-            .get(usize::from(a.action_type.0))
-            .copied()
-            .filter(|&r| r != 0)
-    }
-
     /// Fills `batch` for scoring `candidates` (item indices) for `query`:
-    /// the sequence from `query.history`, inference masks only, the user
-    /// feature at the query time; labels, weights and NAL targets empty.
+    /// the sequence from `query.history` by the contract (which applies its
+    /// own time rule to it), inference masks only, the user feature at the
+    /// query time; labels, weights and NAL targets empty.
     pub fn fill_query(
         &self,
         data: &Dataset,
@@ -454,7 +474,7 @@ impl<'a> Featurizer<'a> {
         if let Some(c) = candidates.iter().find(|&&c| c >= self.pad_row) {
             return Err(format!("candidate item {c} out of range"));
         }
-        let s = self.cfg.seq_len;
+        let s = self.cfg.sequence.seq_len;
         let n = candidates.len();
         batch.len = n;
         batch.seq_len = s;
@@ -464,12 +484,21 @@ impl<'a> Featurizer<'a> {
         batch.seq_actions.resize(n * s, 0);
         batch.seq_masked.resize(n * s, true);
         if n > 0 {
+            let mut seq = SequenceFeatures::default();
             let (items, actions, masked) = (
                 &mut batch.seq_items[..s],
                 &mut batch.seq_actions[..s],
                 &mut batch.seq_masked[..s],
             );
-            self.fill_sequence(query.history, query.time_ms, 0, items, actions, masked);
+            self.fill_sequence(
+                query.history,
+                query.time_ms,
+                0,
+                &mut seq,
+                items,
+                actions,
+                masked,
+            );
             for b in 1..n {
                 batch.seq_items.copy_within(0..s, b * s);
                 batch.seq_actions.copy_within(0..s, b * s);
@@ -481,7 +510,12 @@ impl<'a> Featurizer<'a> {
         batch.user_features.clear();
         if self.user_dim > 0 {
             let mut u = vec![0.0; self.user_dim];
-            user_features_into(data, query.user, query.time_ms, &mut u);
+            self.builder.user_feature(
+                query.history.iter().copied(),
+                query.time_ms,
+                |i| pretrained_row(data, i),
+                &mut u,
+            );
             for _ in 0..n {
                 batch.user_features.extend_from_slice(&u);
             }
@@ -498,37 +532,55 @@ impl<'a> Featurizer<'a> {
         Ok(())
     }
 
-    /// The realtime sequence of `history` (oldest first, all before
-    /// `request_ms`) into one example's slots, newest first.
-    pub fn fill_sequence(
+    /// One example's sequence slots, newest first, from `history` (oldest
+    /// first) by the contract, masked by the model's rule with time window
+    /// `window_ms`; `seq` is scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_sequence(
         &self,
         history: &[Action],
         request_ms: i64,
         window_ms: i64,
+        seq: &mut SequenceFeatures,
         items: &mut [u32],
         actions: &mut [u32],
         masked: &mut [bool],
     ) {
+        let count = self.pad_row as u64;
+        self.builder.build(
+            history.iter().rev().copied(),
+            request_ms,
+            |i| i < count,
+            seq,
+        );
         items.fill(self.pad_row);
         actions.fill(0);
         masked.fill(true);
-        let s = items.len().min(actions.len()).min(masked.len());
-        let mut p = 0;
-        for a in history.iter().rev() {
-            if p == s {
+        let positions = seq
+            .action_types
+            .iter()
+            .zip(&seq.item_ids)
+            .zip(&seq.item_known)
+            .zip(&seq.times_ms);
+        for (p, (((&action, &item), &known), &t)) in positions.enumerate() {
+            let (Some(slot_item), Some(slot_action), Some(slot_masked)) =
+                (items.get_mut(p), actions.get_mut(p), masked.get_mut(p))
+            else {
                 break;
-            }
-            let Some(row) = self.sequence_row(a) else {
-                continue;
             };
-            items[p] = self.row_of(a.item_id);
-            actions[p] = row;
-            let age = i128::from(request_ms) - i128::from(a.timestamp_ms);
-            masked[p] = p > 0 && (age < 0 || age < i128::from(window_ms));
-            p += 1;
+            // Ids outside the vocabulary never reach here (the contract
+            // leaves them out or pads them as -1).
+            let row = self.action_rows.row(action, p).unwrap_or(0);
+            *slot_item = if known {
+                self.row_of(item)
+            } else {
+                self.pad_row
+            };
+            *slot_action = row as u32;
+            *slot_masked = is_masked(p, row, request_ms, t, window_ms);
         }
-        if s > 0 {
-            masked[0] = false;
+        if let Some(m) = masked.first_mut() {
+            *m = false;
         }
     }
 }

@@ -17,6 +17,8 @@
 //!   checkpoints, resume, warm start) and a scorer over the trained net.
 //! - [`run`]: a run end to end with its run directory (config,
 //!   checkpoints, metrics, SVG curves).
+//! - [`serving`]: the trained model as a serving bundle, and a dataset's
+//!   logs appended to a sequence store under the same raw-id keys.
 //! - [`plot`]: SVG training curves.
 //! - [`ablate`]: the side-by-side ablation and its markdown table.
 
@@ -31,6 +33,7 @@ pub mod optim;
 pub mod params;
 pub mod plot;
 pub mod run;
+pub mod serving;
 pub mod trainer;
 
 pub use batch::{Batch, NO_ITEM};

@@ -24,6 +24,7 @@ use crate::features::{ExampleRef, FeatureConfig, Featurizer};
 use crate::net::{LossStats, Net, NetConfig, StepOptions, TrainError, Workspace};
 use crate::optim::{Adam, AdamConfig, Schedule, clip_grad_norm};
 use crate::params::Params;
+use transact_features::UserFeature;
 
 /// Errors of a training run.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +111,9 @@ impl TrainConfig {
         };
         let mut features = FeatureConfig::new(v1.seq_len, heads.len());
         features.time_window_ms = v1.time_window_ms;
+        // The no-sequence baseline's long-term signal; dropped by
+        // `Trainer::new` on data without pretrained embeddings.
+        features.sequence.user_feature = UserFeature::MeanOfPositives;
         let utility = heads.iter().map(|h| default_utility(h)).collect();
         Self {
             v1,
@@ -163,13 +167,18 @@ impl TrainConfig {
         }
     }
 
-    /// The example-building config the model needs (sequence length and
-    /// vocabulary follow the encoder's).
+    /// The example-building config the model needs: the contract's
+    /// sequence length and vocabulary follow the encoder's (a vocabulary id
+    /// that is no action type makes the contract invalid, naming it).
     pub fn feature_config(&self) -> FeatureConfig {
         let mut f = self.features.clone();
-        f.seq_len = self.v1.seq_len;
-        f.action_vocab = self.v1.action_vocab.clone();
-        f.nal_impressions = self.features.nal_impressions;
+        f.sequence.seq_len = self.v1.seq_len;
+        f.sequence.action_vocab = self
+            .v1
+            .action_vocab
+            .iter()
+            .map(|&id| u16::try_from(id).unwrap_or(u16::MAX))
+            .collect();
         f
     }
 }
@@ -243,6 +252,10 @@ impl Trainer {
     /// A fresh model for `data` (item table rows, user-feature width and
     /// pretrained embeddings come from it).
     pub fn new(mut cfg: TrainConfig, data: &Dataset) -> Result<Self, RunError> {
+        if data.items.embeddings.is_none() {
+            // Nothing to average: the contract (and the bundle) say so.
+            cfg.features.sequence.user_feature = UserFeature::None;
+        }
         let feat = Featurizer::new(data, &[], cfg.feature_config()).map_err(RunError::Invalid)?;
         cfg.heads.user_emb_dim = feat.user_dim();
         if let Some(e) = &data.items.embeddings {
@@ -483,42 +496,9 @@ impl Trainer {
         cfg.v1 = meta.config.v1.clone();
         cfg.heads = meta.config.heads.clone();
         cfg.use_sequence = meta.config.use_sequence;
+        // The model was trained on this contract: retraining keeps it.
+        cfg.features.sequence = meta.config.features.sequence.clone();
         Self::assemble(cfg, net, params, None)
-    }
-
-    /// Writes the serving form of the model into `dir`: `model.safetensors`
-    /// (a `transact_model::RankingModel`) and `items.safetensors` (the item
-    /// table as a `transact_embed::ItemTable`, f32, item index = id). The
-    /// no-sequence baseline has no serving form: nothing is written and
-    /// `Ok(false)` returned.
-    pub fn export(&self, dir: &Path) -> Result<bool, RunError> {
-        if !self.cfg.use_sequence {
-            return Ok(false);
-        }
-        std::fs::create_dir_all(dir).map_err(|e| RunError::Io {
-            path: dir.display().to_string(),
-            source: e,
-        })?;
-        let map = self.params.ranking_tensor_map(self.net.config())?;
-        let model = transact_model::RankingModel::from_tensors(&map)?;
-        model.save(&dir.join("model.safetensors"))?;
-        let d = self.cfg.v1.item_emb_dim;
-        let items = self
-            .params
-            .get("items.weight")
-            .ok_or_else(|| RunError::Invalid("no item table".into()))?;
-        let rows = self.net.config().item_rows.saturating_sub(1);
-        let mut table = transact_embed::ItemTable::new(d, transact_embed::Precision::F32)
-            .map_err(|e| RunError::Invalid(e.to_string()))?;
-        for (id, row) in items.chunks_exact(d).take(rows).enumerate() {
-            table
-                .insert(id as u64, row)
-                .map_err(|e| RunError::Invalid(e.to_string()))?;
-        }
-        table
-            .save(dir.join("items.safetensors"))
-            .map_err(|e| RunError::Invalid(e.to_string()))?;
-        Ok(true)
     }
 
     /// A scorer over `data` for evaluation: the utility `Σ v_h σ(z_h)`
@@ -783,74 +763,5 @@ mod tests {
         let bytes = std::fs::read(&ckpt).expect("read");
         std::fs::write(&ckpt, &bytes[..bytes.len() / 2]).expect("write");
         assert!(Trainer::resume(&ckpt).is_err());
-    }
-
-    #[test]
-    fn the_exported_model_serves_what_the_trainer_predicts() {
-        let data = tiny_world(5);
-        let mut cfg = tiny_config(1);
-        cfg.epochs = 1;
-        let mut t = train(&cfg, &data);
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert!(t.export(dir.path()).expect("export"));
-        let model = transact_model::RankingModel::load(&dir.path().join("model.safetensors"))
-            .expect("model");
-        let table =
-            transact_embed::ItemTable::load(dir.path().join("items.safetensors")).expect("items");
-        let req = &data.requests[data.requests.len() / 2];
-        let feat =
-            Featurizer::new(&data, std::slice::from_ref(req), cfg.feature_config()).expect("feat");
-        let mut batch = Batch::default();
-        feat.fill(&feat.examples(), 0, &mut batch);
-        let mut logits = Vec::new();
-        t.predict(&batch, &mut logits).expect("predict");
-
-        // The same request through the serving model.
-        let s = cfg.v1.seq_len;
-        let d = cfg.v1.item_emb_dim;
-        let n = batch.seq_actions[..s]
-            .iter()
-            .take_while(|&&a| a != 0)
-            .count();
-        let vocab = [1i64, 2, 3, 4];
-        let actions: Vec<i64> = batch.seq_actions[..n]
-            .iter()
-            .map(|&r| vocab[r as usize - 1])
-            .collect();
-        let mut item_emb = vec![0.0; n * d];
-        for (p, &row) in batch.seq_items[..n].iter().enumerate() {
-            table
-                .get_into(u64::from(row), &mut item_emb[p * d..(p + 1) * d])
-                .expect("row");
-        }
-        let history = data.history_before(req.user, req.time_ms);
-        let times: Vec<i64> = history
-            .iter()
-            .rev()
-            .filter(|a| a.action_type != ActionType::IMPRESSION)
-            .take(n)
-            .map(|a| a.timestamp_ms)
-            .collect();
-        let mut cands = vec![0.0; req.candidates.len() * d];
-        for (c, lc) in req.candidates.iter().enumerate() {
-            table
-                .get_into(u64::from(lc.item), &mut cands[c * d..(c + 1) * d])
-                .expect("cand");
-        }
-        let v1req = transact_model::V1Request {
-            action_types: &actions,
-            item_embeddings: &item_emb,
-            action_times_ms: &times,
-            request_time_ms: req.time_ms,
-            candidates: &cands,
-        };
-        let user = crate::data::user_features(&data, req.user, req.time_ms);
-        let mut served = vec![0.0; logits.len()];
-        model
-            .score(&v1req, Some(&user), None, &mut served)
-            .expect("score");
-        for (a, b) in logits.iter().zip(&served) {
-            assert!((a - b).abs() < 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
-        }
     }
 }

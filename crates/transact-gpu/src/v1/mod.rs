@@ -3,11 +3,11 @@
 //!
 //! # One request
 //!
-//! The host does the O(S) bookkeeping only: it checks the request exactly as
-//! the CPU does, maps action ids to embedding rows ([`VocabMode`] rules),
-//! applies the inference mask (padding, `request_time - t < 0`; position 0
-//! never masked) and keeps the unmasked positions ("packing", as the CPU
-//! path does). Everything goes to the device in **one upload**: the kept
+//! The host does the O(S) bookkeeping only, through the same function as the
+//! CPU ([`transact_model::v1::PackedRequest::pack`]): it checks the request,
+//! maps action ids to embedding rows ([`VocabMode`](transact_model::VocabMode) rules), applies the
+//! inference mask (padding, `request_time - t < 0`; position 0 never masked)
+//! and keeps the unmasked positions ("packing"). Everything goes to the device in **one upload**: the kept
 //! positions and their rows, the map of the `K` newest positions to packed
 //! rows, the item embeddings as given (the user's sequence once) and the
 //! candidate embeddings. One command buffer then runs:
@@ -59,7 +59,8 @@ mod tests;
 
 use std::sync::Arc;
 
-use transact_model::{ModelError, TransActV1, V1Config, V1Request, VocabMode};
+use transact_model::v1::{ActionRows, PackedRequest};
+use transact_model::{ModelError, TransActV1, V1Config, V1Request};
 
 use crate::context::Shader;
 use crate::kernels::gemm::{GemmOptions, GemmShape};
@@ -428,8 +429,12 @@ struct LinearRowsParams {
 }
 
 /// Maps a CPU-model error to this crate's error.
+/// A bad input keeps its name, so the caller sees which field was wrong.
 pub(crate) fn model_err(e: ModelError) -> GpuError {
-    GpuError::bad("model", e.to_string())
+    match e {
+        ModelError::BadInput { name, detail } => GpuError::BadInput { name, detail },
+        e => GpuError::bad("model", e.to_string()),
+    }
 }
 
 /// `BadInput` naming the first non-finite value of `xs`.
@@ -502,7 +507,7 @@ pub(crate) struct OutTarget<'a> {
 pub struct GpuTransActV1 {
     ctx: Arc<GpuContext>,
     cfg: V1Config,
-    vocab_sorted: Vec<i64>,
+    action_rows: ActionRows,
     action_emb: wgpu::Buffer,
     layers: Vec<Layer>,
     out_linear: Option<(wgpu::Buffer, wgpu::Buffer)>,
@@ -799,12 +804,11 @@ impl GpuTransActV1 {
         } else {
             None
         };
-        let mut vocab_sorted = cfg.action_vocab.clone();
-        vocab_sorted.sort_unstable();
+        let action_rows = ActionRows::new(&cfg);
         Ok(Self {
             ctx,
             cfg,
-            vocab_sorted,
+            action_rows,
             action_emb,
             layers,
             out_linear,
@@ -852,7 +856,7 @@ impl GpuTransActV1 {
     ///
     /// Fails, before anything runs, on the inputs the CPU model rejects
     /// (wrong lengths, more than `seq_len` actions, `B = 0`, non-finite
-    /// embeddings, an unknown action id in [`VocabMode::Padded`]), and on a
+    /// embeddings, an unknown action id in [`VocabMode::Padded`](transact_model::VocabMode::Padded)), and on a
     /// device error.
     pub fn encode(&self, req: &V1Request<'_>) -> Result<Vec<f32>, GpuError> {
         Ok(self.encode_timed(req, false)?.data)
@@ -883,77 +887,16 @@ impl GpuTransActV1 {
         rq.finish_read::<f32>(&out, plan.batch * od)
     }
 
-    /// The embedding row of `id` (the CPU model's rule), or an error for an
-    /// unknown id in [`VocabMode::Padded`].
-    fn action_row(&self, id: i64, position: usize) -> Result<usize, GpuError> {
-        let rank = self.vocab_sorted.binary_search(&id).ok();
-        match (self.cfg.vocab_mode, rank) {
-            (VocabMode::Padded, Some(r)) => Ok(r + 1),
-            (VocabMode::Padded, None) if id == -1 => Ok(0),
-            (VocabMode::Padded, None) => Err(GpuError::bad(
-                "action_types",
-                format!(
-                    "position {position}: action id {id} is not in the vocabulary (use -1 for padding)"
-                ),
-            )),
-            (VocabMode::Reference, Some(r)) => Ok(r),
-            (VocabMode::Reference, None) => Ok(0),
-        }
-    }
-
     /// Checks the request like the CPU model and builds the upload.
     pub(crate) fn plan(&self, req: &V1Request<'_>) -> Result<Plan, GpuError> {
         let cfg = &self.cfg;
+        let mut packed = PackedRequest::default();
+        packed
+            .pack(cfg, &self.action_rows, req, 0)
+            .map_err(model_err)?;
+        let PackedRequest { batch, rows, keep } = packed;
+        let n = rows.len();
         let di = cfg.item_emb_dim;
-        let n = req.action_types.len();
-        if n > cfg.seq_len {
-            return Err(GpuError::bad(
-                "action_types",
-                format!("{n} actions given, more than seq_len {}", cfg.seq_len),
-            ));
-        }
-        if req.item_embeddings.len() != n * di {
-            return Err(GpuError::len(
-                "item_embeddings",
-                n * di,
-                req.item_embeddings.len(),
-            ));
-        }
-        if req.action_times_ms.len() != n {
-            return Err(GpuError::len(
-                "action_times_ms",
-                n,
-                req.action_times_ms.len(),
-            ));
-        }
-        let nc = req.candidates.len();
-        if nc == 0 {
-            return Err(GpuError::bad("candidates", "no candidates (B = 0)"));
-        }
-        if !nc.is_multiple_of(di) {
-            return Err(GpuError::bad(
-                "candidates",
-                format!("{nc} values is not a multiple of item_emb_dim {di}"),
-            ));
-        }
-        check_finite("item_embeddings", req.item_embeddings)?;
-        check_finite("candidates", req.candidates)?;
-        let batch = nc / di;
-        let rows = req
-            .action_types
-            .iter()
-            .enumerate()
-            .map(|(p, &id)| self.action_row(id, p))
-            .collect::<Result<Vec<_>, _>>()?;
-        // Kept positions: 0 always; later ones unless padding or in the
-        // future (difference in i128: extreme timestamps cannot wrap).
-        let mut keep = vec![0usize];
-        for (p, (&row, &t)) in rows.iter().zip(req.action_times_ms).enumerate().skip(1) {
-            let future = i128::from(req.request_time_ms) - i128::from(t) < 0;
-            if row != 0 && !future {
-                keep.push(p);
-            }
-        }
         let se = keep.len();
         let k = cfg.kept_positions();
         let mut kmap = vec![-1i32; k];

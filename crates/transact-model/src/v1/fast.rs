@@ -7,7 +7,8 @@ use transact_embed::kernels::{self, RhsLayout};
 use super::layers::{
     Dims, add_into, finish_layer, internal, linear, matmul, part, part_mut, sized,
 };
-use super::{Params, TransActV1, V1Request, check_window, is_masked};
+use super::packing::PackedRequest;
+use super::{Params, TransActV1, V1Request, check_window};
 use crate::{ModelError, V1Config};
 
 /// Target token rows per chunk of candidates (a chunk's activations stay in L2).
@@ -102,10 +103,8 @@ impl FastWeights {
 /// Per-request scratch: the packed sequence and the shared first-layer tables.
 #[derive(Default, Debug)]
 pub(crate) struct RequestScratch {
-    /// Embedding row of each of the `n` given positions.
-    rows: Vec<usize>,
-    /// Kept (unmasked) positions, ascending; always starts with 0.
-    keep: Vec<usize>,
+    /// The checked request: action rows and kept (unmasked) positions.
+    packed: PackedRequest,
     /// `[S_e × (d_act + d_item)]` packed user tokens `[E_act(a_t) ; e_t]`.
     xu: Vec<f32>,
     /// First layer: `[3 × h × S_e × d_h]` user parts of q (scaled), k, v.
@@ -187,50 +186,22 @@ impl TransActV1 {
         out: &mut [f32],
     ) -> Result<(), ModelError> {
         check_window(time_window_ms)?;
-        let b = self.check_request(req, out)?;
         let mut rq = self.request_pool.take();
-        let res = self.request_inner(req, time_window_ms, b, out, &mut rq);
+        let res = rq
+            .packed
+            .pack(&self.cfg, &self.action_rows, req, time_window_ms)
+            .and_then(|()| {
+                let b = rq.packed.batch;
+                ModelError::check_len("out", b * self.cfg.output_dim(), out.len())?;
+                self.request_inner(req, b, out, &mut rq)
+            });
         self.request_pool.put(rq);
         res
-    }
-
-    /// Checks lengths and values; returns `B`.
-    fn check_request(&self, req: &V1Request<'_>, out: &[f32]) -> Result<usize, ModelError> {
-        let cfg = &self.cfg;
-        let di = cfg.item_emb_dim;
-        let n = req.action_types.len();
-        if n > cfg.seq_len {
-            return Err(ModelError::BadInput {
-                name: "action_types".into(),
-                detail: format!("{n} actions given, more than seq_len {}", cfg.seq_len),
-            });
-        }
-        ModelError::check_len("item_embeddings", n * di, req.item_embeddings.len())?;
-        ModelError::check_len("action_times_ms", n, req.action_times_ms.len())?;
-        let nc = req.candidates.len();
-        if nc == 0 {
-            return Err(ModelError::BadInput {
-                name: "candidates".into(),
-                detail: "no candidates (B = 0)".into(),
-            });
-        }
-        if !nc.is_multiple_of(di) {
-            return Err(ModelError::BadInput {
-                name: "candidates".into(),
-                detail: format!("{nc} values is not a multiple of item_emb_dim {di}"),
-            });
-        }
-        let b = nc / di;
-        ModelError::check_len("out", b * cfg.output_dim(), out.len())?;
-        ModelError::check_finite("item_embeddings", req.item_embeddings)?;
-        ModelError::check_finite("candidates", req.candidates)?;
-        Ok(b)
     }
 
     fn request_inner(
         &self,
         req: &V1Request<'_>,
-        window: i64,
         b: usize,
         out: &mut [f32],
         rq: &mut RequestScratch,
@@ -238,22 +209,9 @@ impl TransActV1 {
         let cfg = &self.cfg;
         let (da, di) = (cfg.action_emb_dim, cfg.item_emb_dim);
         let du = da + di;
-        // Rows and mask.
-        rq.rows.clear();
-        rq.keep.clear();
-        for (p, &id) in req.action_types.iter().enumerate() {
-            rq.rows.push(self.action_row(id, p)?);
-        }
-        rq.keep.push(0);
-        for p in 1..rq.rows.len() {
-            let t = req.action_times_ms.get(p).copied().unwrap_or(0);
-            if !is_masked(p, rq.rows[p], req.request_time_ms, t, window) {
-                rq.keep.push(p);
-            }
-        }
-        let se = rq.keep.len();
+        let se = rq.packed.keep.len();
         let k = cfg.kept_positions();
-        let k_eff = rq.keep.iter().take_while(|&&p| p < k).count();
+        let k_eff = rq.packed.keep.iter().take_while(|&&p| p < k).count();
         let d = cfg.d_model();
         let dm = Dims {
             d,
@@ -272,8 +230,8 @@ impl TransActV1 {
         };
         // Packed user tokens.
         let xu = sized(&mut rq.xu, se * du);
-        for (tok, &p) in xu.chunks_exact_mut(du).zip(&rq.keep) {
-            let row = rq.rows.get(p).copied().unwrap_or(0);
+        for (tok, &p) in xu.chunks_exact_mut(du).zip(&rq.packed.keep) {
+            let row = rq.packed.rows.get(p).copied().unwrap_or(0);
             tok[..da].copy_from_slice(self.action_embedding(row));
             match req.item_embeddings.get(p * di..(p + 1) * di) {
                 Some(e) => tok[da..].copy_from_slice(e),
@@ -407,7 +365,7 @@ impl TransActV1 {
             self.layer_chunk(l, dm, bc, rows, q, cs)?;
             rows = q;
         }
-        self.write_outputs(dm, &rq.keep, bc, rows, cs, out)
+        self.write_outputs(dm, &rq.packed.keep, bc, rows, cs, out)
     }
 
     /// Without early fusion: the sequence is encoded once and its output
@@ -429,7 +387,7 @@ impl TransActV1 {
             rows = q;
         }
         let (first, rest) = out.split_at_mut(dm.od.min(out.len()));
-        self.write_outputs(dm, &rq.keep, 1, rows, cs, first)?;
+        self.write_outputs(dm, &rq.packed.keep, 1, rows, cs, first)?;
         for o in rest.chunks_exact_mut(dm.od) {
             o.copy_from_slice(first);
         }

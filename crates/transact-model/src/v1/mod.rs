@@ -62,6 +62,7 @@
 mod fast;
 mod io;
 mod layers;
+mod packing;
 mod reference;
 #[cfg(test)]
 mod tests;
@@ -69,13 +70,14 @@ mod tests;
 mod tests_io;
 
 pub use io::{CONFIG_KEY, TENSOR_PREFIX};
+pub use packing::{ActionRows, PackedRequest};
 
 use std::sync::Mutex;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::{ModelError, V1Config, VocabMode};
+use crate::{ModelError, V1Config};
 
 /// One request for [`TransActV1::forward_request`]: a user's realtime
 /// sequence (newest first) and the `B` candidates to score against it.
@@ -181,8 +183,8 @@ pub(crate) struct Params {
 #[derive(Debug)]
 pub struct TransActV1 {
     cfg: V1Config,
-    /// The vocabulary, sorted (for the id → row lookup).
-    vocab_sorted: Vec<i64>,
+    /// The id → row lookup of the vocabulary.
+    action_rows: ActionRows,
     params: Params,
     fast: fast::FastWeights,
     /// Smallest `B` for which the first layer runs factored (below it the
@@ -197,7 +199,7 @@ impl Clone for TransActV1 {
     fn clone(&self) -> Self {
         Self {
             cfg: self.cfg.clone(),
-            vocab_sorted: self.vocab_sorted.clone(),
+            action_rows: self.action_rows.clone(),
             params: self.params.clone(),
             fast: self.fast.clone(),
             factored_min_candidates: self.factored_min_candidates,
@@ -272,12 +274,11 @@ impl TransActV1 {
     /// Assembles a model from checked parameters and derives the fast path's weights.
     pub(crate) fn from_params(cfg: V1Config, params: Params) -> Result<Self, ModelError> {
         cfg.validate()?;
-        let mut vocab_sorted = cfg.action_vocab.clone();
-        vocab_sorted.sort_unstable();
+        let action_rows = ActionRows::new(&cfg);
         let fast = fast::FastWeights::derive(&cfg, &params)?;
         Ok(Self {
             cfg,
-            vocab_sorted,
+            action_rows,
             params,
             fast,
             factored_min_candidates: fast::FACTORED_MIN_CANDIDATES,
@@ -296,24 +297,14 @@ impl TransActV1 {
         self.cfg.output_dim()
     }
 
-    /// The embedding row of raw action id `id`: `Ok(0)` for padding (`-1`,
-    /// and in [`VocabMode::Reference`] the smallest vocabulary id and any id
-    /// outside the vocabulary, as the reference lookup does); an error naming
-    /// `position` and the id for an unknown id in [`VocabMode::Padded`].
+    /// The embedding row of raw action id `id` (see [`ActionRows::row`]).
     fn action_row(&self, id: i64, position: usize) -> Result<usize, ModelError> {
-        let rank = self.vocab_sorted.binary_search(&id).ok();
-        match (self.cfg.vocab_mode, rank) {
-            (VocabMode::Padded, Some(r)) => Ok(r + 1),
-            (VocabMode::Padded, None) if id == -1 => Ok(0),
-            (VocabMode::Padded, None) => Err(ModelError::BadInput {
-                name: "action_types".into(),
-                detail: format!(
-                    "position {position}: action id {id} is not in the vocabulary (use -1 for padding)"
-                ),
-            }),
-            (VocabMode::Reference, Some(r)) => Ok(r),
-            (VocabMode::Reference, None) => Ok(0),
-        }
+        self.action_rows.row(id, position)
+    }
+
+    /// The vocabulary's id → row lookup.
+    pub fn action_rows(&self) -> &ActionRows {
+        &self.action_rows
     }
 
     /// The action embedding row `row` (`d_act` values).
@@ -326,11 +317,13 @@ impl TransActV1 {
     }
 }
 
-/// Whether a position is masked: padding, or (except at position 0, which
-/// is never masked) an action with `request_time - t < window`.
+/// Whether a position is masked (model-spec §2): padding (`row == 0`), or
+/// an action with `request_time - t < window`, except at position 0, which
+/// is never masked. `window = 0` is the inference rule (only future actions).
 /// The difference is taken in i128 so that extreme timestamps cannot wrap.
+/// Every device and the trainer mask through this one function.
 #[inline]
-fn is_masked(position: usize, row: usize, request_time: i64, t: i64, window: i64) -> bool {
+pub fn is_masked(position: usize, row: usize, request_time: i64, t: i64, window: i64) -> bool {
     position != 0 && (row == 0 || (i128::from(request_time) - i128::from(t)) < i128::from(window))
 }
 

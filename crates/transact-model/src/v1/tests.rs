@@ -8,6 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
+use crate::VocabMode;
 
 /// One user's request data, owned.
 #[derive(Clone, Debug)]

@@ -5,6 +5,7 @@
 use super::tests::{Case, random_case, run_fast, small_cfg};
 use super::*;
 use crate::TensorMap;
+use crate::VocabMode;
 
 #[test]
 fn save_and_load_round_trip() {

@@ -175,54 +175,9 @@ impl Dataset {
     }
 }
 
-/// Width of [`user_features`] for this dataset: the item embedding width,
-/// or 0 when the dataset has no pretrained embeddings.
+/// Width of the user feature (the contract's
+/// [`transact_features::UserFeature::MeanOfPositives`]) for this dataset:
+/// the pretrained item embedding width, or 0 when the dataset has none.
 pub fn user_feature_dim(data: &Dataset) -> usize {
     data.items.embeddings.as_ref().map_or(0, |e| e.dim)
-}
-
-/// The dense user feature of the no-sequence baseline: the mean pretrained
-/// embedding of the items the user repinned or clicked strictly before
-/// `time_ms` (zeros when there are none). It sees the whole past — so it
-/// carries the long-term interests — but it is an unordered average, so it
-/// cannot tell which topic the user is browsing right now. It never reads
-/// actions at or after `time_ms`.
-///
-/// Writes [`user_feature_dim`] values into `out` (nothing when the dataset
-/// has no embeddings; extra entries of `out` are left untouched). An unknown
-/// user or an item index without an embedding row contributes nothing.
-pub fn user_features_into(data: &Dataset, user: u32, time_ms: i64, out: &mut [f32]) {
-    let Some(emb) = data.items.embeddings.as_ref() else {
-        return;
-    };
-    let d = emb.dim.min(out.len());
-    let out = &mut out[..d];
-    out.fill(0.0);
-    let mut n = 0usize;
-    for a in data.history_before(user, time_ms) {
-        if !is_positive(a) {
-            continue;
-        }
-        let start = (a.item_id as usize).saturating_mul(emb.dim);
-        if let Some(row) = start
-            .checked_add(d)
-            .and_then(|end| emb.data.get(start..end))
-        {
-            for (o, v) in out.iter_mut().zip(row) {
-                *o += v;
-            }
-            n += 1;
-        }
-    }
-    if n > 0 {
-        let inv = 1.0 / n as f32;
-        out.iter_mut().for_each(|o| *o *= inv);
-    }
-}
-
-/// [`user_features_into`], allocating.
-pub fn user_features(data: &Dataset, user: u32, time_ms: i64) -> Vec<f32> {
-    let mut out = vec![0.0; user_feature_dim(data)];
-    user_features_into(data, user, time_ms, &mut out);
-    out
 }

@@ -1,0 +1,235 @@
+//! [`FeatureConfig`]: the rules of the sequence, as data.
+
+use serde::{Deserialize, Serialize};
+use transact_seq::ActionType;
+
+use crate::FeatureError;
+
+/// Which actions a request at time `T` may see.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeRule {
+    /// Actions with `t < T`: a logged request never sees the actions taken
+    /// on its own slate (the default).
+    #[default]
+    StrictlyBefore,
+    /// Actions with `t ≤ T`.
+    AtOrBefore,
+}
+
+/// What an action whose type is outside [`FeatureConfig::action_vocab`]
+/// becomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownAction {
+    /// It is left out: the sequence holds the next action instead (default).
+    #[default]
+    Skip,
+    /// It takes a position as padding (masked, zero embeddings).
+    Padding,
+}
+
+/// What a sequence action on an item without an embedding row becomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownItem {
+    /// It is left out (default).
+    #[default]
+    Skip,
+    /// It keeps its position and action type with a zero item embedding.
+    ZeroEmbedding,
+}
+
+/// The dense user feature the ranking heads read, if any.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserFeature {
+    /// No user feature (the default).
+    #[default]
+    None,
+    /// The mean embedding (from the user-feature item table) of the items of
+    /// the visible [`FeatureConfig::positive_actions`], over the whole
+    /// visible history; zeros when there are none.
+    MeanOfPositives,
+}
+
+/// The feature contract between a trained model and every user of it.
+///
+/// Saved in a serving bundle beside the model; the trainer, offline
+/// evaluation and the ranker build sequences from it with
+/// [`crate::FeatureBuilder`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureConfig {
+    /// Sequence length `S`: the newest this many sequence actions.
+    pub seq_len: usize,
+    /// Raw action type ids the model embeds (its action vocabulary).
+    pub action_vocab: Vec<u16>,
+    /// Action types that enter the sequence (a subset of the vocabulary).
+    /// Vocabulary types not listed here (by default impressions) are left
+    /// out of the sequence.
+    pub sequence_actions: Vec<u16>,
+    /// Action types that count as positive engagement for the user feature.
+    pub positive_actions: Vec<u16>,
+    /// Which actions a request may see.
+    #[serde(default)]
+    pub time_rule: TimeRule,
+    /// What a type outside the vocabulary becomes.
+    #[serde(default)]
+    pub unknown_action: UnknownAction,
+    /// What a sequence action on an item without a row becomes.
+    #[serde(default)]
+    pub unknown_item: UnknownItem,
+    /// The dense user feature.
+    #[serde(default)]
+    pub user_feature: UserFeature,
+}
+
+impl FeatureConfig {
+    /// The defaults for sequences of `seq_len`: vocabulary repin, click,
+    /// hide, impression; sequence of repins, clicks and hides; positives
+    /// repin and click; actions strictly before the request; unknown types
+    /// and items left out; no user feature.
+    pub fn new(seq_len: usize) -> Self {
+        let ids = |ts: &[ActionType]| ts.iter().map(|t| t.0).collect();
+        Self {
+            seq_len,
+            action_vocab: ids(&[
+                ActionType::REPIN,
+                ActionType::CLICK,
+                ActionType::HIDE,
+                ActionType::IMPRESSION,
+            ]),
+            sequence_actions: ids(&[ActionType::REPIN, ActionType::CLICK, ActionType::HIDE]),
+            positive_actions: ids(&[ActionType::REPIN, ActionType::CLICK]),
+            time_rule: TimeRule::StrictlyBefore,
+            unknown_action: UnknownAction::Skip,
+            unknown_item: UnknownItem::Skip,
+            user_feature: UserFeature::None,
+        }
+    }
+
+    /// Largest raw action type id accepted, exclusive (as the store's
+    /// vocabulary).
+    pub const MAX_ACTION_ID: u16 = transact_seq::ActionVocab::MAX_ID;
+
+    /// Checks the config, naming the bad field.
+    pub fn validate(&self) -> Result<(), FeatureError> {
+        let bad = |field, detail: String| Err(FeatureError::InvalidConfig { field, detail });
+        if self.seq_len == 0 {
+            return bad("seq_len", "must be at least 1".into());
+        }
+        if self.action_vocab.is_empty() {
+            return bad("action_vocab", "is empty".into());
+        }
+        let mut v = self.action_vocab.clone();
+        v.sort_unstable();
+        v.dedup();
+        if v.len() != self.action_vocab.len() {
+            return bad("action_vocab", "holds duplicate ids".into());
+        }
+        if let Some(id) = v.iter().find(|&&id| id >= Self::MAX_ACTION_ID) {
+            return bad(
+                "action_vocab",
+                format!("id {id} is not below {}", Self::MAX_ACTION_ID),
+            );
+        }
+        if self.sequence_actions.is_empty() {
+            return bad("sequence_actions", "is empty: the sequence would be".into());
+        }
+        for (field, list) in [
+            ("sequence_actions", &self.sequence_actions),
+            ("positive_actions", &self.positive_actions),
+        ] {
+            if let Some(id) = list.iter().find(|id| v.binary_search(id).is_err()) {
+                return bad(
+                    field,
+                    format!("action type {id} is not in action_vocab {v:?}"),
+                );
+            }
+        }
+        if self.user_feature == UserFeature::MeanOfPositives && self.positive_actions.is_empty() {
+            return bad(
+                "positive_actions",
+                "is empty, but the user feature is the mean of the positives".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether an action at `t_ms` is visible to a request at `request_ms`.
+    #[inline]
+    pub fn visible(&self, t_ms: i64, request_ms: i64) -> bool {
+        match self.time_rule {
+            TimeRule::StrictlyBefore => t_ms < request_ms,
+            TimeRule::AtOrBefore => t_ms <= request_ms,
+        }
+    }
+
+    /// The newest timestamp a request at `request_ms` may see: the bound to
+    /// pass to a store's `read_newest`.
+    pub fn newest_visible_ms(&self, request_ms: i64) -> i64 {
+        match self.time_rule {
+            TimeRule::StrictlyBefore => request_ms.saturating_sub(1),
+            TimeRule::AtOrBefore => request_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip() {
+        let c = FeatureConfig::new(8);
+        c.validate().expect("valid");
+        let json = serde_json::to_string(&c).expect("json");
+        let back: FeatureConfig = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let check = |c: FeatureConfig, field: &str| {
+            let e = c.validate().expect_err("invalid").to_string();
+            assert!(e.contains(field), "{e}");
+        };
+        check(
+            FeatureConfig {
+                seq_len: 0,
+                ..FeatureConfig::new(4)
+            },
+            "seq_len",
+        );
+        let mut c = FeatureConfig::new(4);
+        c.sequence_actions.push(9);
+        check(c, "sequence_actions");
+        let mut c = FeatureConfig::new(4);
+        c.action_vocab.push(1);
+        check(c, "action_vocab");
+        let mut c = FeatureConfig::new(4);
+        c.action_vocab.push(5000);
+        check(c, "action_vocab");
+        let mut c = FeatureConfig::new(4);
+        c.positive_actions.clear();
+        c.user_feature = UserFeature::MeanOfPositives;
+        check(c, "positive_actions");
+        // A misspelt field is refused, not ignored.
+        let json = r#"{"seq_len":4,"action_vocab":[1],"sequence_actions":[1],"positive_actions":[1],"time_rul":"at_or_before"}"#;
+        assert!(serde_json::from_str::<FeatureConfig>(json).is_err());
+    }
+
+    #[test]
+    fn the_time_rule_decides_visibility_and_the_read_bound() {
+        let mut c = FeatureConfig::new(4);
+        assert!(!c.visible(10, 10));
+        assert!(c.visible(9, 10));
+        assert_eq!(c.newest_visible_ms(10), 9);
+        assert_eq!(c.newest_visible_ms(i64::MIN), i64::MIN);
+        c.time_rule = TimeRule::AtOrBefore;
+        assert!(c.visible(10, 10));
+        assert!(!c.visible(11, 10));
+        assert_eq!(c.newest_visible_ms(10), 10);
+    }
+}
