@@ -15,6 +15,7 @@ use transact::rank::{Backend, Bundle, Candidate, CpuBackend, RankRequest, Ranker
 use transact::seq::{EmbeddedStore, SequenceStore, StoreConfig, SyncPolicy};
 use transact::world::{World, WorldConfig};
 
+mod serve_cli;
 mod train_cli;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -50,9 +51,13 @@ enum Command {
         #[arg(long, default_value_t = 1e-4)]
         tolerance: f32,
     },
+    /// Append a log (any format `train` reads, or `synthetic`) to an embedded store.
+    Ingest(serve_cli::IngestArgs),
+    /// Rank candidates with a trained bundle over a store: a request from flags, or JSON lines on stdin.
+    Rank(serve_cli::RankArgs),
     /// Train a model (synthetic world or an imported log), evaluate it, keep a run directory.
     Train(train_cli::TrainArgs),
-    /// Evaluate a checkpoint: HIT@3 per head, optionally HR@10 / NDCG@10.
+    /// Evaluate a checkpoint, or a bundle through the serving path: HIT@3 per head, optionally HR@10 / NDCG@10.
     Eval(train_cli::EvalArgs),
     /// Train and evaluate the ablation side by side (baseline → TransAct → + NAL).
     Ablate(train_cli::AblateArgs),
@@ -129,6 +134,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo(args),
+        Command::Ingest(args) => serve_cli::ingest_cmd(args),
+        Command::Rank(args) => serve_cli::rank_cmd(args),
         Command::Train(args) => train_cli::train(args),
         Command::Eval(args) => train_cli::eval(args),
         Command::Ablate(args) => train_cli::ablate_cmd(args),

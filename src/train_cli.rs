@@ -31,29 +31,29 @@ pub struct DataArgs {
     /// `ratings.csv` / `ratings.dat` / `u.data`, a CSV
     /// `user,item,action,timestamp`, or a whitespace next-item file.
     #[arg(long, default_value = "synthetic")]
-    data: String,
+    pub(crate) data: String,
     /// Format of a log file (default: from its name and first lines).
     #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
-    format: FormatArg,
+    pub(crate) format: FormatArg,
     /// Skip malformed lines (counted) instead of stopping at the first.
     #[arg(long)]
-    skip_bad: bool,
+    pub(crate) skip_bad: bool,
     /// Pretrained item embeddings (safetensors) for an imported log.
     #[arg(long)]
-    item_embeddings: Option<PathBuf>,
+    pub(crate) item_embeddings: Option<PathBuf>,
     /// Synthetic world: users.
     #[arg(long)]
-    users: Option<usize>,
+    pub(crate) users: Option<usize>,
     /// Synthetic world: items.
     #[arg(long)]
-    items: Option<usize>,
+    pub(crate) items: Option<usize>,
     /// Seed of the synthetic world, of the negatives of the SASRec protocol,
     /// and of the model.
     #[arg(long, default_value_t = 1)]
-    seed: u64,
+    pub(crate) seed: u64,
     /// Share of the logged requests (the newest) held out for testing.
     #[arg(long, default_value_t = 0.2)]
-    test_fraction: f64,
+    pub(crate) test_fraction: f64,
 }
 
 /// The format of a log file.
@@ -165,9 +165,18 @@ pub struct TrainArgs {
 /// `transact eval`.
 #[derive(Args, Clone, Debug)]
 pub struct EvalArgs {
-    /// A checkpoint written by `transact train`.
+    /// A checkpoint written by `transact train` (evaluates the training
+    /// network).
+    #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
+    checkpoint: Option<PathBuf>,
+    /// A serving bundle (`<run>/bundle`): evaluates through the serving
+    /// path, `Ranker` over a store holding the data's logs.
     #[arg(long)]
-    checkpoint: PathBuf,
+    bundle: Option<PathBuf>,
+    /// With `--bundle`: the store to rank from (filled by `transact
+    /// ingest`); default: the data ingested into memory.
+    #[arg(long, requires = "bundle")]
+    store: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
     /// Also report HR@10 / NDCG@10 under the SASRec protocol.
@@ -193,18 +202,18 @@ pub struct AblateArgs {
 }
 
 /// A loaded dataset with its train / test requests.
-struct Loaded {
-    data: Dataset,
-    train: Vec<LoggedRequest>,
-    test: Vec<LoggedRequest>,
-    sasrec: Option<SasrecSplit>,
+pub(crate) struct Loaded {
+    pub(crate) data: Dataset,
+    pub(crate) train: Vec<LoggedRequest>,
+    pub(crate) test: Vec<LoggedRequest>,
+    pub(crate) sasrec: Option<SasrecSplit>,
     /// The synthetic world's ground truth (none for imported logs).
-    truth: Option<GroundTruth>,
+    pub(crate) truth: Option<GroundTruth>,
 }
 
 // `ImportOptions` may grow fields with defaults.
 #[allow(clippy::needless_update)]
-fn load(args: &DataArgs, want_sasrec: bool) -> Result<Loaded> {
+pub(crate) fn load(args: &DataArgs, want_sasrec: bool) -> Result<Loaded> {
     let t0 = Instant::now();
     if args.data == "synthetic" {
         let mut cfg = SyntheticConfig::default();
@@ -534,10 +543,71 @@ fn write_bundle(
 /// `transact eval`.
 pub fn eval(args: EvalArgs) -> Result<ExitCode> {
     let loaded = load(&args.data, args.sasrec)?;
-    let trainer = Trainer::resume(&args.checkpoint)?;
     let sasrec = loaded.sasrec.clone().map(|s| (s, args.data.seed));
+    if let Some(dir) = &args.bundle {
+        return eval_bundle(dir, args.store.as_deref(), &loaded, sasrec.as_ref());
+    }
+    let Some(checkpoint) = &args.checkpoint else {
+        return Err("give --checkpoint or --bundle".into());
+    };
+    let trainer = Trainer::resume(checkpoint)?;
     let e = evaluate(&trainer, &loaded.data, &loaded.test, sasrec.as_ref())?;
     print_eval(&loaded.data.heads, &e);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Evaluates a bundle through the serving path.
+fn eval_bundle(
+    dir: &Path,
+    store_dir: Option<&Path>,
+    loaded: &Loaded,
+    sasrec: Option<&(SasrecSplit, u64)>,
+) -> Result<ExitCode> {
+    use std::sync::Arc;
+    use transact::rank::{Ranker, RankerConfig, UtilityWeights};
+    use transact::seq::{EmbeddedStore, StoreConfig};
+    use transact::train::eval::sasrec_eval;
+    use transact::train::serving::{RankerScorer, ingest};
+
+    let bundle = Arc::new(transact::rank::Bundle::load(dir)?);
+    let data = &loaded.data;
+    let store = match store_dir {
+        Some(d) => {
+            if !d.is_dir() {
+                return Err(format!("--store {}: no such store directory", d.display()).into());
+            }
+            EmbeddedStore::open(d, StoreConfig::default())?.0
+        }
+        None => {
+            let store = EmbeddedStore::in_memory(StoreConfig::default());
+            ingest(data, &store, 4096, |_| {})?;
+            store
+        }
+    };
+    let store = Arc::new(store);
+    eprintln!(
+        "evaluating bundle {} through the serving path ({} users in the store)",
+        bundle.version(),
+        transact::seq::SequenceStore::user_count(store.as_ref())
+    );
+    let ranker = Ranker::new(store.clone(), bundle.clone(), RankerConfig::default())?;
+    let hit = hit_at_k(data, &loaded.test, 3, &RankerScorer::new(&ranker, data)?)?;
+    let mut record = transact::train::run::EvalRecord {
+        epoch: 0,
+        step: 0,
+        hit3: hit.per_head.clone(),
+        requests: loaded.test.len(),
+        sasrec: None,
+    };
+    if let Some((split, seed)) = sasrec {
+        // The protocol's target is any interaction: every head weighs 1.
+        let ones = UtilityWeights(data.heads.iter().map(|h| (h.clone(), 1.0)).collect());
+        let any = Arc::new((*bundle).clone().with_utility(ones)?);
+        let ranker = Ranker::new(store, any, RankerConfig::default())?;
+        let m = sasrec_eval(data, split, 100, *seed, &RankerScorer::new(&ranker, data)?)?;
+        record.sasrec = Some((m.hr, m.ndcg));
+    }
+    print_eval(&data.heads, &record);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -63,7 +63,7 @@ fn train_eval_warm_start_and_resume_on_the_synthetic_world() {
         Some(3)
     );
     // The exported bundle loads and checks as one unit.
-    transact::rank::Bundle::load(&run.join("bundle")).expect("serving bundle");
+    transact::rank::Bundle::load(run.join("bundle")).expect("serving bundle");
 
     let ckpt = run.join("checkpoints/last.safetensors");
     let ckpt_s = ckpt.to_str().expect("utf-8");

@@ -415,3 +415,138 @@ mod erased {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use transact_embed::Precision;
+    use transact_model::{HeadsConfig, V1Config};
+
+    fn bundle() -> Bundle {
+        let v1 = V1Config {
+            seq_len: 4,
+            latest_n_emb: 2,
+            item_emb_dim: 4,
+            action_emb_dim: 4,
+            dim_feedforward: 8,
+            action_vocab: vec![1, 2, 3, 4],
+            ..V1Config::default()
+        };
+        let heads = HeadsConfig {
+            mlp_hidden: vec![8],
+            ..HeadsConfig::default()
+        };
+        let model = RankingModel::new_random(v1, heads, 3).expect("model");
+        let mut items = ItemTable::new(4, Precision::F32).expect("table");
+        for id in [1u64, 2, 1 << 63 | 5] {
+            items
+                .insert(id, &[0.1, 0.2, 0.3, id as f32 * 1e-20])
+                .expect("row");
+        }
+        Bundle::new(Arc::new(model), Arc::new(items), FeatureConfig::new(4)).expect("bundle")
+    }
+
+    fn err(r: Result<Bundle, BundleError>) -> String {
+        r.expect_err("an error").to_string()
+    }
+
+    #[test]
+    fn a_saved_bundle_loads_back_equal() {
+        let b = bundle();
+        let dir = tempfile::tempdir().expect("tempdir");
+        b.save(dir.path()).expect("save");
+        let back = Bundle::load(dir.path()).expect("load");
+        assert_eq!(back.manifest, b.manifest);
+        assert_eq!(back.features, b.features);
+        assert_eq!(back.items.len(), 3);
+        assert!(back.items.contains(1 << 63 | 5));
+        assert!(back.user_items.is_none());
+        assert_eq!(*back.model.v1(), *b.model.v1());
+    }
+
+    #[test]
+    fn missing_newer_or_disagreeing_parts_are_named() {
+        let b = bundle();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        b.save(d).expect("save");
+        for part in [MODEL_FILE, ITEMS_FILE, FEATURES_FILE, MANIFEST_FILE] {
+            let p = d.join(part);
+            let bytes = std::fs::read(&p).expect("read");
+            std::fs::remove_file(&p).expect("rm");
+            let msg = err(Bundle::load(d));
+            assert!(msg.contains(part) && msg.contains("missing"), "{msg}");
+            // Truncated: an error naming the part, not a panic.
+            std::fs::write(&p, &bytes[..bytes.len() / 2]).expect("write");
+            let msg = err(Bundle::load(d));
+            assert!(msg.contains(part), "{msg}");
+            std::fs::write(&p, &bytes).expect("restore");
+        }
+        Bundle::load(d).expect("restored");
+
+        let manifest = std::fs::read_to_string(d.join(MANIFEST_FILE)).expect("read");
+        let newer = manifest.replace("\"format_version\": 1", "\"format_version\": 2");
+        assert_ne!(newer, manifest);
+        std::fs::write(d.join(MANIFEST_FILE), &newer).expect("write");
+        let msg = err(Bundle::load(d));
+        assert!(msg.contains("format version 2 is newer"), "{msg}");
+        let heads = manifest.replace("\"hide\"", "\"share\"");
+        std::fs::write(d.join(MANIFEST_FILE), heads).expect("write");
+        let msg = err(Bundle::load(d));
+        assert!(
+            msg.contains(MANIFEST_FILE) && msg.contains("heads"),
+            "{msg}"
+        );
+        std::fs::write(d.join(MANIFEST_FILE), &manifest).expect("restore");
+
+        let mut f = b.features.clone();
+        f.seq_len = 5;
+        std::fs::write(
+            d.join(FEATURES_FILE),
+            serde_json::to_string(&f).expect("json"),
+        )
+        .expect("write");
+        let msg = err(Bundle::load(d));
+        assert!(
+            msg.contains(FEATURES_FILE) && msg.contains("seq_len 5"),
+            "{msg}"
+        );
+        let mut f = b.features.clone();
+        f.action_vocab = vec![1, 2, 3, 7];
+        f.sequence_actions = vec![1];
+        f.positive_actions = vec![1];
+        std::fs::write(
+            d.join(FEATURES_FILE),
+            serde_json::to_string(&f).expect("json"),
+        )
+        .expect("write");
+        let msg = err(Bundle::load(d));
+        assert!(msg.contains("action_vocab"), "{msg}");
+        let mut f = b.features.clone();
+        f.user_feature = UserFeature::MeanOfPositives;
+        std::fs::write(
+            d.join(FEATURES_FILE),
+            serde_json::to_string(&f).expect("json"),
+        )
+        .expect("write");
+        let msg = err(Bundle::load(d));
+        assert!(
+            msg.contains(USER_ITEMS_FILE) && msg.contains("missing"),
+            "{msg}"
+        );
+
+        let wide = ItemTable::new(3, Precision::F32).expect("table");
+        let msg = err(Bundle::new(
+            b.model.clone(),
+            Arc::new(wide),
+            b.features.clone(),
+        ));
+        assert!(msg.contains(ITEMS_FILE) && msg.contains("3-wide"), "{msg}");
+        let msg = err(b.clone().with_user_items(Some(b.items.clone())));
+        assert!(msg.contains(USER_ITEMS_FILE), "{msg}");
+        let msg = err(b
+            .clone()
+            .with_utility(UtilityWeights(vec![("repin".into(), f32::NAN)])));
+        assert!(msg.contains("not finite"), "{msg}");
+    }
+}

@@ -1,0 +1,334 @@
+//! `transact ingest` and `transact rank`: a log into a store, and ranking
+//! with a trained bundle over that store.
+
+use std::error::Error;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use transact::backend::auto_backend;
+use transact::features::raw_id_key;
+use transact::rank::{
+    Backend, Bundle, Candidate, CpuBackend, RankRequest, RankResponse, Ranker, RankerConfig,
+};
+use transact::seq::{EmbeddedStore, SequenceStore, StoreConfig, SyncPolicy};
+use transact::train::serving::ingest;
+
+use crate::train_cli::{DataArgs, FormatArg, load};
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+/// `transact ingest`.
+#[derive(Args, Clone, Debug)]
+pub struct IngestArgs {
+    /// The log: a file in any format `transact train` reads (MovieLens
+    /// `ratings.csv` / `ratings.dat` / `u.data`, a CSV
+    /// `user,item,action,timestamp`, the whitespace next-item format), or
+    /// `synthetic` for the seeded synthetic world.
+    log: String,
+    /// The store directory (created if needed; appended to if it exists).
+    #[arg(long)]
+    store: PathBuf,
+    /// Format of the log (default: from its name and first lines).
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    format: FormatArg,
+    /// Skip malformed lines (counted) instead of stopping at the first.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Synthetic world: users.
+    #[arg(long)]
+    users: Option<usize>,
+    /// Synthetic world: items.
+    #[arg(long)]
+    items: Option<usize>,
+    /// Synthetic world: seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// `transact ingest`: import the log and append every user's actions to the
+/// store under the log's raw-id keys, then sync.
+pub fn ingest_cmd(args: IngestArgs) -> Result<ExitCode> {
+    let data_args = DataArgs {
+        data: args.log.clone(),
+        format: args.format,
+        skip_bad: args.skip_bad,
+        item_embeddings: None,
+        users: args.users,
+        items: args.items,
+        seed: args.seed,
+        test_fraction: 0.2,
+    };
+    let loaded = load(&data_args, false)?;
+    let data = &loaded.data;
+    let total: usize = data.users.iter().map(|u| u.actions.len()).sum();
+    let config = StoreConfig::default().with_sync(SyncPolicy::OnClose);
+    let (store, report) = EmbeddedStore::open(&args.store, config)
+        .map_err(|e| format!("--store {}: {e}", args.store.display()))?;
+    if report.users > 0 {
+        eprintln!(
+            "store {}: appending to {} users, {} actions already there",
+            args.store.display(),
+            report.users,
+            report.actions
+        );
+    }
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("ingest [{bar:30}] {pos}/{len} actions {per_sec} {eta}")
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> "),
+    );
+    let done = ingest(data, &store, 4096, |n| bar.set_position(n as u64))?;
+    bar.finish_and_clear();
+    store.sync()?;
+    println!(
+        "ingested {} actions of {} users from {} into {} ({} users in the store)",
+        done.actions,
+        done.users,
+        args.log,
+        args.store.display(),
+        store.user_count()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `transact rank`.
+#[derive(Args, Clone, Debug)]
+pub struct RankArgs {
+    /// The serving bundle (`<run>/bundle`, written by `transact train`).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// The store directory (filled by `transact ingest`).
+    #[arg(long)]
+    store: PathBuf,
+    /// One request from flags: the user's raw id (as in the log). Without
+    /// it, requests are read as JSON lines from stdin:
+    /// `{"user": "7", "time_ms": 1700000000000, "candidates": ["31", 10, {"id": "new", "embedding": [...]}]}`.
+    #[arg(long, requires = "candidates")]
+    user: Option<String>,
+    /// With `--user`: the request time in ms (default: now).
+    #[arg(long, requires = "user")]
+    time_ms: Option<i64>,
+    /// With `--user`: the candidates' raw ids, comma-separated.
+    #[arg(long, value_delimiter = ',', requires = "user")]
+    candidates: Vec<String>,
+    /// Print only the best this many candidates of each request.
+    #[arg(long)]
+    top: Option<usize>,
+    /// Rank on the CPU even when a GPU adapter exists.
+    #[arg(long)]
+    cpu: bool,
+    /// Also use a software GPU adapter (e.g. Mesa's llvmpipe), which is slower than the CPU.
+    #[arg(long)]
+    software_gpu: bool,
+}
+
+/// A raw id as a log writes it: a number or a string.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum RawId {
+    Number(u64),
+    Text(String),
+}
+
+impl RawId {
+    fn key(&self) -> u64 {
+        match self {
+            RawId::Number(n) => raw_id_key(&n.to_string()),
+            RawId::Text(s) => raw_id_key(s),
+        }
+    }
+}
+
+/// A candidate with its embedding given inline.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InlineCandidate {
+    id: RawId,
+    embedding: Vec<f32>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum JsonCandidate {
+    Id(RawId),
+    Inline(InlineCandidate),
+}
+
+/// One request line.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRequest {
+    user: RawId,
+    time_ms: i64,
+    candidates: Vec<JsonCandidate>,
+    #[serde(default)]
+    user_embedding: Option<Vec<f32>>,
+    #[serde(default)]
+    context: Option<Vec<f32>>,
+}
+
+#[derive(Serialize)]
+struct JsonRanked<'a> {
+    item: &'a RawId,
+    utility: f32,
+    probabilities: std::collections::BTreeMap<&'a str, f32>,
+}
+
+#[derive(Serialize)]
+struct JsonResponse<'a> {
+    user: &'a RawId,
+    time_ms: i64,
+    bundle: &'a str,
+    backend: &'a str,
+    sequence_len: usize,
+    unknown_actions: usize,
+    unknown_items: usize,
+    ranked: Vec<JsonRanked<'a>>,
+}
+
+fn open_ranker(args: &RankArgs) -> Result<Ranker<EmbeddedStore>> {
+    let bundle = Arc::new(Bundle::load(&args.bundle).map_err(|e| format!("--bundle: {e}"))?);
+    if !args.store.is_dir() {
+        return Err(format!(
+            "--store {}: no such store directory (fill one with `transact ingest LOG --store DIR`)",
+            args.store.display()
+        )
+        .into());
+    }
+    let (store, _) = EmbeddedStore::open(&args.store, StoreConfig::default())
+        .map_err(|e| format!("--store {}: {e}", args.store.display()))?;
+    let backend: Box<dyn Backend> = if args.cpu {
+        Box::new(CpuBackend)
+    } else {
+        auto_backend(bundle.model.clone(), args.software_gpu).0
+    };
+    Ok(Ranker::with_backend(
+        Arc::new(store),
+        bundle,
+        RankerConfig::default(),
+        backend,
+    )?)
+}
+
+fn to_request(req: &JsonRequest) -> RankRequest {
+    RankRequest {
+        user: req.user.key(),
+        request_time_ms: req.time_ms,
+        candidates: req
+            .candidates
+            .iter()
+            .map(|c| match c {
+                JsonCandidate::Id(id) => Candidate::Item(id.key()),
+                JsonCandidate::Inline(c) => Candidate::Embedding {
+                    item_id: c.id.key(),
+                    embedding: c.embedding.clone(),
+                },
+            })
+            .collect(),
+        user_embedding: req.user_embedding.clone(),
+        context: req.context.clone(),
+    }
+}
+
+fn response_line(req: &JsonRequest, resp: &RankResponse, top: Option<usize>) -> Result<String> {
+    let ids: Vec<&RawId> = req
+        .candidates
+        .iter()
+        .map(|c| match c {
+            JsonCandidate::Id(id) => id,
+            JsonCandidate::Inline(c) => &c.id,
+        })
+        .collect();
+    let ranked = resp
+        .ranked
+        .iter()
+        .take(top.unwrap_or(usize::MAX))
+        .map(|r| JsonRanked {
+            item: ids[r.request_index],
+            utility: r.utility,
+            probabilities: resp
+                .heads
+                .iter()
+                .map(String::as_str)
+                .zip(resp.probabilities(r).iter().copied())
+                .collect(),
+        })
+        .collect();
+    let out = JsonResponse {
+        user: &req.user,
+        time_ms: req.time_ms,
+        bundle: &resp.bundle_version,
+        backend: &resp.backend,
+        sequence_len: resp.sequence_len,
+        unknown_actions: resp.unknown_actions,
+        unknown_items: resp.unknown_items,
+        ranked,
+    };
+    Ok(serde_json::to_string(&out)?)
+}
+
+/// `transact rank`.
+pub fn rank_cmd(args: RankArgs) -> Result<ExitCode> {
+    let ranker = open_ranker(&args)?;
+    let mut stdout = std::io::stdout().lock();
+    if let Some(user) = &args.user {
+        let time_ms = match args.time_ms {
+            Some(t) => t,
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|e| e.to_string())?
+                .as_millis() as i64,
+        };
+        let req = JsonRequest {
+            user: RawId::Text(user.clone()),
+            time_ms,
+            candidates: args
+                .candidates
+                .iter()
+                .map(|c| JsonCandidate::Id(RawId::Text(c.trim().to_string())))
+                .collect(),
+            user_embedding: None,
+            context: None,
+        };
+        let resp = ranker
+            .rank(&to_request(&req))
+            .map_err(|e| format!("--user {user}: {e}"))?;
+        writeln!(stdout, "{}", response_line(&req, &resp, args.top)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut failed = 0usize;
+    let mut resp = RankResponse::default();
+    for (i, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.map_err(|e| format!("stdin line {}: {e}", i + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let outcome = serde_json::from_str::<JsonRequest>(&line)
+            .map_err(|e| e.to_string())
+            .and_then(|req| {
+                ranker
+                    .rank_into(&to_request(&req), &mut resp)
+                    .map_err(|e| e.to_string())?;
+                response_line(&req, &resp, args.top).map_err(|e| e.to_string())
+            });
+        match outcome {
+            Ok(text) => writeln!(stdout, "{text}")?,
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: stdin line {}: {e}", i + 1);
+            }
+        }
+    }
+    stdout.flush()?;
+    if failed > 0 {
+        eprintln!("{failed} request line(s) failed");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
