@@ -144,6 +144,133 @@ impl StoreReadCase {
     }
 }
 
+/// The whole ranking request: [`V1Case`]'s encoder with the default ranking
+/// heads (DCN v2, 2 cross layers, MLP 256 → 64, 3 heads) in a bundle, a user
+/// with 150 stored actions (every third an impression, which the sequence
+/// leaves out) in an in-memory store, and `B = 256` candidate ids from a
+/// 10,000-item table: store read, features, gathers, encoder, heads,
+/// utility and sort, into a reused response.
+pub struct RankCase {
+    ranker: transact_rank::Ranker<EmbeddedStore>,
+    request: transact_rank::RankRequest,
+    response: transact_rank::RankResponse,
+}
+
+impl RankCase {
+    /// Name used in reports.
+    pub const NAME: &'static str = "rank-b256-s100";
+    /// Name of the model alone (encoder + heads) on the same request.
+    pub const SCORE_NAME: &'static str = "score-b256-s100";
+
+    /// Builds the case (the encoder's weights are [`V1Case`]'s).
+    pub fn new() -> Result<Self, Box<dyn std::error::Error>> {
+        use std::sync::Arc;
+        let cfg = V1Config::default();
+        let d = cfg.item_emb_dim;
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        let v1 = TransActV1::new_random(cfg.clone(), 3)?;
+        let heads = transact_model::HeadsConfig::default();
+        let input = heads.input_dim(cfg.output_dim(), d);
+        let heads = transact_model::RankingHeads::new_random(heads, input, 4)?;
+        let model = Arc::new(transact_model::RankingModel::new(v1, heads)?);
+        let mut items = transact_embed::ItemTable::new(d, transact_embed::Precision::F32)?;
+        let mut row = vec![0.0f32; d];
+        for id in 0..10_000u64 {
+            row.iter_mut()
+                .for_each(|v| *v = rng.random_range(-0.5..0.5));
+            items.insert(id, &row)?;
+        }
+        let store = EmbeddedStore::in_memory(StoreConfig::default());
+        let now = 1_700_000_000_000i64;
+        let actions: Vec<Action> = (0..150i64)
+            .map(|i| Action {
+                item_id: rng.random_range(0..10_000),
+                action_type: if i % 3 == 2 {
+                    ActionType::IMPRESSION
+                } else {
+                    ActionType(rng.random_range(5..20))
+                },
+                timestamp_ms: now - (150 - i) * 60_000,
+                surface: Surface(0),
+            })
+            .collect();
+        store.append(1, &actions)?;
+        let features = transact_features::FeatureConfig {
+            action_vocab: (0..20).collect(),
+            sequence_actions: (0..20).filter(|&t| t != ActionType::IMPRESSION.0).collect(),
+            ..transact_features::FeatureConfig::new(cfg.seq_len)
+        };
+        let bundle = transact_rank::Bundle::new(model, Arc::new(items), features)?;
+        let ranker = transact_rank::Ranker::new(
+            Arc::new(store),
+            Arc::new(bundle),
+            transact_rank::RankerConfig::default(),
+        )?;
+        let request = transact_rank::RankRequest::new(
+            1,
+            now,
+            (0..BATCH)
+                .map(|_| transact_rank::Candidate::Item(rng.random_range(0..10_000)))
+                .collect(),
+        );
+        Ok(Self {
+            ranker,
+            request,
+            response: transact_rank::RankResponse::default(),
+        })
+    }
+
+    /// One whole request.
+    pub fn run(&mut self) -> Result<(), transact_rank::RankError> {
+        self.ranker.rank_into(&self.request, &mut self.response)
+    }
+
+    /// The model alone (encoder + heads) on the request's inputs, as the
+    /// ranker builds them.
+    pub fn score_only(&self) -> impl FnMut() -> Result<(), ModelError> + '_ {
+        let model = self.ranker.model();
+        let d = model.item_emb_dim();
+        let table = &self.ranker.bundle().items;
+        let mut buf = SequenceBuf::default();
+        let _ = self
+            .ranker
+            .store()
+            .read_newest(1, 1_000, Some(i64::MAX), &mut buf);
+        let seq: Vec<Action> = buf
+            .iter()
+            .filter(|a| a.action_type != ActionType::IMPRESSION)
+            .take(model.v1().config().seq_len)
+            .collect();
+        let mut item_embeddings = vec![0.0; seq.len() * d];
+        for (a, row) in seq.iter().zip(item_embeddings.chunks_exact_mut(d)) {
+            let _ = table.get_into(a.item_id, row);
+        }
+        let mut candidates = vec![0.0; BATCH * d];
+        for (c, row) in self
+            .request
+            .candidates
+            .iter()
+            .zip(candidates.chunks_exact_mut(d))
+        {
+            let _ = table.get_into(c.item_id(), row);
+        }
+        let action_types: Vec<i64> = seq.iter().map(|a| i64::from(a.action_type.0)).collect();
+        let times: Vec<i64> = seq.iter().map(|a| a.timestamp_ms).collect();
+        let mut logits = vec![0.0; BATCH * model.head_names().len()];
+        let t = self.request.request_time_ms;
+        move || {
+            let req = V1Request {
+                action_types: &action_types,
+                item_embeddings: &item_embeddings,
+                action_times_ms: &times,
+                request_time_ms: t,
+                candidates: &candidates,
+            };
+            model.score(&req, None, None, &mut logits)
+        }
+    }
+}
+
 /// One benchmark result, as printed by `transact bench cpu --json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchResult {

@@ -4,17 +4,12 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 
-use clap::{Args, Parser, Subcommand};
-use transact::backend::auto_backend;
-use transact::bench::{self, BenchResult, StoreReadCase, V1Case, V2Case};
+use clap::{Parser, Subcommand};
+use transact::bench::{self, BenchResult, RankCase, StoreReadCase, V1Case, V2Case};
 use transact::model::parity;
-use transact::model::{HeadsConfig, RankingModel, V1Config};
-use transact::rank::{Backend, Bundle, Candidate, CpuBackend, RankRequest, Ranker, RankerConfig};
-use transact::seq::{EmbeddedStore, SequenceStore, StoreConfig, SyncPolicy};
-use transact::world::{World, WorldConfig};
 
+mod demo;
 mod serve_cli;
 mod train_cli;
 
@@ -40,8 +35,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate a small world, store it, and rank candidates for a few users.
-    Demo(DemoArgs),
+    /// The whole loop on embedded defaults: world → store → train → evaluate → rank.
+    Demo(demo::DemoArgs),
     /// Check the V1 forward against files recorded from the reference PyTorch module.
     Parity {
         /// Parity files (safetensors: state_dict, inputs, expected output, config).
@@ -66,40 +61,6 @@ enum Command {
         #[command(subcommand)]
         what: BenchWhat,
     },
-}
-
-#[derive(Args)]
-struct DemoArgs {
-    /// Store directory (default: a temporary directory removed afterwards).
-    #[arg(long)]
-    dir: Option<PathBuf>,
-    /// Users in the generated world.
-    #[arg(long, default_value_t = 200)]
-    users: usize,
-    /// Items in the generated world.
-    #[arg(long, default_value_t = 5_000)]
-    items: usize,
-    /// Candidates ranked per request.
-    #[arg(long, default_value_t = 100)]
-    candidates: usize,
-    /// Users ranked for.
-    #[arg(long, default_value_t = 3)]
-    rank_users: usize,
-    /// Seed of the world and of a freshly initialised model.
-    #[arg(long, default_value_t = 7)]
-    seed: u64,
-    /// Load the ranking model from this safetensors file instead of initialising one.
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Save the model used to this safetensors file.
-    #[arg(long)]
-    save_model: Option<PathBuf>,
-    /// Rank on the CPU even when a GPU adapter exists.
-    #[arg(long)]
-    cpu: bool,
-    /// Also use a software GPU adapter (e.g. Mesa's llvmpipe), which is slower than the CPU.
-    #[arg(long)]
-    software_gpu: bool,
 }
 
 #[derive(Subcommand)]
@@ -133,7 +94,7 @@ enum BenchWhat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo(args) => demo(args),
+        Command::Demo(args) => demo::demo(args),
         Command::Ingest(args) => serve_cli::ingest_cmd(args),
         Command::Rank(args) => serve_cli::rank_cmd(args),
         Command::Train(args) => train_cli::train(args),
@@ -163,173 +124,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn demo(args: DemoArgs) -> Result<ExitCode> {
-    let started = Instant::now();
-    let temp;
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => {
-            temp = tempfile::tempdir()?;
-            temp.path().join("store")
-        }
-    };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(1_700_000_000_000);
-    let world = World::generate(WorldConfig {
-        users: args.users,
-        items: args.items,
-        now_ms,
-        seed: args.seed,
-        ..WorldConfig::default()
-    })?;
-    say!(
-        "world: {} users, {} items in {} topics, item width {}",
-        world.config.users,
-        world.config.items,
-        world.config.topics,
-        world.config.item_emb_dim
-    );
-
-    let config = StoreConfig {
-        sync: SyncPolicy::OnClose,
-        ..StoreConfig::default()
-    };
-    let (store, report) = EmbeddedStore::open(&dir, config)?;
-    say!(
-        "store: opened {} ({} users, {} actions replayed from {} log records{})",
-        dir.display(),
-        report.users,
-        report.actions,
-        report.records_replayed,
-        match &report.truncated_tail {
-            Some(t) => format!("; damaged log tail cut: {t:?}"),
-            None => String::new(),
-        }
-    );
-    if report.users > 0 {
-        say!(
-            "store: already holds {} users; not generating actions again",
-            report.users
-        );
-    } else {
-        let t0 = Instant::now();
-        let written = world.fill_store(&store)?;
-        store.sync()?;
-        say!(
-            "store: appended {written} actions for {} users in {:.0} ms",
-            store.user_count(),
-            t0.elapsed().as_secs_f64() * 1e3
-        );
-    }
-
-    let model = match &args.model {
-        Some(path) => {
-            let m = RankingModel::load(path)?;
-            say!("model: loaded {}", path.display());
-            m
-        }
-        None => {
-            let v1 = V1Config {
-                item_emb_dim: world.config.item_emb_dim,
-                ..V1Config::default()
-            };
-            let m = RankingModel::new_random(v1, HeadsConfig::default(), args.seed)?;
-            say!(
-                "model: initialised with seed {} (untrained: scores are not meaningful until \
-                 the model is trained)",
-                args.seed
-            );
-            m
-        }
-    };
-    let c = model.v1().config().clone();
-    say!(
-        "model: TransAct V1 S={} d={} L={} heads={} K={} → {} features; ranking heads {:?}",
-        c.seq_len,
-        c.d_model(),
-        c.num_layer,
-        c.nhead,
-        c.latest_n_emb,
-        c.output_dim(),
-        model.head_names()
-    );
-    if let Some(path) = &args.save_model {
-        model.save(path)?;
-        say!("model: saved to {}", path.display());
-    }
-
-    let model = Arc::new(model);
-    let backend: Box<dyn Backend> = if args.cpu {
-        say!("backend: cpu (--cpu)");
-        Box::new(CpuBackend)
-    } else {
-        let (backend, choice) = auto_backend(model.clone(), args.software_gpu);
-        match &choice.cpu_reason {
-            None => say!("backend: {}", choice.name),
-            Some(why) => say!("backend: cpu, because {why}"),
-        }
-        backend
-    };
-    let mut features = transact::features::FeatureConfig::new(c.seq_len);
-    features.action_vocab = c.action_vocab.iter().map(|&v| v as u16).collect();
-    let bundle = Bundle::new(model, Arc::new(world.items.clone()), features)?;
-    let ranker = Ranker::with_backend(
-        Arc::new(store),
-        Arc::new(bundle),
-        RankerConfig::default(),
-        backend,
-    )?;
-    let users: Vec<u64> = (1..=args.rank_users.min(world.config.users) as u64).collect();
-    for &user in users
-        .iter()
-        .chain(std::iter::once(&(world.config.users as u64 + 1000)))
-    {
-        let slate = world.candidates_for(user, args.candidates, args.seed);
-        let req = RankRequest::new(
-            user,
-            now_ms,
-            slate.into_iter().map(Candidate::Item).collect(),
-        );
-        let t = Instant::now();
-        let resp = ranker.rank(&req)?;
-        let ms = t.elapsed().as_secs_f64() * 1e3;
-        let known = ranker.store().history_len(user)?;
-        say!(
-            "\nuser {user}: {} stored actions, model read {}, ranked {} candidates on {} in {ms:.1} ms",
-            known,
-            resp.sequence_len,
-            resp.ranked.len(),
-            resp.backend
-        );
-        say!(
-            "  rank  item    utility  {}  on-interest",
-            resp.heads.join("  ")
-        );
-        for (i, r) in resp.ranked.iter().take(5).enumerate() {
-            let probs: Vec<String> = resp
-                .probabilities(r)
-                .iter()
-                .map(|p| format!("{p:.3}"))
-                .collect();
-            say!(
-                "  {:>4}  {:>6}  {:>7.4}  {}  {}",
-                i + 1,
-                r.item_id,
-                r.utility,
-                probs.join("  "),
-                world.is_on_interest(user, r.item_id)
-            );
-        }
-    }
-    say!(
-        "\ndemo finished in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 fn run_parity(files: &[PathBuf], tolerance: f32) -> Result<ExitCode> {
@@ -470,6 +264,32 @@ fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {
             runs,
             threads,
         });
+    }
+    if wanted(RankCase::NAME) || wanted(RankCase::SCORE_NAME) {
+        let mut case = RankCase::new()?;
+        if wanted(RankCase::SCORE_NAME) {
+            let mut score = case.score_only();
+            let ms = bench::median_ms(runs, 3, &mut score)?;
+            results.push(BenchResult {
+                case: RankCase::SCORE_NAME.into(),
+                median_ms: round3(ms),
+                candidates_per_s: Some((bench::BATCH as f64 / (ms / 1e3)).round()),
+                actions_per_s: None,
+                runs,
+                threads,
+            });
+        }
+        if wanted(RankCase::NAME) {
+            let ms = bench::median_ms(runs, 3, || case.run())?;
+            results.push(BenchResult {
+                case: RankCase::NAME.into(),
+                median_ms: round3(ms),
+                candidates_per_s: Some((bench::BATCH as f64 / (ms / 1e3)).round()),
+                actions_per_s: None,
+                runs,
+                threads,
+            });
+        }
     }
     if wanted(V2Case::NAME) {
         let mut case = V2Case::new()?;

@@ -359,12 +359,12 @@ fn config(data: &Dataset, args: &ModelArgs, seed: u64, synthetic: bool) -> Resul
 }
 
 /// Progress bars on stderr.
-struct Bars {
+pub(crate) struct Bars {
     bar: std::cell::RefCell<Option<ProgressBar>>,
 }
 
 impl Bars {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             bar: std::cell::RefCell::new(None),
         }
@@ -511,7 +511,7 @@ fn sha256_file(path: &Path) -> Result<String> {
 }
 
 /// Writes the serving bundle of a finished run.
-fn write_bundle(
+pub(crate) fn write_bundle(
     trainer: &Trainer,
     data: &Dataset,
     source: &str,

@@ -262,3 +262,34 @@ fn train_ingest_eval_and_rank_agree_on_a_ratings_log() {
     );
     assert!(skipped.ok, "{}", skipped.stderr);
 }
+
+#[test]
+fn the_quick_demo_runs_the_whole_loop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("demo");
+    let d_s = d.to_str().expect("utf-8");
+    let out = transact(&["demo", "--quick", "--cpu", "--dir", d_s], None);
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    for want in [
+        "1. world:",
+        "2. store:",
+        "3. trained TransAct",
+        "no-sequence baseline",
+        "TransAct, served from the store (cpu)",
+        "ceiling (the world's own probabilities)",
+        "candidates of the session topic",
+        "5. user",
+    ] {
+        assert!(
+            out.stdout.contains(want),
+            "{want:?} missing:\n{}",
+            out.stdout
+        );
+    }
+    // What it leaves serves: the bundle loads, the store ranks.
+    let bundle = d.join("runs/transact/bundle");
+    transact::rank::Bundle::load(&bundle).expect("the demo's bundle");
+    let again = transact(&["demo", "--quick", "--cpu", "--dir", d_s], None);
+    assert!(!again.ok, "a second demo into the same store must refuse");
+    assert!(again.stderr.contains("already holds"), "{}", again.stderr);
+}

@@ -589,6 +589,10 @@ pub struct GroundTruth {
     /// `(user, request time)` → per candidate, in slate order,
     /// `[full truth, truth without the item-level focus term]`.
     by_request: HashMap<(u32, i64), Vec<[f32; 2]>>,
+    /// `(user, request time)` → the session topic at the request.
+    session_topic: HashMap<(u32, i64), usize>,
+    /// Topic of each item index.
+    item_topic: Vec<usize>,
 }
 
 /// [`GroundTruth`] without the item-level focus term, from
@@ -602,6 +606,16 @@ impl GroundTruth {
     /// where in the topic the session's taste lies, would rank by.
     pub fn topic_level(&self) -> TopicLevelTruth<'_> {
         TopicLevelTruth(self)
+    }
+
+    /// The topic of item index `item`.
+    pub fn item_topic(&self, item: u32) -> Option<usize> {
+        self.item_topic.get(item as usize).copied()
+    }
+
+    /// The topic the user was browsing at a logged request of theirs.
+    pub fn session_topic(&self, user: u32, time_ms: i64) -> Option<usize> {
+        self.session_topic.get(&(user, time_ms)).copied()
     }
 
     /// Writes column `col` of the request's utilities into `out`.
@@ -678,6 +692,7 @@ pub fn generate_with_truth(
     let mut users = Vec::with_capacity(cfg.users);
     let mut requests = Vec::new();
     let mut truth = HashMap::new();
+    let mut session_topic = HashMap::new();
     let mut utility = Vec::new();
     const MINUTE: i64 = 60_000;
     const HOUR: i64 = 60 * MINUTE;
@@ -740,6 +755,7 @@ pub fn generate_with_truth(
                         candidates: slate.clone(),
                     });
                     truth.insert((u as u32, t), std::mem::take(&mut utility));
+                    session_topic.insert((u as u32, t), topic);
                     // What the user did with the slate, in slate order.
                     for c in &slate {
                         t += rng.random_range(1_000..8_000);
@@ -799,7 +815,14 @@ pub fn generate_with_truth(
         users,
         requests,
     };
-    Ok((data, GroundTruth { by_request: truth }))
+    Ok((
+        data,
+        GroundTruth {
+            by_request: truth,
+            session_topic,
+            item_topic: catalog.topic_of,
+        },
+    ))
 }
 
 #[cfg(test)]
