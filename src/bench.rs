@@ -231,19 +231,22 @@ impl RankCase {
         let model = self.ranker.model();
         let d = model.item_emb_dim();
         let table = &self.ranker.bundle().items;
+        // The sequence as the ranker builds it, by the bundle's contract.
+        let t = self.request.request_time_ms;
         let mut buf = SequenceBuf::default();
         let _ = self
             .ranker
             .store()
-            .read_newest(1, 1_000, Some(i64::MAX), &mut buf);
-        let seq: Vec<Action> = buf
-            .iter()
-            .filter(|a| a.action_type != ActionType::IMPRESSION)
-            .take(model.v1().config().seq_len)
-            .collect();
+            .read_newest(1, usize::MAX, None, &mut buf);
+        let mut seq = transact_features::SequenceFeatures::default();
+        if let Ok(builder) =
+            transact_features::FeatureBuilder::new(self.ranker.bundle().features.clone())
+        {
+            builder.build(buf.iter(), t, |id| table.contains(id), &mut seq);
+        }
         let mut item_embeddings = vec![0.0; seq.len() * d];
-        for (a, row) in seq.iter().zip(item_embeddings.chunks_exact_mut(d)) {
-            let _ = table.get_into(a.item_id, row);
+        for (&id, row) in seq.item_ids.iter().zip(item_embeddings.chunks_exact_mut(d)) {
+            let _ = table.get_into(id, row);
         }
         let mut candidates = vec![0.0; BATCH * d];
         for (c, row) in self
@@ -254,15 +257,12 @@ impl RankCase {
         {
             let _ = table.get_into(c.item_id(), row);
         }
-        let action_types: Vec<i64> = seq.iter().map(|a| i64::from(a.action_type.0)).collect();
-        let times: Vec<i64> = seq.iter().map(|a| a.timestamp_ms).collect();
         let mut logits = vec![0.0; BATCH * model.head_names().len()];
-        let t = self.request.request_time_ms;
         move || {
             let req = V1Request {
-                action_types: &action_types,
+                action_types: &seq.action_types,
                 item_embeddings: &item_embeddings,
-                action_times_ms: &times,
+                action_times_ms: &seq.times_ms,
                 request_time_ms: t,
                 candidates: &candidates,
             };

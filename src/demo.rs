@@ -93,13 +93,7 @@ fn session_share<S: Scorer + ?Sized>(
             continue;
         };
         let items: Vec<u32> = r.candidates.iter().map(|c| c.item).collect();
-        let history = &data.users[r.user as usize].actions;
-        let end = history.partition_point(|a| a.timestamp_ms <= r.time_ms);
-        let q = transact::train::eval::Query {
-            user: r.user,
-            time_ms: r.time_ms,
-            history: &history[..end],
-        };
+        let q = transact::train::eval::Query::logged(&data.users[r.user as usize], r);
         scores.clear();
         scores.resize(items.len(), 0.0f32);
         scorer.score(data, &q, &items, &mut scores)?;

@@ -252,56 +252,37 @@ fn bench_kernels(json: bool, runs: usize, batch: usize) -> Result<ExitCode> {
 fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {
     let threads = rayon::current_num_threads();
     let wanted = |name: &str| only.is_none_or(|o| o == name);
+    // A model case: B candidates per run.
+    let model_result = |name: &str, ms: f64| BenchResult {
+        case: name.into(),
+        median_ms: round3(ms),
+        candidates_per_s: Some((bench::BATCH as f64 / (ms / 1e3)).round()),
+        actions_per_s: None,
+        runs,
+        threads,
+    };
     let mut results = Vec::new();
     if wanted(V1Case::NAME) {
         let mut case = V1Case::new()?;
         let ms = bench::median_ms(runs, 3, || case.run())?;
-        results.push(BenchResult {
-            case: V1Case::NAME.into(),
-            median_ms: round3(ms),
-            candidates_per_s: Some((bench::BATCH as f64 / (ms / 1e3)).round()),
-            actions_per_s: None,
-            runs,
-            threads,
-        });
+        results.push(model_result(V1Case::NAME, ms));
     }
     if wanted(RankCase::NAME) || wanted(RankCase::SCORE_NAME) {
         let mut case = RankCase::new()?;
         if wanted(RankCase::SCORE_NAME) {
             let mut score = case.score_only();
             let ms = bench::median_ms(runs, 3, &mut score)?;
-            results.push(BenchResult {
-                case: RankCase::SCORE_NAME.into(),
-                median_ms: round3(ms),
-                candidates_per_s: Some((bench::BATCH as f64 / (ms / 1e3)).round()),
-                actions_per_s: None,
-                runs,
-                threads,
-            });
+            results.push(model_result(RankCase::SCORE_NAME, ms));
         }
         if wanted(RankCase::NAME) {
             let ms = bench::median_ms(runs, 3, || case.run())?;
-            results.push(BenchResult {
-                case: RankCase::NAME.into(),
-                median_ms: round3(ms),
-                candidates_per_s: Some((bench::BATCH as f64 / (ms / 1e3)).round()),
-                actions_per_s: None,
-                runs,
-                threads,
-            });
+            results.push(model_result(RankCase::NAME, ms));
         }
     }
     if wanted(V2Case::NAME) {
         let mut case = V2Case::new()?;
         let ms = bench::median_ms(runs, 3, || case.run())?;
-        results.push(BenchResult {
-            case: V2Case::NAME.into(),
-            median_ms: round3(ms),
-            candidates_per_s: Some((bench::BATCH as f64 / (ms / 1e3)).round()),
-            actions_per_s: None,
-            runs,
-            threads,
-        });
+        results.push(model_result(V2Case::NAME, ms));
     }
     if wanted(StoreReadCase::NAME) {
         let mut case = StoreReadCase::new()?;

@@ -315,11 +315,16 @@ impl Bundle {
             detail,
         };
         std::fs::create_dir_all(dir).map_err(|e| part_err(MANIFEST_FILE, e.to_string()))?;
-        let json = |part: &'static str, v: &dyn erased::Json| -> Result<(), BundleError> {
-            let text = v.to_json().map_err(|e| part_err(part, e))?;
-            std::fs::write(dir.join(part), text).map_err(|e| part_err(part, e.to_string()))
-        };
-        json(FEATURES_FILE, &self.features)?;
+        fn json<T: Serialize>(dir: &Path, part: &'static str, v: &T) -> Result<(), BundleError> {
+            let err = |detail: String| BundleError::Part {
+                dir: dir.to_path_buf(),
+                part,
+                detail,
+            };
+            let text = serde_json::to_string_pretty(v).map_err(|e| err(e.to_string()))?;
+            std::fs::write(dir.join(part), text).map_err(|e| err(e.to_string()))
+        }
+        json(dir, FEATURES_FILE, &self.features)?;
         self.model
             .save(&dir.join(MODEL_FILE))
             .map_err(|e| part_err(MODEL_FILE, e.to_string()))?;
@@ -336,7 +341,7 @@ impl Bundle {
             None => {}
         }
         // The manifest last: a directory with a manifest has every part.
-        json(MANIFEST_FILE, &self.manifest)
+        json(dir, MANIFEST_FILE, &self.manifest)
     }
 
     /// Loads and checks the bundle in `dir`.
@@ -401,18 +406,6 @@ impl Bundle {
         };
         bundle.validate()?;
         Ok(bundle)
-    }
-}
-
-/// Pretty JSON of any serialisable part, behind a trait object.
-mod erased {
-    pub(super) trait Json {
-        fn to_json(&self) -> Result<String, String>;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> Result<String, String> {
-            serde_json::to_string_pretty(self).map_err(|e| e.to_string())
-        }
     }
 }
 
@@ -499,13 +492,16 @@ mod tests {
         );
         std::fs::write(d.join(MANIFEST_FILE), &manifest).expect("restore");
 
+        let write_features = |f: &FeatureConfig| {
+            std::fs::write(
+                d.join(FEATURES_FILE),
+                serde_json::to_string(f).expect("json"),
+            )
+            .expect("write");
+        };
         let mut f = b.features.clone();
         f.seq_len = 5;
-        std::fs::write(
-            d.join(FEATURES_FILE),
-            serde_json::to_string(&f).expect("json"),
-        )
-        .expect("write");
+        write_features(&f);
         let msg = err(Bundle::load(d));
         assert!(
             msg.contains(FEATURES_FILE) && msg.contains("seq_len 5"),
@@ -515,20 +511,12 @@ mod tests {
         f.action_vocab = vec![1, 2, 3, 7];
         f.sequence_actions = vec![1];
         f.positive_actions = vec![1];
-        std::fs::write(
-            d.join(FEATURES_FILE),
-            serde_json::to_string(&f).expect("json"),
-        )
-        .expect("write");
+        write_features(&f);
         let msg = err(Bundle::load(d));
         assert!(msg.contains("action_vocab"), "{msg}");
         let mut f = b.features.clone();
         f.user_feature = UserFeature::MeanOfPositives;
-        std::fs::write(
-            d.join(FEATURES_FILE),
-            serde_json::to_string(&f).expect("json"),
-        )
-        .expect("write");
+        write_features(&f);
         let msg = err(Bundle::load(d));
         assert!(
             msg.contains(USER_ITEMS_FILE) && msg.contains("missing"),

@@ -87,6 +87,21 @@ pub struct Query<'a> {
     pub history: &'a [Action],
 }
 
+impl<'a> Query<'a> {
+    /// The query of a logged request of `user` (whose log it is): every
+    /// action at or before the request time.
+    pub fn logged(user: &'a crate::data::UserHistory, req: &LoggedRequest) -> Self {
+        let end = user
+            .actions
+            .partition_point(|a| a.timestamp_ms <= req.time_ms);
+        Query {
+            user: req.user,
+            time_ms: req.time_ms,
+            history: &user.actions[..end],
+        }
+    }
+}
+
 /// Scores candidates for a request: one utility per candidate, higher is
 /// ranked first.
 pub trait Scorer {
@@ -204,14 +219,7 @@ pub fn hit_at_k<S: Scorer + ?Sized>(
             }
             items.push(c.item);
         }
-        let end = user
-            .actions
-            .partition_point(|a| a.timestamp_ms <= req.time_ms);
-        let query = Query {
-            user: req.user,
-            time_ms: req.time_ms,
-            history: &user.actions[..end],
-        };
+        let query = Query::logged(user, req);
         scores.clear();
         scores.resize(items.len(), 0.0f32);
         scorer.score(data, &query, &items, &mut scores)?;
