@@ -178,9 +178,15 @@ fn steady_state_requests_allocate_what_the_readme_says() {
     assert_eq!(around_model, 0.0, "the ranker allocates outside the model");
     // A fresh response is two vectors.
     assert!(rank > rank_into, "rank builds a new response");
-    // The encoder's allocations are the gemm crate's, inside each call (its
-    // packing buffers and flags); the README states the measured number.
-    assert!(encoder > 0.0 && scoring >= encoder);
+    // The encoder runs on the allocation-free small GEMM and reused scratch.
+    assert_eq!(encoder, 0.0, "the encoder allocates");
+    // The heads' wide cross layers run on the gemm crate, which allocates
+    // its packing buffers in each of its few calls per request (not per
+    // candidate); the README states the measured number.
+    assert!(
+        scoring <= 64.0,
+        "the heads allocate {scoring} times per request"
+    );
 }
 
 /// A backend that scores every candidate 0 without running the model.

@@ -34,7 +34,7 @@ pub enum RhsLayout {
     NxK,
 }
 
-fn check(name: &str, need: usize, got: usize) -> Result<(), EmbedError> {
+pub(crate) fn check(name: &str, need: usize, got: usize) -> Result<(), EmbedError> {
     if got < need {
         Err(EmbedError::Dimension {
             what: name.to_string(),

@@ -15,6 +15,9 @@
 //!   action; NaN last).
 //! - [`kernels`]: GEMM (through the maintained `gemm` crate), LayerNorm,
 //!   softmax, ReLU, dot products — the building blocks of the CPU forward.
+//! - [`small_gemm`]: an allocation-free GEMM (SIMD through `pulp`, chosen at
+//!   run time) for the small products the encoder makes many times per
+//!   request.
 //!
 //! It depends on no other crate of the workspace.
 
@@ -26,6 +29,7 @@ mod error;
 pub mod io;
 pub mod kernels;
 pub mod quant;
+pub mod small_gemm;
 pub mod table;
 pub mod topk;
 

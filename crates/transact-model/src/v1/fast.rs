@@ -2,10 +2,12 @@
 //! [`crate::v1`] explains what is shared and why it is exact.
 
 use rayon::prelude::*;
-use transact_embed::kernels::{self, RhsLayout};
+use transact_embed::kernels;
+use transact_embed::small_gemm::transpose;
 
+use super::kernel_error;
 use super::layers::{
-    Dims, add_into, finish_layer, internal, linear, matmul, part, part_mut, sized,
+    Dims, add_into, finish_layer, internal, linear, matmul_small, part, part_mut, sized,
 };
 use super::packing::PackedRequest;
 use super::{Params, TransActV1, V1Request, check_window};
@@ -27,19 +29,63 @@ pub(crate) const FACTORED_MIN_CANDIDATES: usize = 24;
 /// at `d = 96`).
 const MAX_TABLE: usize = 1 << 24;
 
-/// Weights re-laid out for the fast path.
+/// Weights re-laid out for the fast path: every matrix the fast path
+/// multiplies by is stored transposed (`[in × out]`), split into the blocks
+/// the path uses, so that each product is a plain `a · b` of the
+/// allocation-free small GEMM.
 #[derive(Clone, Debug)]
 pub(crate) struct FastWeights {
-    /// Per layer: `in_proj_weight` `[3d × d]` with the query rows scaled by `1/sqrt(d/h)`.
-    pub(super) in_w: Vec<Vec<f32>>,
+    /// Per layer, `3h` blocks `[d × d_h]`: `in_proj_weight` rows of
+    /// (q, k, v) × head, transposed, the query rows scaled by `1/sqrt(d/h)`.
+    pub(super) in_wt: Vec<Vec<f32>>,
     /// Per layer: `in_proj_bias` `[3d]`, query part scaled likewise.
     pub(super) in_b: Vec<Vec<f32>>,
-    /// Per layer: `out_proj.weight` split by head, `h` blocks of `[d × d/h]`.
-    pub(super) out_w_heads: Vec<Vec<f32>>,
-    /// First layer with early fusion: the user columns `[3d × (d_act + d_item)]` of `in_w[0]`.
-    pub(super) first_user: Vec<f32>,
-    /// First layer with early fusion: the candidate columns `[3d × d_item]` of `in_w[0]`.
-    pub(super) first_cand: Vec<f32>,
+    /// Per layer, `h` blocks `[d_h × d]`: the head's columns of
+    /// `out_proj.weight`, transposed.
+    pub(super) out_wt: Vec<Vec<f32>>,
+    /// Per layer: `linear1.weight` transposed, `[d × ff]`.
+    pub(super) lin1_t: Vec<Vec<f32>>,
+    /// Per layer: `linear2.weight` transposed, `[ff × d]`.
+    pub(super) lin2_t: Vec<Vec<f32>>,
+    /// First layer with early fusion, `3h` blocks `[(d_act + d_item) × d_h]`:
+    /// the user columns of `in_wt[0]`'s blocks.
+    pub(super) first_user_t: Vec<f32>,
+    /// First layer with early fusion, `3h` blocks `[d_item × d_h]`: the
+    /// candidate columns of `in_wt[0]`'s blocks.
+    pub(super) first_cand_t: Vec<f32>,
+    /// `out_linear.weight` transposed, `[d × d]`.
+    pub(super) out_linear_t: Option<Vec<f32>>,
+}
+
+/// The block of the row-major `w` (`stride` columns) at rows `r0 .. r0 + nr`
+/// and columns `c0 .. c0 + nc`, transposed: `[nc × nr]`, appended to `dst`.
+#[allow(clippy::too_many_arguments)]
+fn push_block_t(
+    dst: &mut Vec<f32>,
+    w: &[f32],
+    stride: usize,
+    r0: usize,
+    nr: usize,
+    c0: usize,
+    nc: usize,
+) -> Result<(), ModelError> {
+    let base = dst.len();
+    dst.resize(base + nr * nc, 0.0);
+    for r in 0..nr {
+        let row = part(w, (r0 + r) * stride + c0, nc)?;
+        for (j, &v) in row.iter().enumerate() {
+            dst[base + j * nr + r] = v;
+        }
+    }
+    Ok(())
+}
+
+/// `w` (`[rows × cols]`) transposed, after checking its length.
+fn transposed(what: &str, w: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>, ModelError> {
+    ModelError::check_len(what, rows * cols, w.len())?;
+    let mut t = vec![0.0; rows * cols];
+    transpose(rows, cols, w, &mut t).map_err(kernel_error)?;
+    Ok(t)
 }
 
 impl FastWeights {
@@ -48,13 +94,17 @@ impl FastWeights {
         let d = cfg.d_model();
         let h = cfg.nhead;
         let dh = d / h;
+        let ff = cfg.dim_feedforward;
         let scale = 1.0 / (dh as f32).sqrt();
         let mut fw = FastWeights {
-            in_w: Vec::new(),
+            in_wt: Vec::new(),
             in_b: Vec::new(),
-            out_w_heads: Vec::new(),
-            first_user: Vec::new(),
-            first_cand: Vec::new(),
+            out_wt: Vec::new(),
+            lin1_t: Vec::new(),
+            lin2_t: Vec::new(),
+            first_user_t: Vec::new(),
+            first_cand_t: Vec::new(),
+            out_linear_t: None,
         };
         for (i, l) in p.layers.iter().enumerate() {
             ModelError::check_len(
@@ -76,25 +126,42 @@ impl FastWeights {
             w[..d * d].iter_mut().for_each(|v| *v *= scale);
             let mut b = l.in_proj_bias.clone();
             b[..d].iter_mut().for_each(|v| *v *= scale);
-            let mut heads = vec![0.0f32; d * d];
-            for head in 0..h {
-                let block = &mut heads[head * d * dh..(head + 1) * d * dh];
-                for (o, dst) in block.chunks_exact_mut(dh).enumerate() {
-                    dst.copy_from_slice(&l.out_proj_weight[o * d + head * dh..][..dh]);
+            let mut in_wt = Vec::with_capacity(3 * d * d);
+            for block in 0..3 * h {
+                push_block_t(&mut in_wt, &w, d, block * dh, dh, 0, d)?;
+            }
+            if i == 0 && cfg.concat_candidate_emb {
+                let du = cfg.action_emb_dim + cfg.item_emb_dim;
+                let di = cfg.item_emb_dim;
+                for block in 0..3 * h {
+                    push_block_t(&mut fw.first_user_t, &w, d, block * dh, dh, 0, du)?;
+                    push_block_t(&mut fw.first_cand_t, &w, d, block * dh, dh, du, di)?;
                 }
             }
-            fw.in_w.push(w);
-            fw.in_b.push(b);
-            fw.out_w_heads.push(heads);
-        }
-        if cfg.concat_candidate_emb {
-            let du = cfg.action_emb_dim + cfg.item_emb_dim;
-            let di = cfg.item_emb_dim;
-            let w0 = fw.in_w.first().map(Vec::as_slice).unwrap_or(&[]);
-            for row in w0.chunks_exact(d) {
-                fw.first_user.extend_from_slice(&row[..du]);
-                fw.first_cand.extend_from_slice(&row[du..du + di]);
+            let mut out_wt = Vec::with_capacity(d * d);
+            for head in 0..h {
+                push_block_t(&mut out_wt, &l.out_proj_weight, d, 0, d, head * dh, dh)?;
             }
+            let lin1 = transposed(
+                &format!("layer {i} linear1.weight"),
+                &l.linear1_weight,
+                ff,
+                d,
+            )?;
+            let lin2 = transposed(
+                &format!("layer {i} linear2.weight"),
+                &l.linear2_weight,
+                d,
+                ff,
+            )?;
+            fw.in_wt.push(in_wt);
+            fw.in_b.push(b);
+            fw.out_wt.push(out_wt);
+            fw.lin1_t.push(lin1);
+            fw.lin2_t.push(lin2);
+        }
+        if let Some((w, _)) = &p.out_linear {
+            fw.out_linear_t = Some(transposed("out_linear.weight", w, d, d)?);
         }
         Ok(fw)
     }
@@ -113,6 +180,8 @@ pub(crate) struct RequestScratch {
     a: Vec<f32>,
     /// First layer: `[d_h × S_e]` one head's `Uv`, transposed.
     vt: Vec<f32>,
+    /// First layer: `[h × d_h × S_e]` the heads' `Uk`, transposed.
+    ukt: Vec<f32>,
     /// First layer: `[h × Q·(d_h + 1) × S_e]` the table `G` (with the `E` column).
     g: Vec<f32>,
 }
@@ -126,6 +195,8 @@ pub(crate) struct ChunkScratch {
     pub(super) attn: Vec<f32>,
     pub(super) hid: Vec<f32>,
     pub(super) scores: Vec<f32>,
+    /// One head's keys of one candidate, transposed (`[d_h × rows]`).
+    pub(super) kt: Vec<f32>,
     pub(super) cq: Vec<f32>,
     pub(super) cv: Vec<f32>,
     pub(super) r: Vec<f32>,
@@ -285,15 +356,13 @@ impl TransActV1 {
         q1: usize,
         rq: &mut RequestScratch,
     ) -> Result<(), ModelError> {
-        let Dims {
-            d, du, h, dh, se, ..
-        } = *dm;
+        let Dims { du, h, dh, se, .. } = *dm;
         let fw = &self.fast;
         let u = sized(&mut rq.u, 3 * h * se * dh);
         let xu = part(&rq.xu, 0, se * du)?;
         for kind in 0..3 {
             for head in 0..h {
-                let w = part(&fw.first_user, (kind * d + head * dh) * du, dh * du)?;
+                let w = part(&fw.first_user_t, (kind * h + head) * du * dh, du * dh)?;
                 let dst = part_mut(u, (kind * h + head) * se * dh, se * dh)?;
                 linear(se, du, dh, xu, w, None, dst)?;
             }
@@ -301,6 +370,7 @@ impl TransActV1 {
         let u: &[f32] = u;
         let a = sized(&mut rq.a, h * q1 * se);
         let vt = sized(&mut rq.vt, dh * se);
+        let ukt = sized(&mut rq.ukt, h * dh * se);
         let gw = q1 * (dh + 1) * se;
         let g = sized(&mut rq.g, h * gw);
         for head in 0..h {
@@ -308,7 +378,9 @@ impl TransActV1 {
             let uk = part(u, (h + head) * se * dh, se * dh)?;
             let uv = part(u, (2 * h + head) * se * dh, se * dh)?;
             let ah = part_mut(a, head * q1 * se, q1 * se)?;
-            matmul(q1, se, dh, uq, uk, RhsLayout::NxK, ah, false)?;
+            let ukt_h = part_mut(ukt, head * dh * se, dh * se)?;
+            transpose(se, dh, uk, ukt_h).map_err(kernel_error)?;
+            matmul_small(q1, se, dh, uq, ukt_h, ah, false)?;
             for (s, row) in uv.chunks_exact(dh).enumerate() {
                 for (j, &v) in row.iter().enumerate() {
                     vt[j * se + s] = v;
@@ -425,14 +497,15 @@ impl TransActV1 {
         let cq = sized(&mut cs.cq, bc * dh);
         let cv = sized(&mut cs.cv, bc * dh);
         let r = sized(&mut cs.r, bc * se);
-        let w = sized(&mut cs.w, bc * se);
+        // The softmax numerators of the candidate scores, transposed: `[S_e × bc]`.
+        let w = sized(&mut cs.w, se * bc);
         let nd = sized(&mut cs.nd, q1 * (dh + 1) * bc);
         let prob = sized(&mut cs.prob, se);
         let gw = q1 * (dh + 1) * se;
         for head in 0..h {
             // Candidate parts of this head's query and value (biases included).
-            let wq = part(&fw.first_cand, head * dh * di, dh * di)?;
-            let wv = part(&fw.first_cand, (2 * d + head * dh) * di, dh * di)?;
+            let wq = part(&fw.first_cand_t, head * di * dh, di * dh)?;
+            let wv = part(&fw.first_cand_t, (2 * h + head) * di * dh, di * dh)?;
             linear(bc, di, dh, cands, wq, Some(part(in_b, head * dh, dh)?), cq)?;
             linear(
                 bc,
@@ -443,17 +516,18 @@ impl TransActV1 {
                 Some(part(in_b, 2 * d + head * dh, dh)?),
                 cv,
             )?;
-            let uk = part(&rq.u, (h + head) * se * dh, se * dh)?;
-            matmul(bc, se, dh, cq, uk, RhsLayout::NxK, r, false)?;
-            for (rrow, wrow) in r.chunks_exact(se).zip(w.chunks_exact_mut(se)) {
+            let ukt = part(&rq.ukt, head * dh * se, dh * se)?;
+            matmul_small(bc, se, dh, cq, ukt, r, false)?;
+            // wt[s, c] = exp(r[c, s] - max_s r[c, ·])
+            for (c, rrow) in r.chunks_exact(se).enumerate() {
                 let max = kernels::max_fast(rrow);
-                for (wv, &rv) in wrow.iter_mut().zip(rrow) {
-                    *wv = kernels::exp_approx(rv - max);
+                for (s, &rv) in rrow.iter().enumerate() {
+                    w[s * bc + c] = kernels::exp_approx(rv - max);
                 }
             }
-            // nd[(t, j), c] = Σ_s G[(t, j), s] · w[c, s]
+            // nd[(t, j), c] = Σ_s G[(t, j), s] · wt[s, c]
             let g = part(&rq.g, head * gw, gw)?;
-            matmul(q1 * (dh + 1), bc, se, g, w, RhsLayout::NxK, nd, false)?;
+            matmul_small(q1 * (dh + 1), bc, se, g, w, nd, false)?;
             let ah = part(&rq.a, head * q1 * se, q1 * se)?;
             let uv = part(&rq.u, (2 * h + head) * se * dh, se * dh)?;
             let attn_h = part_mut(attn, head * m * dh, m * dh)?;
@@ -503,15 +577,12 @@ impl TransActV1 {
                 add_into(rc, cand, bias_c);
             }
         }
-        let out_heads = fw
-            .out_w_heads
-            .first()
-            .ok_or_else(|| internal("no layers"))?;
+        let out_wt = fw.out_wt.first().ok_or_else(|| internal("no layers"))?;
         for head in 0..h {
             let a_h = part(attn, head * m * dh, m * dh)?;
-            let wo = part(out_heads, head * d * dh, d * dh)?;
-            matmul(m, d, dh, a_h, wo, RhsLayout::NxK, y, true)?;
+            let wo = part(out_wt, head * dh * d, dh * d)?;
+            matmul_small(m, d, dh, a_h, wo, y, true)?;
         }
-        finish_layer(layer, dm, m, y, &mut cs.hid, &mut cs.x)
+        finish_layer(layer, fw, 0, dm, m, y, &mut cs.hid, &mut cs.x)
     }
 }

@@ -2,9 +2,10 @@
 //! wrappers, the per-token encoder layer for a chunk of candidates, and the
 //! scatter of packed outputs into the output layout.
 
-use transact_embed::kernels::{self, Par, RhsLayout};
+use transact_embed::kernels;
+use transact_embed::small_gemm;
 
-use super::fast::ChunkScratch;
+use super::fast::{ChunkScratch, FastWeights};
 use super::{EncoderLayer, TransActV1, kernel_error};
 use crate::ModelError;
 
@@ -41,36 +42,24 @@ pub(super) struct Dims {
     pub(super) factored: bool,
 }
 
-/// `y[m × d_out] = x · Wᵀ (+ b)`, single-threaded. The bias is added after
-/// the GEMM (an in-register add rather than a row-by-row copy beforehand).
+/// `y[m × d_out] = x · w_t (+ b)` for a transposed weight `w_t`
+/// (`[d_in × d_out]`), single-threaded and allocation-free; the bias is
+/// added in registers.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn linear(
     m: usize,
     d_in: usize,
     d_out: usize,
     x: &[f32],
-    w: &[f32],
+    w_t: &[f32],
     b: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<(), ModelError> {
-    matmul(m, d_out, d_in, x, w, RhsLayout::NxK, y, false)?;
-    if let Some(b) = b {
-        add_rows(y, d_out, b);
+    match b {
+        Some(b) => small_gemm::linear_kn(m, d_out, d_in, x, w_t, b, y),
+        None => small_gemm::matmul_kn(m, d_out, d_in, x, w_t, y, false),
     }
-    Ok(())
-}
-
-/// Adds `b` to every `width`-wide row of `y`.
-#[inline]
-pub(super) fn add_rows(y: &mut [f32], width: usize, b: &[f32]) {
-    if width == 0 {
-        return;
-    }
-    for row in y.chunks_exact_mut(width) {
-        for (v, &bv) in row.iter_mut().zip(b) {
-            *v += bv;
-        }
-    }
+    .map_err(kernel_error)
 }
 
 /// `dst = a + b`, element-wise (lengths: the shortest).
@@ -81,19 +70,19 @@ pub(super) fn add_into(dst: &mut [f32], a: &[f32], b: &[f32]) {
     }
 }
 
-/// `kernels::matmul` (single-threaded) with the error mapped.
+/// `c[m×n] (+)= a[m×k] · b[k×n]` through the allocation-free small GEMM,
+/// with the error mapped.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn matmul(
+pub(super) fn matmul_small(
     m: usize,
     n: usize,
     k: usize,
     a: &[f32],
     b: &[f32],
-    rhs: RhsLayout,
     c: &mut [f32],
     accumulate: bool,
 ) -> Result<(), ModelError> {
-    kernels::matmul(m, n, k, a, b, rhs, c, accumulate, Par::Seq).map_err(kernel_error)
+    small_gemm::matmul_kn(m, n, k, a, b, c, accumulate).map_err(kernel_error)
 }
 
 /// A sub-slice, or an internal error instead of a panic.
@@ -133,9 +122,9 @@ impl TransActV1 {
             .layers
             .get(l)
             .ok_or_else(|| internal("layer index"))?;
-        let in_w = self
+        let in_wt = self
             .fast
-            .in_w
+            .in_wt
             .get(l)
             .ok_or_else(|| internal("layer index"))?;
         let in_b = self
@@ -143,9 +132,9 @@ impl TransActV1 {
             .in_b
             .get(l)
             .ok_or_else(|| internal("layer index"))?;
-        let out_heads = self
+        let out_wt = self
             .fast
-            .out_w_heads
+            .out_wt
             .get(l)
             .ok_or_else(|| internal("layer index"))?;
         let m_in = bc * rows;
@@ -162,7 +151,7 @@ impl TransActV1 {
                     d,
                     dh,
                     x,
-                    part(in_w, off * d, dh * d)?,
+                    part(in_wt, (kind * h + head) * d * dh, d * dh)?,
                     Some(part(in_b, off, dh)?),
                     dst,
                 )?;
@@ -170,15 +159,17 @@ impl TransActV1 {
         }
         let attn = sized(&mut cs.attn, h * m * dh);
         let scores = sized(&mut cs.scores, q * rows);
+        let kt = sized(&mut cs.kt, dh * rows);
         for c in 0..bc {
             for head in 0..h {
                 let qh = part(qkv, head * m_in * dh + c * rows * dh, q * dh)?;
                 let kh = part(qkv, (h + head) * m_in * dh + c * rows * dh, rows * dh)?;
                 let vh = part(qkv, (2 * h + head) * m_in * dh + c * rows * dh, rows * dh)?;
-                matmul(q, rows, dh, qh, kh, RhsLayout::NxK, scores, false)?;
+                small_gemm::transpose(rows, dh, kh, kt).map_err(kernel_error)?;
+                matmul_small(q, rows, dh, qh, kt, scores, false)?;
                 kernels::softmax_rows_fast(scores, rows);
                 let dst = part_mut(attn, head * m * dh + c * q * dh, q * dh)?;
-                matmul(q, dh, rows, scores, vh, RhsLayout::KxN, dst, false)?;
+                matmul_small(q, dh, rows, scores, vh, dst, false)?;
             }
         }
         let y = sized(&mut cs.y, m * d);
@@ -190,10 +181,10 @@ impl TransActV1 {
         }
         for head in 0..h {
             let a_h = part(attn, head * m * dh, m * dh)?;
-            let wo = part(out_heads, head * d * dh, d * dh)?;
-            matmul(m, d, dh, a_h, wo, RhsLayout::NxK, y, true)?;
+            let wo = part(out_wt, head * dh * d, dh * d)?;
+            matmul_small(m, d, dh, a_h, wo, y, true)?;
         }
-        finish_layer(layer, dm, m, y, &mut cs.hid, &mut cs.x)
+        finish_layer(layer, &self.fast, l, dm, m, y, &mut cs.hid, &mut cs.x)
     }
 
     /// Scatters the packed outputs of `bc` candidates (`rows` rows each in
@@ -226,7 +217,7 @@ impl TransActV1 {
                 part_mut(kept, p * d, d)?.copy_from_slice(part(y, i * d, d)?);
             }
         }
-        if let Some((w, b)) = &self.params.out_linear {
+        if let (Some((_, b)), Some(w_t)) = (&self.params.out_linear, &self.fast.out_linear_t) {
             let pooled = sized(&mut cs.pooled, bc * d);
             for (c, prow) in pooled.chunks_exact_mut(d).enumerate() {
                 // Masked rows are zeros and take part in the max.
@@ -238,7 +229,7 @@ impl TransActV1 {
                 }
             }
             let pooled_out = sized(&mut cs.pooled_out, bc * d);
-            linear(bc, d, d, pooled, w, Some(b), pooled_out)?;
+            linear(bc, d, d, pooled, w_t, Some(b), pooled_out)?;
             for c in 0..bc {
                 part_mut(out, c * od, d)?.copy_from_slice(part(pooled_out, c * d, d)?);
             }
@@ -249,8 +240,11 @@ impl TransActV1 {
 
 /// The rest of a post-norm layer: `y` holds `x + attention(x)` (`m × d`);
 /// computes `x1 = LN1(y)`, then `LN2(x1 + W2·relu(W1·x1 + b1) + b2)` into `out`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn finish_layer(
     layer: &EncoderLayer,
+    fw: &FastWeights,
+    l: usize,
     dm: &Dims,
     m: usize,
     y: &mut [f32],
@@ -265,31 +259,16 @@ pub(super) fn finish_layer(
         Some(&layer.norm1_bias),
         eps,
     );
+    let lin1_t = fw.lin1_t.get(l).ok_or_else(|| internal("layer index"))?;
+    let lin2_t = fw.lin2_t.get(l).ok_or_else(|| internal("layer index"))?;
     let hid = sized(hid, m * ff);
-    linear(
-        m,
-        d,
-        ff,
-        y,
-        &layer.linear1_weight,
-        Some(&layer.linear1_bias),
-        hid,
-    )?;
+    linear(m, d, ff, y, lin1_t, Some(&layer.linear1_bias), hid)?;
     kernels::relu(hid);
     let out = sized(out, m * d);
     for (o, yr) in out.chunks_exact_mut(d).zip(y.chunks_exact(d)) {
         add_into(o, yr, &layer.linear2_bias);
     }
-    matmul(
-        m,
-        d,
-        ff,
-        hid,
-        &layer.linear2_weight,
-        RhsLayout::NxK,
-        out,
-        true,
-    )?;
+    matmul_small(m, d, ff, hid, lin2_t, out, true)?;
     kernels::layer_norm_rows_fast(
         out,
         d,
