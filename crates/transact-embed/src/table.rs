@@ -552,6 +552,66 @@ impl ItemTable {
         Ok(())
     }
 
+    /// Writes the int8 codes of `ids` into `codes` (`[ids.len() × dim]`)
+    /// and their scales into `scales` (value = `code · scale / 127`), without
+    /// dequantising: the lifelong history of a request gathered once for
+    /// int8 nearest-neighbour selection. An id without a row gets zero codes
+    /// and scale 0 (its dot product with anything is 0; the fallback is not
+    /// used). Returns how many ids had no row. Does not allocate.
+    ///
+    /// # Errors
+    /// [`EmbedError::InvalidArgument`] if the table is not int8;
+    /// [`EmbedError::Dimension`] if an output has the wrong length.
+    pub fn gather_i8(
+        &self,
+        ids: &[ItemId],
+        codes: &mut [i8],
+        scales: &mut [f32],
+    ) -> Result<usize, EmbedError> {
+        let dim = self.dim;
+        let expected = ids.len().saturating_mul(dim);
+        if codes.len() != expected {
+            return Err(EmbedError::Dimension {
+                what: format!("gather_i8 codes for {} ids of width {dim}", ids.len()),
+                expected,
+                got: codes.len(),
+            });
+        }
+        if scales.len() != ids.len() {
+            return Err(EmbedError::Dimension {
+                what: "gather_i8 scales".into(),
+                expected: ids.len(),
+                got: scales.len(),
+            });
+        }
+        let (table, per_row) = match &self.storage {
+            Storage::Int8Global(v) => (v, None),
+            Storage::Int8PerRow { codes, scales } => (codes, Some(scales)),
+            Storage::F32(_) | Storage::F16(_) => {
+                return Err(EmbedError::InvalidArgument(format!(
+                    "gather_i8 needs an int8 table, this one is {}",
+                    self.precision.as_str()
+                )));
+            }
+        };
+        let mut unknown = 0;
+        for ((&id, out), scale) in ids.iter().zip(codes.chunks_exact_mut(dim)).zip(scales) {
+            match self.index.get(&id) {
+                Some(&r) => {
+                    let r = r as usize;
+                    out.copy_from_slice(&table[r * dim..(r + 1) * dim]);
+                    *scale = per_row.map_or(INT8_GLOBAL_SCALE, |s| s[r]);
+                }
+                None => {
+                    out.fill(0);
+                    *scale = 0.0;
+                    unknown += 1;
+                }
+            }
+        }
+        Ok(unknown)
+    }
+
     /// The int8 codes of `id` and their scale (value = `code · scale / 127`;
     /// the scale is 0.65 for [`Precision::Int8Global`]). `None` if the table
     /// is not int8 or `id` has no row (the fallback is not returned).
@@ -905,5 +965,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn gather_i8_copies_codes_and_scales_and_zeroes_unknown_ids() {
+        for precision in [Precision::Int8Global, Precision::Int8PerRow] {
+            let mut t = ItemTable::new(3, precision).unwrap();
+            t.insert(1, &[0.1, -0.2, 0.3]).unwrap();
+            t.insert(2, &[0.5, 0.0, -0.5]).unwrap();
+            let mut codes = [1i8; 9];
+            let mut scales = [9.0f32; 3];
+            let unknown = t.gather_i8(&[2, 77, 1], &mut codes, &mut scales).unwrap();
+            assert_eq!(unknown, 1);
+            for (slot, id) in [(0, 2), (2, 1)] {
+                let (row, scale) = t.row_i8(id).unwrap();
+                assert_eq!(&codes[slot * 3..slot * 3 + 3], row);
+                assert_eq!(scales[slot], scale);
+            }
+            assert_eq!(&codes[3..6], &[0, 0, 0]);
+            assert_eq!(scales[1], 0.0);
+            assert!(
+                t.gather_i8(&[1], &mut codes[..2], &mut scales[..1])
+                    .is_err()
+            );
+            assert!(
+                t.gather_i8(&[1], &mut codes[..3], &mut scales[..2])
+                    .is_err()
+            );
+        }
+        let f = ItemTable::new(3, Precision::F32).unwrap();
+        assert!(f.gather_i8(&[], &mut [], &mut []).is_err());
     }
 }

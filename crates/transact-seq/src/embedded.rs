@@ -34,7 +34,7 @@ pub use report::{DamageReason, OpenReport, SkippedSnapshot, StoreStats, TailDama
 use self::files::io_err;
 use self::log::LogWriter;
 use self::state::State;
-use crate::{Action, SeqError, SequenceBuf, SequenceStore, UserId};
+use crate::{Action, SeqError, SequenceBuf, SequenceLimits, SequenceStore, UserId, UserSequences};
 
 /// Encode buffers above this size are released after use.
 const FRAME_KEEP_BYTES: usize = 1 << 20;
@@ -258,7 +258,7 @@ impl EmbeddedStore {
         };
         let h = h.read();
         let mut i = 0;
-        while let Some(a) = h.get(i) {
+        while let Some(a) = h.realtime.get(i) {
             f(&a);
             i += 1;
         }
@@ -335,8 +335,7 @@ impl SequenceStore for EmbeddedStore {
             }
         }
         // The log holds the record: now memory may have it too.
-        self.state
-            .apply(user, actions, self.config.capacity_per_user);
+        self.state.apply(user, actions, &self.config);
         w.records_since_snapshot += 1;
         let every = self.config.snapshot_every;
         if every > 0 && w.records_since_snapshot >= every && w.log.is_some() {
@@ -359,7 +358,37 @@ impl SequenceStore for EmbeddedStore {
             return Ok(0);
         };
         let h = h.read();
-        Ok(h.copy_newest(n, at_or_before_ms, out))
+        Ok(h.realtime.copy_newest(n, at_or_before_ms, out))
+    }
+
+    fn read_sequences(
+        &self,
+        user: UserId,
+        limits: &SequenceLimits,
+        out: &mut UserSequences,
+    ) -> Result<(), SeqError> {
+        out.clear();
+        let Some(h) = self.state.get(user) else {
+            return Ok(());
+        };
+        let h = h.read();
+        let t = limits.at_or_before_ms;
+        let ll = &mut out.lifelong;
+        h.lifelong.copy_newest_into(
+            limits.lifelong,
+            t,
+            (
+                &mut ll.item_ids,
+                &mut ll.action_masks,
+                &mut ll.timestamps_ms,
+                &mut ll.surfaces,
+            ),
+        );
+        h.realtime
+            .copy_newest(limits.realtime, t, &mut out.realtime);
+        h.impressions
+            .copy_newest(limits.impressions, t, &mut out.impressions);
+        Ok(())
     }
 
     fn history_len(&self, user: UserId) -> Result<usize, SeqError> {

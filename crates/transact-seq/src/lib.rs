@@ -9,6 +9,9 @@
 //! - [`SequenceStore`]: the trait every store implements (the embedded one
 //!   here; a Redis-backed one later).
 //! - [`SequenceBuf`]: a reusable struct-of-arrays buffer that reads fill.
+//! - [`UserSequences`], [`TokenBuf`], [`SequenceLimits`]: a user's three
+//!   sequences (lifelong multi-hot tokens of explicit actions, realtime
+//!   actions, impressions) as [`SequenceStore::read_sequences`] reads them.
 //! - [`EmbeddedStore`]: an in-process store persisted to a directory
 //!   (append-only checksummed log plus periodic snapshots).
 //!
@@ -25,4 +28,4 @@ pub use embedded::{
     SyncPolicy, TailDamage, system_clock_ms,
 };
 pub use error::SeqError;
-pub use store::{SequenceBuf, SequenceStore};
+pub use store::{SequenceBuf, SequenceLimits, SequenceStore, TokenBuf, UserSequences};

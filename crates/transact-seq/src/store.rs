@@ -81,6 +81,81 @@ impl SequenceBuf {
     }
 }
 
+/// A user's lifelong tokens, newest first, as parallel columns: one token
+/// per (item, surface, time) with its action types as a multi-hot mask (bit
+/// `t` set for action type `t`; types are below 64).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenBuf {
+    /// Item of each token.
+    pub item_ids: Vec<ItemId>,
+    /// Action types of each token, multi-hot (bit `t` = type `t`).
+    pub action_masks: Vec<u64>,
+    /// Time of each token (its earliest action), milliseconds.
+    pub timestamps_ms: Vec<i64>,
+    /// Surface of each token.
+    pub surfaces: Vec<u16>,
+}
+
+impl TokenBuf {
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.item_ids.len()
+    }
+
+    /// Whether there are no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.item_ids.is_empty()
+    }
+
+    /// Empties every column, keeping their capacity.
+    pub fn clear(&mut self) {
+        self.item_ids.clear();
+        self.action_masks.clear();
+        self.timestamps_ms.clear();
+        self.surfaces.clear();
+    }
+
+    /// Whether token `i` has action type `t`.
+    pub fn has_type(&self, i: usize, t: ActionType) -> bool {
+        t.0 < 64 && self.action_masks.get(i).is_some_and(|m| m >> t.0 & 1 == 1)
+    }
+}
+
+/// How much of each of a user's sequences [`SequenceStore::read_sequences`]
+/// reads: the newest `n` of each, at or before a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SequenceLimits {
+    /// Lifelong tokens (explicit actions), e.g. 16,384.
+    pub lifelong: usize,
+    /// Realtime actions (every type, impressions included).
+    pub realtime: usize,
+    /// Impressions.
+    pub impressions: usize,
+    /// Only entries at or before this time (all when `None`).
+    pub at_or_before_ms: Option<i64>,
+}
+
+/// One user's three sequences, newest first, reused across reads (a read
+/// into a buffer that has held as much before allocates nothing).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserSequences {
+    /// The lifelong explicit actions, as multi-hot tokens.
+    pub lifelong: TokenBuf,
+    /// The realtime sequence: the newest actions of every type.
+    pub realtime: SequenceBuf,
+    /// The impressions, kept apart so they never push engagements out.
+    pub impressions: SequenceBuf,
+}
+
+impl UserSequences {
+    /// Empties all three.
+    pub fn clear(&mut self) {
+        self.lifelong.clear();
+        self.realtime.clear();
+        self.impressions.clear();
+    }
+}
+
 /// A store of per-user action histories.
 ///
 /// Implementations are safe to share between threads: reads run concurrently
@@ -106,6 +181,17 @@ pub trait SequenceStore: Send + Sync {
         at_or_before_ms: Option<i64>,
         out: &mut SequenceBuf,
     ) -> Result<usize, SeqError>;
+
+    /// Reads the newest entries of the user's lifelong tokens, realtime
+    /// actions and impressions into `out` (cleared first), each up to its
+    /// limit and at or before `limits.at_or_before_ms`. An unknown user
+    /// reads three empty sequences.
+    fn read_sequences(
+        &self,
+        user: UserId,
+        limits: &SequenceLimits,
+        out: &mut UserSequences,
+    ) -> Result<(), SeqError>;
 
     /// Number of actions stored for the user (0 for an unknown user).
     fn history_len(&self, user: UserId) -> Result<usize, SeqError>;

@@ -1,6 +1,8 @@
 //! The embedded store against a plain in-memory model, over random sequences
-//! of appends (valid and invalid, in and out of time order), reads,
-//! snapshots, clean reopens and crashes that tear the log.
+//! of appends (valid and invalid, in and out of time order), reads of the
+//! realtime sequence and of all three sequences (lifelong multi-hot tokens,
+//! realtime, impressions), snapshots, clean reopens and crashes that tear
+//! the log.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -8,13 +10,17 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use transact_seq::{
-    Action, ActionType, EmbeddedStore, SeqError, SequenceBuf, SequenceStore, StoreConfig, Surface,
-    SyncPolicy, UserId,
+    Action, ActionType, EmbeddedStore, SeqError, SequenceBuf, SequenceLimits, SequenceStore,
+    StoreConfig, Surface, SyncPolicy, UserId, UserSequences,
 };
 
 const NOW: i64 = 50_000_000;
 const SKEW: i64 = 60_000;
 const CAPACITY: usize = 5;
+const LIFELONG: usize = 6;
+const IMPRESSIONS: usize = 3;
+const WINDOW: i64 = 20;
+const IMPRESSION: u16 = 4;
 const SNAPSHOT_EVERY: u64 = 7;
 const LOG_HEADER: u64 = 24;
 
@@ -46,6 +52,11 @@ enum Op {
         n: usize,
         back: Option<i64>,
     },
+    ReadSequences {
+        user: UserId,
+        limits: [usize; 3],
+        back: Option<i64>,
+    },
     Snapshot,
     Reopen,
     Crash {
@@ -61,14 +72,15 @@ fn action_spec() -> impl Strategy<Value = ActionSpec> {
         1 => Just(When::Future),
     ];
     // The default vocabulary is 0..20: 20 and 21 are rejected.
-    let action_type = prop_oneof![15 => 0u16..20, 1 => 20u16..22];
-    (0u64..1_000, action_type, when, 0u16..3).prop_map(|(item, action_type, when, surface)| {
-        ActionSpec {
-            item,
-            action_type,
-            when,
-            surface,
-        }
+    // Impressions (type 4) often, so they compete with engagements.
+    let action_type = prop_oneof![10 => 0u16..20, 5 => Just(IMPRESSION), 1 => 20u16..22];
+    // A few items recur, so explicit actions merge into multi-hot tokens.
+    let item = prop_oneof![3 => 0u64..1_000, 2 => 0u64..3];
+    (item, action_type, when, 0u16..2).prop_map(|(item, action_type, when, surface)| ActionSpec {
+        item,
+        action_type,
+        when,
+        surface,
     })
 }
 
@@ -78,6 +90,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(user, actions)| Op::Append { user, actions }),
         4 => (0u64..5, 0usize..8, prop::option::of(0i64..300))
             .prop_map(|(user, n, back)| Op::Read { user, n, back }),
+        3 => (0u64..5, [0usize..9, 0usize..9, 0usize..9], prop::option::of(0i64..300))
+            .prop_map(|(user, limits, back)| Op::ReadSequences { user, limits, back }),
         1 => Just(Op::Snapshot),
         1 => Just(Op::Reopen),
         2 => (0u64..80).prop_map(|cut| Op::Crash { cut }),
@@ -92,26 +106,74 @@ fn policy() -> impl Strategy<Value = SyncPolicy> {
     ]
 }
 
+/// A lifelong token of the model: (item, mask, time, surface).
+type Token = (u64, u64, i64, u16);
+
 /// The reference: histories newest first, capacity applied per insert.
 #[derive(Default, Clone, Debug, PartialEq)]
 struct Model {
     users: BTreeMap<UserId, Vec<Action>>,
+    lifelong: BTreeMap<UserId, Vec<Token>>,
+    impressions: BTreeMap<UserId, Vec<Action>>,
+}
+
+/// Inserts `x` (time `t`) before every entry with the same or an older
+/// time, dropping the oldest beyond `capacity` (or `x` itself when it is
+/// older than a full list).
+fn insert_capped<T>(list: &mut Vec<T>, x: T, t: i64, time: impl Fn(&T) -> i64, capacity: usize) {
+    let pos = list.partition_point(|y| time(y) > t);
+    if list.len() >= capacity {
+        if pos >= list.len() {
+            return;
+        }
+        list.pop();
+    }
+    list.insert(pos, x);
 }
 
 impl Model {
     fn apply(&mut self, user: UserId, actions: &[Action]) {
-        let h = self.users.entry(user).or_default();
         for a in actions {
-            // Before every action with the same or an older timestamp.
-            let pos = h.partition_point(|x| x.timestamp_ms > a.timestamp_ms);
-            if h.len() >= CAPACITY {
-                if pos >= h.len() {
-                    continue;
+            let t = a.timestamp_ms;
+            let h = self.users.entry(user).or_default();
+            insert_capped(h, *a, t, |x| x.timestamp_ms, CAPACITY);
+            if a.action_type.0 == IMPRESSION {
+                let imp = self.impressions.entry(user).or_default();
+                insert_capped(imp, *a, t, |x| x.timestamp_ms, IMPRESSIONS);
+            } else {
+                let ll = self.lifelong.entry(user).or_default();
+                let bit = 1u64 << a.action_type.0;
+                // The newest token of the same item and surface within the window.
+                match ll.iter_mut().find(|(item, _, tt, s)| {
+                    *item == a.item_id && *s == a.surface.0 && (tt - t).abs() <= WINDOW
+                }) {
+                    Some(tok) => tok.1 |= bit,
+                    None => {
+                        insert_capped(ll, (a.item_id, bit, t, a.surface.0), t, |x| x.2, LIFELONG)
+                    }
                 }
-                h.pop();
             }
-            h.insert(pos, *a);
         }
+    }
+
+    fn read_sequences(
+        &self,
+        user: UserId,
+        [l, r, i]: [usize; 3],
+        at_or_before: Option<i64>,
+    ) -> (Vec<Token>, Vec<Action>, Vec<Action>) {
+        let keep = |t: i64| at_or_before.is_none_or(|b| t <= b);
+        let ll = self.lifelong.get(&user).map_or_else(Vec::new, |v| {
+            v.iter().filter(|x| keep(x.2)).take(l).copied().collect()
+        });
+        let imp = self.impressions.get(&user).map_or_else(Vec::new, |v| {
+            v.iter()
+                .filter(|x| keep(x.timestamp_ms))
+                .take(i)
+                .copied()
+                .collect()
+        });
+        (ll, self.read(user, r, at_or_before), imp)
     }
 
     fn read(&self, user: UserId, n: usize, at_or_before: Option<i64>) -> Vec<Action> {
@@ -249,9 +311,50 @@ impl Harness {
     fn check_all(&self) -> Result<(), TestCaseError> {
         let store = self.store();
         prop_assert_eq!(dump(store), self.model.users.clone());
+        for u in 0..5 {
+            self.check_sequences(u, [usize::MAX; 3], None)?;
+        }
         prop_assert_eq!(store.user_count(), self.model.users.len());
         let actions: usize = self.model.users.values().map(Vec::len).sum();
         prop_assert_eq!(store.stats().actions, actions as u64);
+        Ok(())
+    }
+
+    /// All three sequences of `user` read from the store equal the model's.
+    fn check_sequences(
+        &self,
+        user: UserId,
+        limits: [usize; 3],
+        at_or_before: Option<i64>,
+    ) -> Result<(), TestCaseError> {
+        let mut out = UserSequences::default();
+        let [lifelong, realtime, impressions] = limits;
+        let req = SequenceLimits {
+            lifelong,
+            realtime,
+            impressions,
+            at_or_before_ms: at_or_before,
+        };
+        self.store()
+            .read_sequences(user, &req, &mut out)
+            .expect("read sequences");
+        let (ll, rt, imp) = self.model.read_sequences(user, limits, at_or_before);
+        let got_ll: Vec<Token> = (0..out.lifelong.len())
+            .map(|i| {
+                let l = &out.lifelong;
+                (
+                    l.item_ids[i],
+                    l.action_masks[i],
+                    l.timestamps_ms[i],
+                    l.surfaces[i],
+                )
+            })
+            .collect();
+        prop_assert_eq!(got_ll, ll);
+        let got_rt: Vec<Action> = out.realtime.iter().collect();
+        prop_assert_eq!(got_rt, rt);
+        let got_imp: Vec<Action> = out.impressions.iter().collect();
+        prop_assert_eq!(got_imp, imp);
         Ok(())
     }
 
@@ -322,6 +425,10 @@ impl Harness {
                 prop_assert_eq!(got, want.len());
                 let got: Vec<Action> = (0..buf.len()).filter_map(|i| buf.get(i)).collect();
                 prop_assert_eq!(got, want);
+            }
+            Op::ReadSequences { user, limits, back } => {
+                let t = back.map(|b| self.model.newest() - b);
+                self.check_sequences(*user, *limits, t)?;
             }
             Op::Snapshot => {
                 self.store().snapshot().expect("snapshot");
@@ -396,6 +503,10 @@ proptest! {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = StoreConfig::default()
             .with_capacity_per_user(CAPACITY)
+            .with_lifelong_capacity(LIFELONG)
+            .with_impression_capacity(IMPRESSIONS)
+            .with_impression_types([IMPRESSION])
+            .with_multi_hot_window_ms(WINDOW)
             .with_max_future_skew_ms(SKEW)
             .with_snapshot_every(SNAPSHOT_EVERY)
             .with_sync(sync)

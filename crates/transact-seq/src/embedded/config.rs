@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::{ActionVocab, SeqError};
+use crate::{ActionType, ActionVocab, SeqError};
 
 /// The clock a store validates timestamps against: milliseconds since the
 /// Unix epoch.
@@ -53,9 +53,27 @@ pub enum SyncPolicy {
 /// ```
 #[derive(Clone)]
 pub struct StoreConfig {
-    /// Most actions kept per user; the oldest is dropped when full. Must be at
-    /// least 1. Default 16,384.
+    /// Most actions of the realtime sequence kept per user (every action
+    /// type, impressions included); the oldest is dropped when full. Must be
+    /// at least 1. Default 16,384.
     pub capacity_per_user: usize,
+    /// Most lifelong tokens kept per user: the explicit actions (every type
+    /// but the impression types), one multi-hot token per item, surface and
+    /// time, the oldest dropped when full; impressions never push them out.
+    /// `0` keeps no lifelong sequence. Default 16,384.
+    pub lifelong_capacity: usize,
+    /// Most impressions kept per user, apart from the lifelong tokens; `0`
+    /// keeps none apart. Default 4,096.
+    pub impression_capacity: usize,
+    /// The action types that are impressions. Default
+    /// `[ActionType::IMPRESSION]`.
+    pub impression_types: Vec<u16>,
+    /// An explicit action joins an existing lifelong token of the same item
+    /// and surface whose time is at most this far (ms) from its own, setting
+    /// its type's bit in the token's mask (the token keeps its time). `0`
+    /// joins only actions at exactly the same time. Must not be negative.
+    /// Default 0.
+    pub multi_hot_window_ms: i64,
     /// The action types accepted by `append`. Default [`ActionVocab::default`].
     pub vocab: ActionVocab,
     /// How far (ms) a timestamp may lie ahead of [`StoreConfig::clock`].
@@ -72,8 +90,12 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
-    /// Default per-user capacity.
+    /// Default per-user capacity of the realtime sequence.
     pub const DEFAULT_CAPACITY_PER_USER: usize = 16_384;
+    /// Default per-user capacity of the lifelong sequence.
+    pub const DEFAULT_LIFELONG_CAPACITY: usize = 16_384;
+    /// Default per-user capacity of the impression sequence.
+    pub const DEFAULT_IMPRESSION_CAPACITY: usize = 4_096;
     /// Default allowed clock skew: 24 hours.
     pub const DEFAULT_MAX_FUTURE_SKEW_MS: i64 = 24 * 3_600 * 1_000;
     /// Default snapshot interval in records.
@@ -83,6 +105,35 @@ impl StoreConfig {
     pub fn with_capacity_per_user(mut self, capacity: usize) -> Self {
         self.capacity_per_user = capacity;
         self
+    }
+
+    /// Sets [`StoreConfig::lifelong_capacity`].
+    pub fn with_lifelong_capacity(mut self, capacity: usize) -> Self {
+        self.lifelong_capacity = capacity;
+        self
+    }
+
+    /// Sets [`StoreConfig::impression_capacity`].
+    pub fn with_impression_capacity(mut self, capacity: usize) -> Self {
+        self.impression_capacity = capacity;
+        self
+    }
+
+    /// Sets [`StoreConfig::impression_types`].
+    pub fn with_impression_types(mut self, types: impl IntoIterator<Item = u16>) -> Self {
+        self.impression_types = types.into_iter().collect();
+        self
+    }
+
+    /// Sets [`StoreConfig::multi_hot_window_ms`].
+    pub fn with_multi_hot_window_ms(mut self, ms: i64) -> Self {
+        self.multi_hot_window_ms = ms;
+        self
+    }
+
+    /// Whether actions of type `t` are impressions.
+    pub fn is_impression(&self, t: ActionType) -> bool {
+        self.impression_types.contains(&t.0)
     }
 
     /// Sets [`StoreConfig::vocab`].
@@ -128,6 +179,25 @@ impl StoreConfig {
                 self.max_future_skew_ms
             )));
         }
+        if self.multi_hot_window_ms < 0 {
+            return Err(SeqError::InvalidConfig(format!(
+                "multi_hot_window_ms must not be negative (got {})",
+                self.multi_hot_window_ms
+            )));
+        }
+        if self.lifelong_capacity > 0
+            && let Some(&t) = self
+                .vocab
+                .ids()
+                .iter()
+                .find(|&&t| t >= 64 && !self.is_impression(ActionType(t)))
+        {
+            return Err(SeqError::InvalidConfig(format!(
+                "action type {t} cannot enter the lifelong sequence: its tokens hold action \
+                 types as a 64-bit multi-hot mask, so explicit types must be below 64 (or set \
+                 lifelong_capacity to 0)"
+            )));
+        }
         Ok(())
     }
 
@@ -135,6 +205,15 @@ impl StoreConfig {
     pub(crate) fn clamped(mut self) -> Self {
         self.capacity_per_user = self.capacity_per_user.max(1);
         self.max_future_skew_ms = self.max_future_skew_ms.max(0);
+        self.multi_hot_window_ms = self.multi_hot_window_ms.max(0);
+        let wide = self
+            .vocab
+            .ids()
+            .iter()
+            .any(|&t| t >= 64 && !self.is_impression(ActionType(t)));
+        if wide {
+            self.lifelong_capacity = 0;
+        }
         self
     }
 }
@@ -143,6 +222,10 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             capacity_per_user: Self::DEFAULT_CAPACITY_PER_USER,
+            lifelong_capacity: Self::DEFAULT_LIFELONG_CAPACITY,
+            impression_capacity: Self::DEFAULT_IMPRESSION_CAPACITY,
+            impression_types: vec![ActionType::IMPRESSION.0],
+            multi_hot_window_ms: 0,
             vocab: ActionVocab::default(),
             max_future_skew_ms: Self::DEFAULT_MAX_FUTURE_SKEW_MS,
             sync: SyncPolicy::default(),
@@ -156,6 +239,10 @@ impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreConfig")
             .field("capacity_per_user", &self.capacity_per_user)
+            .field("lifelong_capacity", &self.lifelong_capacity)
+            .field("impression_capacity", &self.impression_capacity)
+            .field("impression_types", &self.impression_types)
+            .field("multi_hot_window_ms", &self.multi_hot_window_ms)
             .field("vocab", &self.vocab)
             .field("max_future_skew_ms", &self.max_future_skew_ms)
             .field("sync", &self.sync)

@@ -1,4 +1,4 @@
-//! One user's history: a struct-of-arrays ring kept newest first.
+//! One user's sequences: struct-of-arrays rings kept newest first.
 //!
 //! Each column is a `VecDeque` whose logical order is newest → oldest, so a
 //! read of the newest `n` is at most two contiguous slices per column and
@@ -18,16 +18,45 @@ pub(crate) enum Inserted {
     DroppedOldest,
     /// Not stored: the history is full and the action is older than all of it.
     Discarded,
+    /// Folded into an existing multi-hot token (its action-type bit set).
+    Merged,
 }
 
-/// A user's actions, newest first, at most `capacity` of them.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct UserHistory {
+/// Actions (or tokens) newest first, at most `capacity` of them; `K` is the
+/// action column: one type id (`u16`) or a multi-hot mask of type ids
+/// (`u64`, bit `t` for type `t`).
+#[derive(Clone, Debug)]
+pub(crate) struct Ring<K> {
     item_ids: VecDeque<ItemId>,
-    action_types: VecDeque<u16>,
+    action_types: VecDeque<K>,
     timestamps_ms: VecDeque<i64>,
     surfaces: VecDeque<u16>,
 }
+
+impl<K> Default for Ring<K> {
+    fn default() -> Self {
+        Self {
+            item_ids: VecDeque::new(),
+            action_types: VecDeque::new(),
+            timestamps_ms: VecDeque::new(),
+            surfaces: VecDeque::new(),
+        }
+    }
+}
+
+/// The realtime sequence and the impressions: one action type per action.
+pub(crate) type UserHistory = Ring<u16>;
+
+/// The lifelong sequence: one multi-hot token per (item, surface, time).
+pub(crate) type TokenRing = Ring<u64>;
+
+/// The four newest-first columns of a ring, borrowed.
+pub(crate) type ColumnsRef<'a, K> = (
+    &'a VecDeque<ItemId>,
+    &'a VecDeque<K>,
+    &'a VecDeque<i64>,
+    &'a VecDeque<u16>,
+);
 
 /// Grows a column ahead of a push without overshooting `capacity` by much:
 /// doubling like `Vec`, but never reserving more than the capacity needs.
@@ -54,18 +83,13 @@ fn copy_range<T: Copy>(col: &VecDeque<T>, start: usize, count: usize, out: &mut 
     }
 }
 
-impl UserHistory {
-    /// An empty history.
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-
+impl<K: Copy> Ring<K> {
     /// Builds a history from newest-first columns (as stored in a snapshot),
     /// keeping the newest `capacity`. Fails if the columns disagree in length
     /// or the timestamps are not non-increasing.
     pub(crate) fn from_columns(
         item_ids: Vec<ItemId>,
-        action_types: Vec<u16>,
+        action_types: Vec<K>,
         timestamps_ms: Vec<i64>,
         surfaces: Vec<u16>,
         capacity: usize,
@@ -114,8 +138,14 @@ impl UserHistory {
     /// timestamp, so among equal timestamps the last to arrive reads as the
     /// newest. The usual case (newest so far) is O(1); an older one costs
     /// O(distance to the nearer end).
-    pub(crate) fn insert(&mut self, a: &Action, capacity: usize) -> Inserted {
-        let t = a.timestamp_ms;
+    pub(crate) fn insert_parts(
+        &mut self,
+        item_id: ItemId,
+        kind: K,
+        t: i64,
+        surface: u16,
+        capacity: usize,
+    ) -> Inserted {
         let pos = match self.timestamps_ms.front() {
             None => 0,
             Some(&newest) if t >= newest => 0,
@@ -137,15 +167,15 @@ impl UserHistory {
             reserve_one(&mut self.surfaces, capacity);
         }
         if pos == 0 {
-            self.item_ids.push_front(a.item_id);
-            self.action_types.push_front(a.action_type.0);
+            self.item_ids.push_front(item_id);
+            self.action_types.push_front(kind);
             self.timestamps_ms.push_front(t);
-            self.surfaces.push_front(a.surface.0);
+            self.surfaces.push_front(surface);
         } else {
-            self.item_ids.insert(pos, a.item_id);
-            self.action_types.insert(pos, a.action_type.0);
+            self.item_ids.insert(pos, item_id);
+            self.action_types.insert(pos, kind);
             self.timestamps_ms.insert(pos, t);
-            self.surfaces.insert(pos, a.surface.0);
+            self.surfaces.insert(pos, surface);
         }
         if full {
             Inserted::DroppedOldest
@@ -154,14 +184,14 @@ impl UserHistory {
         }
     }
 
-    /// Appends the newest (at most) `n` actions with `timestamp_ms <= t` (all
-    /// when `at_or_before_ms` is `None`) to `out`, newest first; returns how
-    /// many. Does not clear `out`.
-    pub(crate) fn copy_newest(
+    /// Appends the newest (at most) `n` entries with `timestamp_ms <= t` (all
+    /// when `at_or_before_ms` is `None`) to the four output columns, newest
+    /// first; returns how many. Does not clear them.
+    pub(crate) fn copy_newest_into(
         &self,
         n: usize,
         at_or_before_ms: Option<i64>,
-        out: &mut SequenceBuf,
+        (item_ids, action_types, timestamps_ms, surfaces): ColumnsMut<'_, K>,
     ) -> usize {
         let skip = match at_or_before_ms {
             None => 0,
@@ -175,11 +205,62 @@ impl UserHistory {
         if count == 0 {
             return 0;
         }
-        copy_range(&self.item_ids, skip, count, &mut out.item_ids);
-        copy_range(&self.action_types, skip, count, &mut out.action_types);
-        copy_range(&self.timestamps_ms, skip, count, &mut out.timestamps_ms);
-        copy_range(&self.surfaces, skip, count, &mut out.surfaces);
+        copy_range(&self.item_ids, skip, count, item_ids);
+        copy_range(&self.action_types, skip, count, action_types);
+        copy_range(&self.timestamps_ms, skip, count, timestamps_ms);
+        copy_range(&self.surfaces, skip, count, surfaces);
         count
+    }
+
+    /// The four columns, newest first (for snapshots).
+    pub(crate) fn columns(&self) -> ColumnsRef<'_, K> {
+        (
+            &self.item_ids,
+            &self.action_types,
+            &self.timestamps_ms,
+            &self.surfaces,
+        )
+    }
+}
+
+/// The four output columns of a read.
+pub(crate) type ColumnsMut<'a, K> = (
+    &'a mut Vec<ItemId>,
+    &'a mut Vec<K>,
+    &'a mut Vec<i64>,
+    &'a mut Vec<u16>,
+);
+
+impl Ring<u16> {
+    /// Inserts one action at its place by time; see [`Ring::insert_parts`].
+    pub(crate) fn insert(&mut self, a: &Action, capacity: usize) -> Inserted {
+        self.insert_parts(
+            a.item_id,
+            a.action_type.0,
+            a.timestamp_ms,
+            a.surface.0,
+            capacity,
+        )
+    }
+
+    /// Appends the newest (at most) `n` actions at or before the time to
+    /// `out`; see [`Ring::copy_newest_into`].
+    pub(crate) fn copy_newest(
+        &self,
+        n: usize,
+        at_or_before_ms: Option<i64>,
+        out: &mut SequenceBuf,
+    ) -> usize {
+        self.copy_newest_into(
+            n,
+            at_or_before_ms,
+            (
+                &mut out.item_ids,
+                &mut out.action_types,
+                &mut out.timestamps_ms,
+                &mut out.surfaces,
+            ),
+        )
     }
 
     /// The `i`-th action, newest first.
@@ -191,22 +272,33 @@ impl UserHistory {
             surface: Surface(*self.surfaces.get(i)?),
         })
     }
+}
 
-    /// The four columns, newest first (for snapshots).
-    pub(crate) fn columns(
-        &self,
-    ) -> (
-        &VecDeque<ItemId>,
-        &VecDeque<u16>,
-        &VecDeque<i64>,
-        &VecDeque<u16>,
-    ) {
-        (
-            &self.item_ids,
-            &self.action_types,
-            &self.timestamps_ms,
-            &self.surfaces,
-        )
+impl Ring<u64> {
+    /// Adds an action of type `action_type` (below 64) to the lifelong
+    /// tokens: folded into the newest token of the same item and surface
+    /// whose time is within `window_ms` of the action's (its mask gains the
+    /// type's bit, its time stays), else inserted as a new token by time.
+    pub(crate) fn merge(&mut self, a: &Action, window_ms: i64, capacity: usize) -> Inserted {
+        let bit = 1u64 << (a.action_type.0 & 63);
+        let t = a.timestamp_ms;
+        // Newest first: the tokens within the window form one run.
+        let start = self
+            .timestamps_ms
+            .partition_point(|&x| x > t.saturating_add(window_ms));
+        let end = self
+            .timestamps_ms
+            .partition_point(|&x| x >= t.saturating_sub(window_ms));
+        for i in start..end {
+            if self.item_ids.get(i) == Some(&a.item_id)
+                && self.surfaces.get(i) == Some(&a.surface.0)
+                && let Some(mask) = self.action_types.get_mut(i)
+            {
+                *mask |= bit;
+                return Inserted::Merged;
+            }
+        }
+        self.insert_parts(a.item_id, bit, t, a.surface.0, capacity)
     }
 }
 
@@ -232,7 +324,7 @@ mod tests {
 
     #[test]
     fn insert_keeps_time_order_and_arrival_order_for_ties() {
-        let mut h = UserHistory::new();
+        let mut h = UserHistory::default();
         for (item, t) in [(1, 10), (2, 20), (3, 30), (4, 20), (5, 5), (6, 30)] {
             h.insert(&act(item, t), 100);
         }
@@ -242,7 +334,7 @@ mod tests {
 
     #[test]
     fn capacity_drops_oldest_and_discards_too_old() {
-        let mut h = UserHistory::new();
+        let mut h = UserHistory::default();
         for i in 0..5 {
             assert_eq!(h.insert(&act(i, i as i64 * 10), 3), {
                 if i < 3 {
@@ -260,7 +352,7 @@ mod tests {
 
     #[test]
     fn copy_newest_across_the_wrap_point() {
-        let mut h = UserHistory::new();
+        let mut h = UserHistory::default();
         // Enough pushes at capacity to wrap the ring several times.
         for i in 0..1000u64 {
             h.insert(&act(i, i as i64), 37);

@@ -11,15 +11,14 @@ use std::path::Path;
 
 use super::config::StoreConfig;
 use super::files::{self, io_err, log_path, remove_if_exists, with_suffix};
-use super::history::UserHistory;
 use super::log::{self, LogWriter, Record};
 use super::report::{OpenReport, SkippedSnapshot, TailDamage};
 use super::snapshot;
-use super::state::State;
+use super::state::{State, UserState};
 use crate::{SeqError, UserId};
 
 /// Users loaded from a snapshot, sorted by id.
-type LoadedUsers = Vec<(UserId, UserHistory)>;
+type LoadedUsers = Vec<(UserId, UserState)>;
 
 /// What recovery hands to the store.
 pub(crate) struct Recovered {
@@ -45,7 +44,6 @@ pub(crate) fn recover(
         .max()
         .copied()
         .unwrap_or(0);
-    let capacity = config.capacity_per_user;
 
     // Newest usable starting point: a snapshot that checks out, or the empty
     // state before log 0, whose chain of logs up to `newest` is complete (a
@@ -60,7 +58,7 @@ pub(crate) fn recover(
         if !chain_complete(g) {
             continue;
         }
-        match snapshot::read(path, g, capacity) {
+        match snapshot::read(path, g, config) {
             Ok(users) => {
                 start = Some((Some(g), users));
                 break;
@@ -113,7 +111,7 @@ pub(crate) fn recover(
             continue;
         }
         let scan = log::scan(&path, g, |Record::Append { user, actions }| {
-            state.apply(user, &actions, capacity);
+            state.apply(user, &actions, config);
         })?;
         records_replayed += scan.records;
         let mut good_len = scan.good_len;

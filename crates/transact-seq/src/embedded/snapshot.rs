@@ -1,13 +1,18 @@
 //! Snapshot files: the whole state at the end of a log generation.
 //!
 //! ```text
-//! header  = magic "TSEQSNAP" (8) | format version u32 LE | generation u64 LE
+//! header  = magic "TSEQSNAP" (8) | format version u32 LE (2) | generation u64 LE
 //! body    = MessagePack (rmp-serde) values, one after another:
 //!           SnapHead { generation, users, actions }
-//!           then `users` × SnapUser { user, item_ids, action_types,
-//!                                     timestamps_ms, surfaces }   (columns newest first)
+//!           then `users` × SnapUser { user, realtime, lifelong, impressions }
+//!           each sequence { item_ids, action_types, timestamps_ms, surfaces }
+//!           (columns newest first; lifelong action_types are u64 multi-hot masks)
 //! trailer = body length u64 LE | crc32 of body u32 LE | magic "TSEQEND\0" (8)
 //! ```
+//!
+//! Version 1 (before the lifelong and impression sequences) held only the
+//! realtime columns, flat in SnapUser; it is still read: its actions are
+//! routed into the three sequences as appends would be.
 //!
 //! `snapshot-<g>.msgpack` holds the state after every record of logs
 //! `< g`; log `g` continues from it.
@@ -21,10 +26,16 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
+use super::config::StoreConfig;
 use super::files::{io_err, read_full, remove_if_exists, snapshot_path, sync_dir, tmp_path};
-use super::history::UserHistory;
-use super::log::FORMAT_VERSION;
-use crate::{ItemId, SeqError, UserId};
+use super::history::{ColumnsRef, Ring};
+use super::state::UserState;
+use crate::{Action, ActionType, ItemId, SeqError, Surface, UserId};
+
+/// Snapshot format version written (2: three sequences per user).
+const SNAPSHOT_VERSION: u32 = 2;
+/// The first format (realtime sequence only), still read.
+const SNAPSHOT_VERSION_1: u32 = 1;
 
 const SNAP_MAGIC: [u8; 8] = *b"TSEQSNAP";
 const END_MAGIC: [u8; 8] = *b"TSEQEND\0";
@@ -39,16 +50,63 @@ struct SnapHead {
 }
 
 #[derive(Serialize)]
-struct SnapUserRef<'a> {
-    user: UserId,
+struct SeqRef<'a, K> {
     item_ids: &'a VecDeque<ItemId>,
-    action_types: &'a VecDeque<u16>,
+    action_types: &'a VecDeque<K>,
     timestamps_ms: &'a VecDeque<i64>,
     surfaces: &'a VecDeque<u16>,
 }
 
+impl<'a, K> SeqRef<'a, K> {
+    fn new((item_ids, action_types, timestamps_ms, surfaces): ColumnsRef<'a, K>) -> Self {
+        Self {
+            item_ids,
+            action_types,
+            timestamps_ms,
+            surfaces,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SnapUserRef<'a> {
+    user: UserId,
+    realtime: SeqRef<'a, u16>,
+    lifelong: SeqRef<'a, u64>,
+    impressions: SeqRef<'a, u16>,
+}
+
+#[derive(Deserialize)]
+struct Seq<K> {
+    item_ids: Vec<ItemId>,
+    action_types: Vec<K>,
+    timestamps_ms: Vec<i64>,
+    surfaces: Vec<u16>,
+}
+
+impl<K: Copy> Seq<K> {
+    fn into_ring(self, capacity: usize) -> Result<Ring<K>, String> {
+        Ring::from_columns(
+            self.item_ids,
+            self.action_types,
+            self.timestamps_ms,
+            self.surfaces,
+            capacity,
+        )
+    }
+}
+
 #[derive(Deserialize)]
 struct SnapUser {
+    user: UserId,
+    realtime: Seq<u16>,
+    lifelong: Seq<u64>,
+    impressions: Seq<u16>,
+}
+
+/// A user entry of a version-1 snapshot: the realtime columns only.
+#[derive(Deserialize)]
+struct SnapUserV1 {
     user: UserId,
     item_ids: Vec<ItemId>,
     action_types: Vec<u16>,
@@ -96,7 +154,7 @@ impl<R: Read> Read for CrcReader<R> {
 pub(crate) fn write(
     dir: &Path,
     generation: u64,
-    users: &[(UserId, Arc<RwLock<UserHistory>>)],
+    users: &[(UserId, Arc<RwLock<UserState>>)],
 ) -> Result<u64, SeqError> {
     let path = snapshot_path(dir, generation);
     let tmp = tmp_path(&path);
@@ -114,14 +172,14 @@ pub(crate) fn write(
 fn write_tmp(
     tmp: &Path,
     generation: u64,
-    users: &[(UserId, Arc<RwLock<UserHistory>>)],
+    users: &[(UserId, Arc<RwLock<UserState>>)],
 ) -> Result<u64, SeqError> {
     let io = |e: io::Error| io_err(tmp, e);
     let encode = |e: rmp_serde::encode::Error| io_err(tmp, io::Error::other(e));
     let file = File::create(tmp).map_err(io)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     out.write_all(&SNAP_MAGIC).map_err(io)?;
-    out.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(io)?;
+    out.write_all(&SNAPSHOT_VERSION.to_le_bytes()).map_err(io)?;
     out.write_all(&generation.to_le_bytes()).map_err(io)?;
 
     let mut body = CrcWriter {
@@ -138,13 +196,11 @@ fn write_tmp(
     rmp_serde::encode::write(&mut body, &head).map_err(encode)?;
     for (user, history) in users {
         let h = history.read();
-        let (item_ids, action_types, timestamps_ms, surfaces) = h.columns();
         let rec = SnapUserRef {
             user: *user,
-            item_ids,
-            action_types,
-            timestamps_ms,
-            surfaces,
+            realtime: SeqRef::new(h.realtime.columns()),
+            lifelong: SeqRef::new(h.lifelong.columns()),
+            impressions: SeqRef::new(h.impressions.columns()),
         };
         rmp_serde::encode::write(&mut body, &rec).map_err(encode)?;
     }
@@ -160,15 +216,15 @@ fn write_tmp(
 }
 
 /// Reads and checks `snapshot-<generation>.msgpack` at `path`, keeping the
-/// newest `capacity` actions per user.
+/// newest entries of each sequence that `config`'s capacities allow.
 ///
 /// Damage of any kind is [`SeqError::Corrupt`]; failing to read the file is
 /// [`SeqError::Io`].
 pub(crate) fn read(
     path: &Path,
     generation: u64,
-    capacity: usize,
-) -> Result<Vec<(UserId, UserHistory)>, SeqError> {
+    config: &StoreConfig,
+) -> Result<Vec<(UserId, UserState)>, SeqError> {
     let corrupt = |detail: String| SeqError::Corrupt {
         path: path.to_path_buf(),
         detail,
@@ -188,9 +244,10 @@ pub(crate) fn read(
         return Err(corrupt("not a snapshot file (bad magic)".into()));
     }
     let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-    if version != FORMAT_VERSION {
+    if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_1 {
         return Err(corrupt(format!(
-            "unsupported snapshot format version {version} (expected {FORMAT_VERSION})"
+            "unsupported snapshot format version {version} (this build reads \
+             {SNAPSHOT_VERSION_1} and {SNAPSHOT_VERSION})"
         )));
     }
     let mut g = [0u8; 8];
@@ -225,7 +282,7 @@ pub(crate) fn read(
         inner: BufReader::with_capacity(1 << 20, file).take(body_len),
         hasher: crc32fast::Hasher::new(),
     };
-    let decoded = decode_body(&mut body, generation, capacity);
+    let decoded = decode_body(&mut body, generation, version, config);
     // Checksum the whole body even when decoding stopped early, so damage is
     // reported as a checksum failure rather than as whatever decode tripped on.
     io::copy(&mut body, &mut io::sink()).map_err(io)?;
@@ -241,8 +298,9 @@ pub(crate) fn read(
 fn decode_body(
     body: &mut impl Read,
     generation: u64,
-    capacity: usize,
-) -> Result<Vec<(UserId, UserHistory)>, String> {
+    version: u32,
+    config: &StoreConfig,
+) -> Result<Vec<(UserId, UserState)>, String> {
     let mut de = rmp_serde::Deserializer::new(&mut *body);
     let head = SnapHead::deserialize(&mut de).map_err(|e| format!("head: {e}"))?;
     if head.generation != generation {
@@ -254,25 +312,43 @@ fn decode_body(
     let mut users = Vec::with_capacity(usize::try_from(head.users).unwrap_or(0).min(1 << 20));
     let mut actions = 0u64;
     for i in 0..head.users {
-        let u = SnapUser::deserialize(&mut de).map_err(|e| format!("user entry {i}: {e}"))?;
-        actions += u.item_ids.len() as u64;
-        if u.item_ids.is_empty() {
-            return Err(format!("user {} has an empty history", u.user));
+        let entry = |e| format!("user entry {i}: {e}");
+        let (user, h) = if version == SNAPSHOT_VERSION_1 {
+            let u = SnapUserV1::deserialize(&mut de).map_err(entry)?;
+            actions += u.item_ids.len() as u64;
+            (u.user, migrate_v1(u, config)?)
+        } else {
+            let u = SnapUser::deserialize(&mut de).map_err(entry)?;
+            actions += u.realtime.item_ids.len() as u64;
+            let named = |what: &str, e: String| format!("user {} {what}: {e}", u.user);
+            let realtime = u
+                .realtime
+                .into_ring(config.capacity_per_user.max(1))
+                .map_err(|e| named("realtime", e))?;
+            let lifelong = u
+                .lifelong
+                .into_ring(config.lifelong_capacity)
+                .map_err(|e| named("lifelong", e))?;
+            let impressions = u
+                .impressions
+                .into_ring(config.impression_capacity)
+                .map_err(|e| named("impressions", e))?;
+            let h = UserState {
+                realtime,
+                lifelong,
+                impressions,
+            };
+            (u.user, h)
+        };
+        if h.is_empty() {
+            return Err(format!("user {user} has an empty history"));
         }
         if let Some(&(prev, _)) = users.last()
-            && prev >= u.user
+            && prev >= user
         {
             return Err(format!("user ids not strictly increasing at entry {i}"));
         }
-        let h = UserHistory::from_columns(
-            u.item_ids,
-            u.action_types,
-            u.timestamps_ms,
-            u.surfaces,
-            capacity,
-        )
-        .map_err(|e| format!("user {}: {e}", u.user))?;
-        users.push((u.user, h));
+        users.push((user, h));
     }
     if actions != head.actions {
         return Err(format!(
@@ -286,4 +362,116 @@ fn decode_body(
         return Err("bytes left over after the last user entry".into());
     }
     Ok(users)
+}
+
+/// A version-1 entry (realtime columns only) as three sequences: its
+/// actions, oldest first, routed as appends would route them.
+fn migrate_v1(u: SnapUserV1, config: &StoreConfig) -> Result<UserState, String> {
+    let n = u.item_ids.len();
+    if u.action_types.len() != n || u.timestamps_ms.len() != n || u.surfaces.len() != n {
+        return Err(format!("user {}: column lengths differ", u.user));
+    }
+    if let Some(i) = u.timestamps_ms.windows(2).position(|w| w[0] < w[1]) {
+        return Err(format!(
+            "user {}: timestamps are not newest first at position {i}",
+            u.user
+        ));
+    }
+    let mut h = UserState::default();
+    for i in (0..n).rev() {
+        let a = Action {
+            item_id: u.item_ids[i],
+            action_type: ActionType(u.action_types[i]),
+            timestamp_ms: u.timestamps_ms[i],
+            surface: Surface(u.surfaces[i]),
+        };
+        h.insert(&a, config);
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[derive(Serialize)]
+    struct V1User {
+        user: UserId,
+        item_ids: Vec<ItemId>,
+        action_types: Vec<u16>,
+        timestamps_ms: Vec<i64>,
+        surfaces: Vec<u16>,
+    }
+
+    /// A version-1 snapshot file, written as the first format did.
+    fn write_v1(path: &Path, generation: u64, users: &[V1User]) {
+        let mut body = Vec::new();
+        let actions = users.iter().map(|u| u.item_ids.len() as u64).sum();
+        let head = SnapHead {
+            generation,
+            users: users.len() as u64,
+            actions,
+        };
+        rmp_serde::encode::write(&mut body, &head).unwrap();
+        for u in users {
+            rmp_serde::encode::write(&mut body, u).unwrap();
+        }
+        let mut file = Vec::new();
+        file.extend_from_slice(&SNAP_MAGIC);
+        file.extend_from_slice(&SNAPSHOT_VERSION_1.to_le_bytes());
+        file.extend_from_slice(&generation.to_le_bytes());
+        file.extend_from_slice(&body);
+        file.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        file.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        file.extend_from_slice(&END_MAGIC);
+        std::fs::write(path, file).unwrap();
+    }
+
+    #[test]
+    fn a_version_1_snapshot_is_routed_into_three_sequences() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot-3.msgpack");
+        // Newest first: an impression, a click, a repin of the same item at
+        // the same time, an impression.
+        write_v1(
+            &path,
+            3,
+            &[V1User {
+                user: 8,
+                item_ids: vec![40, 30, 30, 20],
+                action_types: vec![4, 2, 1, 4],
+                timestamps_ms: vec![400, 300, 300, 200],
+                surfaces: vec![0, 0, 0, 0],
+            }],
+        );
+        let users = read(&path, 3, &StoreConfig::default()).unwrap();
+        let [(user, h)] = users.as_slice() else {
+            panic!("one user")
+        };
+        assert_eq!(*user, 8);
+        assert_eq!(h.realtime.len(), 4);
+        assert_eq!(h.impressions.len(), 2);
+        let (items, masks, times, _) = h.lifelong.columns();
+        assert_eq!(items.iter().copied().collect::<Vec<_>>(), [30]);
+        assert_eq!(masks.iter().copied().collect::<Vec<_>>(), [0b110]);
+        assert_eq!(times.iter().copied().collect::<Vec<_>>(), [300]);
+        // The realtime order is the snapshot's, ties included.
+        let (items, types, _, _) = h.realtime.columns();
+        assert_eq!(items.iter().copied().collect::<Vec<_>>(), [40, 30, 30, 20]);
+        assert_eq!(types.iter().copied().collect::<Vec<_>>(), [4, 2, 1, 4]);
+    }
+
+    #[test]
+    fn a_newer_version_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot-1.msgpack");
+        write_v1(&path, 1, &[]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8..12].copy_from_slice(&9u32.to_le_bytes());
+        std::fs::write(&path, bytes).unwrap();
+        let err = read(&path, 1, &StoreConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("version 9"), "{err}");
+    }
 }

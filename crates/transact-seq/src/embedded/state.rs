@@ -10,15 +10,53 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 
-use super::history::{Inserted, UserHistory};
+use super::config::StoreConfig;
+use super::history::{Inserted, TokenRing, UserHistory};
 use crate::{Action, UserId};
 
 /// Number of shards of the user map (a power of two).
 const SHARD_BITS: u32 = 6;
 const SHARDS: usize = 1 << SHARD_BITS;
 
-/// A user's history, shared between the map and readers.
-pub(crate) type SharedHistory = Arc<RwLock<UserHistory>>;
+/// One user's three sequences.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct UserState {
+    /// Every action, newest first (`capacity_per_user`).
+    pub(crate) realtime: UserHistory,
+    /// Explicit actions as multi-hot tokens (`lifelong_capacity`).
+    pub(crate) lifelong: TokenRing,
+    /// Impressions (`impression_capacity`).
+    pub(crate) impressions: UserHistory,
+}
+
+impl UserState {
+    /// Number of realtime actions (what [`State`] counts).
+    pub(crate) fn len(&self) -> usize {
+        self.realtime.len()
+    }
+
+    /// Whether all three sequences are empty.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.realtime.len() == 0 && self.lifelong.len() == 0 && self.impressions.len() == 0
+    }
+
+    /// Routes one validated action into the sequences it belongs to;
+    /// returns what happened to its realtime copy.
+    pub(crate) fn insert(&mut self, a: &Action, config: &StoreConfig) -> Inserted {
+        if config.is_impression(a.action_type) {
+            if config.impression_capacity > 0 {
+                self.impressions.insert(a, config.impression_capacity);
+            }
+        } else if config.lifelong_capacity > 0 {
+            self.lifelong
+                .merge(a, config.multi_hot_window_ms, config.lifelong_capacity);
+        }
+        self.realtime.insert(a, config.capacity_per_user.max(1))
+    }
+}
+
+/// A user's sequences, shared between the map and readers.
+pub(crate) type SharedHistory = Arc<RwLock<UserState>>;
 
 type Shard = RwLock<HashMap<UserId, SharedHistory>>;
 
@@ -63,7 +101,7 @@ impl State {
 
     /// Applies validated actions for one user. Callers serialise on the
     /// store's writer lock, so a user missing here cannot appear meanwhile.
-    pub(crate) fn apply(&self, user: UserId, actions: &[Action], capacity: usize) {
+    pub(crate) fn apply(&self, user: UserId, actions: &[Action], config: &StoreConfig) {
         if actions.is_empty() {
             return;
         }
@@ -71,16 +109,16 @@ impl State {
         if let Some(h) = self.get(user) {
             let mut h = h.write();
             for a in actions {
-                if h.insert(a, capacity) == Inserted::Grew {
+                if h.insert(a, config) == Inserted::Grew {
                     grew += 1;
                 }
             }
         } else {
             // Build the history fully before publishing it, so readers never
             // see a user without actions.
-            let mut h = UserHistory::new();
+            let mut h = UserState::default();
             for a in actions {
-                h.insert(a, capacity);
+                h.insert(a, config);
             }
             grew = h.len() as u64;
             self.shard(user)
@@ -92,9 +130,9 @@ impl State {
     }
 
     /// Adds a loaded user (replacing any previous history of that user).
-    pub(crate) fn install(&self, user: UserId, history: UserHistory) {
+    pub(crate) fn install(&self, user: UserId, history: UserState) {
         let n = history.len() as u64;
-        if n == 0 {
+        if history.is_empty() {
             return;
         }
         let old = self

@@ -760,3 +760,138 @@ fn reading_a_full_history_is_fast() {
         "{per_read:?} per read of {cap}"
     );
 }
+
+fn typed(item: u64, t: i64, action_type: ActionType) -> Action {
+    Action {
+        action_type,
+        ..act(item, t)
+    }
+}
+
+fn sequences(store: &EmbeddedStore, user: UserId) -> UserSequences {
+    let mut out = UserSequences::default();
+    let all = SequenceLimits {
+        lifelong: usize::MAX,
+        realtime: usize::MAX,
+        impressions: usize::MAX,
+        at_or_before_ms: None,
+    };
+    store.read_sequences(user, &all, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn impressions_never_push_engagements_out_of_the_lifelong_sequence() {
+    let store = EmbeddedStore::in_memory(
+        config()
+            .with_capacity_per_user(10)
+            .with_impression_capacity(5),
+    );
+    store
+        .append(1, &[typed(7, 100, ActionType::REPIN)])
+        .unwrap();
+    let imps: Vec<Action> = (0..50)
+        .map(|i| typed(100 + i, 200 + i as i64, ActionType::IMPRESSION))
+        .collect();
+    store.append(1, &imps).unwrap();
+    let seqs = sequences(&store, 1);
+    // The realtime sequence (capacity 10) lost the repin to impressions ...
+    assert_eq!(seqs.realtime.len(), 10);
+    assert!(!seqs.realtime.item_ids.contains(&7));
+    // ... the lifelong one kept it, and the impressions are their own.
+    assert_eq!(seqs.lifelong.item_ids, [7]);
+    assert!(seqs.lifelong.has_type(0, ActionType::REPIN));
+    assert_eq!(seqs.impressions.item_ids, [149, 148, 147, 146, 145]);
+}
+
+#[test]
+fn explicit_actions_on_one_item_merge_into_a_multi_hot_token() {
+    let store = EmbeddedStore::in_memory(config().with_multi_hot_window_ms(1_000));
+    store
+        .append(
+            2,
+            &[
+                typed(5, 10_000, ActionType::CLICK),
+                typed(5, 10_400, ActionType::REPIN),
+                // Outside the window: a token of its own.
+                typed(5, 12_000, ActionType::HIDE),
+                // Another surface: a token of its own.
+                Action {
+                    surface: Surface(9),
+                    ..typed(5, 10_200, ActionType::REPIN)
+                },
+            ],
+        )
+        .unwrap();
+    let ll = sequences(&store, 2).lifelong;
+    assert_eq!(ll.timestamps_ms, [12_000, 10_200, 10_000]);
+    assert_eq!(ll.surfaces, [1, 9, 1]);
+    let bits = |ts: &[ActionType]| ts.iter().fold(0u64, |m, t| m | 1 << t.0);
+    assert_eq!(
+        ll.action_masks,
+        [
+            bits(&[ActionType::HIDE]),
+            bits(&[ActionType::REPIN]),
+            bits(&[ActionType::CLICK, ActionType::REPIN])
+        ]
+    );
+    // Every action is still in the realtime sequence.
+    assert_eq!(sequences(&store, 2).realtime.len(), 4);
+}
+
+#[test]
+fn three_sequences_survive_snapshot_and_reopen_with_their_capacities() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config()
+        .with_capacity_per_user(4)
+        .with_lifelong_capacity(6)
+        .with_impression_capacity(3);
+    let (store, _) = EmbeddedStore::open(dir.path(), cfg.clone()).unwrap();
+    for i in 0..20u64 {
+        let t = if i % 2 == 0 {
+            ActionType::IMPRESSION
+        } else {
+            ActionType::CLICK
+        };
+        store.append(3, &[typed(i, i as i64 * 10, t)]).unwrap();
+    }
+    let before = sequences(&store, 3);
+    store.snapshot().unwrap();
+    store
+        .append(3, &[typed(99, 500, ActionType::REPIN)])
+        .unwrap();
+    let after_append = sequences(&store, 3);
+    store.close().unwrap();
+    let (store, report) = EmbeddedStore::open(dir.path(), cfg.clone()).unwrap();
+    assert_eq!(report.records_replayed, 1);
+    assert_eq!(sequences(&store, 3), after_append);
+    assert_eq!(before.lifelong.len(), 6);
+    assert_eq!(before.impressions.len(), 3);
+    assert_eq!(before.realtime.len(), 4);
+    store.snapshot().unwrap();
+    store.close().unwrap();
+    // Smaller capacities apply to a loaded snapshot.
+    let (store, _) = EmbeddedStore::open(
+        dir.path(),
+        cfg.with_lifelong_capacity(2).with_impression_capacity(1),
+    )
+    .unwrap();
+    let s = sequences(&store, 3);
+    assert_eq!(s.lifelong.item_ids, [99, 19]);
+    assert_eq!(s.impressions.item_ids, [18]);
+}
+
+#[test]
+fn explicit_types_above_63_need_the_lifelong_sequence_off() {
+    let vocab = ActionVocab::new([1, 4, 70]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let err = EmbeddedStore::open(dir.path(), config().with_vocab(vocab.clone())).unwrap_err();
+    assert!(err.to_string().contains("action type 70"), "{err}");
+    assert!(
+        EmbeddedStore::open(
+            dir.path(),
+            config().with_vocab(vocab).with_lifelong_capacity(0)
+        )
+        .is_ok()
+    );
+}
