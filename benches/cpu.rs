@@ -4,6 +4,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use transact::bench::{BATCH, StoreReadCase, V1Case, V2Case};
+use transact::bench_lifelong::{GatherI8Case, InlineI8Case, LifelongReadCase};
 
 fn v1(c: &mut Criterion) {
     let mut case = V1Case::new().expect("V1 bench case");
@@ -37,5 +38,27 @@ fn store(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, v1, v2, store);
+fn lifelong(c: &mut Criterion) {
+    let mut read = LifelongReadCase::new().expect("lifelong read case");
+    let mut gather = GatherI8Case::new().expect("gather case");
+    let mut inline = InlineI8Case::new();
+    let mut g = c.benchmark_group("cpu");
+    g.throughput(Throughput::Elements(
+        (LifelongReadCase::LIMITS.lifelong
+            + LifelongReadCase::LIMITS.realtime
+            + LifelongReadCase::LIMITS.impressions) as u64,
+    ));
+    g.bench_function(LifelongReadCase::NAME, |b| {
+        b.iter(|| read.run().expect("lifelong read"))
+    });
+    g.throughput(Throughput::Elements(GatherI8Case::LEN as u64));
+    g.bench_function(GatherI8Case::NAME, |b| {
+        b.iter(|| gather.run().expect("int8 gather"))
+    });
+    g.throughput(Throughput::Elements(InlineI8Case::LEN as u64));
+    g.bench_function(InlineI8Case::NAME, |b| b.iter(|| inline.run()));
+    g.finish();
+}
+
+criterion_group!(benches, v1, v2, store, lifelong);
 criterion_main!(benches);

@@ -22,6 +22,7 @@
 pub mod backend;
 pub mod bench;
 pub mod bench_gpu;
+pub mod bench_lifelong;
 pub mod world;
 
 pub use transact_embed as embed;

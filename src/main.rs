@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use transact::bench::{self, BenchResult, RankCase, StoreReadCase, V1Case, V2Case};
+use transact::bench_lifelong::{GatherI8Case, InlineI8Case, LifelongReadCase};
 use transact::model::parity;
 
 mod demo;
@@ -295,6 +296,38 @@ fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {
             runs: runs.max(200),
             threads,
         });
+    }
+    // A read case: `len` actions (or tokens, or rows) per run.
+    let read_result = |name: &str, ms: f64, len: usize, runs: usize| BenchResult {
+        case: name.into(),
+        median_ms: (ms * 1e6).round() / 1e6,
+        candidates_per_s: None,
+        actions_per_s: Some((len as f64 / (ms / 1e3)).round()),
+        runs,
+        threads,
+    };
+    if wanted(LifelongReadCase::NAME) {
+        let mut case = LifelongReadCase::new()?;
+        let runs = runs.max(200);
+        let ms = bench::median_ms(runs, 20, || case.run().map(|_| ()))?;
+        let s = case.sequences();
+        let len = s.lifelong.len() + s.realtime.len() + s.impressions.len();
+        results.push(read_result(LifelongReadCase::NAME, ms, len, runs));
+    }
+    if wanted(GatherI8Case::NAME) {
+        let mut case = GatherI8Case::new()?;
+        let runs = runs.max(200);
+        let ms = bench::median_ms(runs, 20, || case.run().map(|_| ()))?;
+        results.push(read_result(GatherI8Case::NAME, ms, GatherI8Case::LEN, runs));
+    }
+    if wanted(InlineI8Case::NAME) {
+        let mut case = InlineI8Case::new();
+        let runs = runs.max(200);
+        let ms = bench::median_ms(runs, 20, || {
+            std::hint::black_box(case.run());
+            Ok::<(), std::convert::Infallible>(())
+        })?;
+        results.push(read_result(InlineI8Case::NAME, ms, InlineI8Case::LEN, runs));
     }
     if results.is_empty() {
         return Err(format!("no benchmark case named {:?}", only.unwrap_or_default()).into());
