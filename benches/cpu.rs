@@ -4,7 +4,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use transact::bench::{BATCH, StoreReadCase, V1Case, V2Case};
-use transact::bench_lifelong::{GatherI8Case, InlineI8Case, LifelongReadCase};
+use transact::bench_lifelong::{GatherI8Case, InlineI8Case, LifelongReadCase, NnCase};
 
 fn v1(c: &mut Criterion) {
     let mut case = V1Case::new().expect("V1 bench case");
@@ -60,5 +60,14 @@ fn lifelong(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, v1, v2, store, lifelong);
+fn nn(c: &mut Criterion) {
+    let mut case = NnCase::new();
+    let mut g = c.benchmark_group("cpu");
+    g.throughput(Throughput::Elements(NnCase::CANDIDATES as u64));
+    g.sample_size(30);
+    g.bench_function(NnCase::NAME, |b| b.iter(|| case.run().expect("selection")));
+    g.finish();
+}
+
+criterion_group!(benches, v1, v2, store, lifelong, nn);
 criterion_main!(benches);

@@ -3,7 +3,7 @@
     python scripts/bench_pytorch.py [--threads 2] [--runs 20]
 
 prints one JSON object per line:
-{"case": "v1-b256-s100" | "v2-b256-s192", "impl": "pytorch", "median_ms": ..., "candidates_per_s": ...}
+{"case": "v1-b256-s100" | "v2-b256-s192" | "nn-16k-x256-top96", "impl": "pytorch", "median_ms": ..., "candidates_per_s": ...}
 
 - v1-b256-s100: the reference TransAct module (scripts/transact_reference.py)
   in inference mode, B = 256 candidates of one user (the same sequence
@@ -12,6 +12,9 @@ prints one JSON object per line:
 - v2-b256-s192: two V2 blocks (one head, no biases, LayerNorm without affine,
   causal) written with scaled_dot_product_attention + layer_norm,
   B = 256, S = 192, d = 64, FFN 32.
+- nn-16k-x256-top96: TransAct V2's nearest-neighbour selection, one user's
+  16,384 int8 item codes (d = 32, global scale 0.65) dequantised, multiplied
+  by 256 candidates' embeddings, top-96 per candidate.
 """
 
 import argparse
@@ -77,13 +80,31 @@ def v2_case(runs):
     return timed(run, runs), b
 
 
+def nn_case(runs):
+    n, b, d, k = 16_384, 256, 32, 96
+    gen = torch.Generator().manual_seed(3)
+    codes = torch.randint(-127, 128, (n, d), generator=gen, dtype=torch.int8)
+    cands = torch.randint(-127, 128, (b, d), generator=gen, dtype=torch.int8).float() * (0.65 / 127)
+
+    def run():
+        with torch.inference_mode():
+            hist = codes.float() * (0.65 / 127)
+            torch.topk(cands @ hist.T, k, dim=1)
+
+    return timed(run, runs), b
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    for case, fn in [("v1-b256-s100", v1_case), ("v2-b256-s192", v2_case)]:
+    for case, fn in [
+        ("v1-b256-s100", v1_case),
+        ("v2-b256-s192", v2_case),
+        ("nn-16k-x256-top96", nn_case),
+    ]:
         ms, b = fn(args.runs)
         print(json.dumps({
             "case": case,

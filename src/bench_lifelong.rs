@@ -1,10 +1,12 @@
 //! The lifelong-history cases of `transact bench cpu` (TransAct V2's store
-//! read and the two ways of getting its int8 embeddings), shared with the
-//! criterion benches.
+//! read, the two ways of getting its int8 embeddings, and the
+//! nearest-neighbour selection over them), shared with the criterion
+//! benches.
 
 use std::collections::VecDeque;
 
-use transact_embed::{EmbedError, ItemTable, Precision};
+use transact_embed::select::{SelectScratch, select_nearest_i8};
+use transact_embed::{EmbedError, INT8_GLOBAL_SCALE, ItemTable, Precision};
 use transact_seq::{
     Action, ActionType, EmbeddedStore, SeqError, SequenceLimits, SequenceStore, StoreConfig,
     Surface, UserSequences,
@@ -169,6 +171,65 @@ impl InlineI8Case {
 }
 
 impl Default for InlineI8Case {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// TransAct V2's nearest-neighbour selection: one user's 16,384 int8 codes
+/// (d = 32) against 256 candidates, the top 96 tokens per candidate
+/// (`transact_embed::select`, both cores).
+pub struct NnCase {
+    history: Vec<i8>,
+    scales: Vec<f32>,
+    candidates: Vec<i8>,
+    scratch: SelectScratch,
+    out: Vec<u32>,
+}
+
+impl NnCase {
+    /// Name used in reports.
+    pub const NAME: &'static str = "nn-16k-x256-top96";
+    /// Candidates per run.
+    pub const CANDIDATES: usize = 256;
+    /// Tokens kept per candidate.
+    pub const K: usize = 96;
+
+    /// Random codes (a fixed xorshift stream), global scale.
+    pub fn new() -> Self {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut code = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x % 255) as i64 - 127) as i8
+        };
+        let history: Vec<i8> = (0..LIFELONG * DIM).map(|_| code()).collect();
+        let candidates: Vec<i8> = (0..Self::CANDIDATES * DIM).map(|_| code()).collect();
+        Self {
+            history,
+            scales: vec![INT8_GLOBAL_SCALE; LIFELONG],
+            candidates,
+            scratch: SelectScratch::default(),
+            out: vec![0; Self::CANDIDATES * Self::K],
+        }
+    }
+
+    /// One selection for every candidate.
+    pub fn run(&mut self) -> Result<(), EmbedError> {
+        select_nearest_i8(
+            &self.history,
+            &self.scales,
+            &self.candidates,
+            DIM,
+            Self::K,
+            &mut self.scratch,
+            &mut self.out,
+        )
+    }
+}
+
+impl Default for NnCase {
     fn default() -> Self {
         Self::new()
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use transact::bench::{self, BenchResult, RankCase, StoreReadCase, V1Case, V2Case};
-use transact::bench_lifelong::{GatherI8Case, InlineI8Case, LifelongReadCase};
+use transact::bench_lifelong::{GatherI8Case, InlineI8Case, LifelongReadCase, NnCase};
 use transact::model::parity;
 
 mod demo;
@@ -284,6 +284,11 @@ fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {
         let mut case = V2Case::new()?;
         let ms = bench::median_ms(runs, 3, || case.run())?;
         results.push(model_result(V2Case::NAME, ms));
+    }
+    if wanted(NnCase::NAME) {
+        let mut case = NnCase::new();
+        let ms = bench::median_ms(runs, 3, || case.run())?;
+        results.push(model_result(NnCase::NAME, ms));
     }
     if wanted(StoreReadCase::NAME) {
         let mut case = StoreReadCase::new()?;

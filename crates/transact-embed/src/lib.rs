@@ -15,6 +15,9 @@
 //!   action; NaN last).
 //! - [`kernels`]: GEMM (through the maintained `gemm` crate), LayerNorm,
 //!   softmax, ReLU, dot products — the building blocks of the CPU forward.
+//! - [`select`]: TransAct V2's nearest-neighbour selection — per
+//!   candidate, the top-k history tokens by exact int8 dot product (ties to
+//!   the newer token), the history converted once per request.
 //! - [`small_gemm`]: an allocation-free GEMM (SIMD through `pulp`, chosen at
 //!   run time) for the small products the encoder makes many times per
 //!   request.
@@ -29,6 +32,7 @@ mod error;
 pub mod io;
 pub mod kernels;
 pub mod quant;
+pub mod select;
 pub mod small_gemm;
 pub mod table;
 pub mod topk;
