@@ -417,7 +417,7 @@ mod tests {
             let mut x = seed;
             let mut code = move || {
                 x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                ((x >> 33) % span) as i8 - (span / 2) as i8
+                (((x >> 33) % span) as i64 - (span / 2) as i64) as i8
             };
             let history: Vec<i8> = (0..n * dim).map(|_| code()).collect();
             let cands: Vec<i8> = (0..b * dim).map(|_| code()).collect();
