@@ -3,22 +3,10 @@
 //! dequantisation done inside the loop.
 
 use crate::EmbedError;
-use crate::kernels::{self, Par, RhsLayout};
+use crate::kernels::{self, Par, RhsLayout, exact};
 
 fn invalid(msg: String) -> EmbedError {
     EmbedError::InvalidArgument(msg)
-}
-
-fn exact(what: &str, expected: usize, got: usize) -> Result<(), EmbedError> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(EmbedError::Dimension {
-            what: what.to_string(),
-            expected,
-            got,
-        })
-    }
 }
 
 /// All dot products between `n` queries and `m` keys of width `d`:

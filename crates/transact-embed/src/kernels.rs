@@ -34,6 +34,19 @@ pub enum RhsLayout {
     NxK,
 }
 
+/// A length that must match exactly, or [`EmbedError::Dimension`] naming it.
+pub(crate) fn exact(what: &str, expected: usize, got: usize) -> Result<(), EmbedError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(EmbedError::Dimension {
+            what: what.to_string(),
+            expected,
+            got,
+        })
+    }
+}
+
 pub(crate) fn check(name: &str, need: usize, got: usize) -> Result<(), EmbedError> {
     if got < need {
         Err(EmbedError::Dimension {

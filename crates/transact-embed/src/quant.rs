@@ -37,6 +37,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use crate::EmbedError;
+use crate::kernels::exact;
 
 /// The global int8 scale of TransAct V2 (model-spec §1): `e` is mapped to
 /// `clamp(round(e / 0.65 * 127), -127, 127)`.
@@ -44,18 +45,6 @@ pub const INT8_GLOBAL_SCALE: f32 = 0.65;
 
 /// The largest int8 code used; −128 is never produced.
 const QMAX: f32 = 127.0;
-
-fn same_len(what: &str, expected: usize, got: usize) -> Result<(), EmbedError> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(EmbedError::Dimension {
-            what: what.to_string(),
-            expected,
-            got,
-        })
-    }
-}
 
 /// Quantises one value with a given scale: `clamp(round(e / scale * 127), ±127)`.
 ///
@@ -92,7 +81,7 @@ pub fn dequantize_value_i8(q: i8, scale: f32) -> f32 {
 /// # Errors
 /// [`EmbedError::Dimension`] if the lengths differ.
 pub fn quantize_i8_global(src: &[f32], dst: &mut [i8]) -> Result<(), EmbedError> {
-    same_len("quantize_i8_global dst", src.len(), dst.len())?;
+    exact("quantize_i8_global dst", src.len(), dst.len())?;
     quantize_i8_global_into(src, dst);
     Ok(())
 }
@@ -121,7 +110,7 @@ pub fn dequantize_i8_global(src: &[i8], dst: &mut [f32]) -> Result<(), EmbedErro
 /// [`EmbedError::Dimension`] if the lengths differ;
 /// [`EmbedError::InvalidArgument`] if the row holds NaN or ±∞.
 pub fn quantize_i8_per_row(src: &[f32], dst: &mut [i8]) -> Result<f32, EmbedError> {
-    same_len("quantize_i8_per_row dst", src.len(), dst.len())?;
+    exact("quantize_i8_per_row dst", src.len(), dst.len())?;
     for (i, &e) in src.iter().enumerate() {
         if !e.is_finite() {
             return Err(EmbedError::InvalidArgument(format!(
@@ -152,7 +141,7 @@ pub(crate) fn quantize_i8_per_row_into(src: &[f32], dst: &mut [i8]) -> f32 {
 /// # Errors
 /// [`EmbedError::Dimension`] if the lengths differ.
 pub fn dequantize_i8_scaled(src: &[i8], scale: f32, dst: &mut [f32]) -> Result<(), EmbedError> {
-    same_len("dequantize_i8 dst", src.len(), dst.len())?;
+    exact("dequantize_i8 dst", src.len(), dst.len())?;
     dequantize_i8_into(src, scale, dst);
     Ok(())
 }
@@ -173,7 +162,7 @@ pub(crate) fn dequantize_i8_into(src: &[i8], scale: f32, dst: &mut [f32]) {
 /// # Errors
 /// [`EmbedError::Dimension`] if the lengths differ.
 pub fn quantize_f16(src: &[f32], dst: &mut [f16]) -> Result<(), EmbedError> {
-    same_len("quantize_f16 dst", src.len(), dst.len())?;
+    exact("quantize_f16 dst", src.len(), dst.len())?;
     dst.convert_from_f32_slice(src);
     Ok(())
 }
@@ -183,7 +172,7 @@ pub fn quantize_f16(src: &[f32], dst: &mut [f16]) -> Result<(), EmbedError> {
 /// # Errors
 /// [`EmbedError::Dimension`] if the lengths differ.
 pub fn dequantize_f16(src: &[f16], dst: &mut [f32]) -> Result<(), EmbedError> {
-    same_len("dequantize_f16 dst", src.len(), dst.len())?;
+    exact("dequantize_f16 dst", src.len(), dst.len())?;
     src.convert_to_f32_slice(dst);
     Ok(())
 }

@@ -21,6 +21,7 @@
 use rayon::prelude::*;
 
 use crate::EmbedError;
+use crate::kernels::exact;
 use crate::small_gemm::matmul_kn;
 
 /// Tokens per tile: a tile of the transposed history (`d × TILE` floats) and
@@ -79,17 +80,6 @@ pub fn select_nearest_i8(
             "{n} history tokens do not fit u32 indices"
         )));
     }
-    let exact = |what: &str, expected: usize, got: usize| {
-        if expected == got {
-            Ok(())
-        } else {
-            Err(EmbedError::Dimension {
-                what: what.into(),
-                expected,
-                got,
-            })
-        }
-    };
     exact("selection history (n × dim)", n * dim, history.len())?;
     if !candidates.len().is_multiple_of(dim) {
         return Err(EmbedError::InvalidArgument(format!(

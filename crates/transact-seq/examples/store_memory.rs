@@ -59,13 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fill_s = t0.elapsed().as_secs_f64();
     let after = resident_bytes();
     let mut out = UserSequences::default();
-    let all = SequenceLimits {
-        lifelong: usize::MAX,
-        realtime: usize::MAX,
-        impressions: usize::MAX,
-        at_or_before_ms: None,
-    };
-    store.read_sequences(0, &all, &mut out)?;
+    store.read_sequences(0, &SequenceLimits::ALL, &mut out)?;
     let grown = after.saturating_sub(before);
     println!(
         "users {users}: lifelong {} tokens, realtime {}, impressions {} each",

@@ -373,17 +373,8 @@ impl SequenceStore for EmbeddedStore {
         };
         let h = h.read();
         let t = limits.at_or_before_ms;
-        let ll = &mut out.lifelong;
-        h.lifelong.copy_newest_into(
-            limits.lifelong,
-            t,
-            (
-                &mut ll.item_ids,
-                &mut ll.action_masks,
-                &mut ll.timestamps_ms,
-                &mut ll.surfaces,
-            ),
-        );
+        h.lifelong
+            .copy_newest_tokens(limits.lifelong, t, &mut out.lifelong);
         h.realtime
             .copy_newest(limits.realtime, t, &mut out.realtime);
         h.impressions

@@ -135,6 +135,16 @@ pub struct SequenceLimits {
     pub at_or_before_ms: Option<i64>,
 }
 
+impl SequenceLimits {
+    /// Everything each sequence holds, at any time.
+    pub const ALL: SequenceLimits = SequenceLimits {
+        lifelong: usize::MAX,
+        realtime: usize::MAX,
+        impressions: usize::MAX,
+        at_or_before_ms: None,
+    };
+}
+
 /// One user's three sequences, newest first, reused across reads (a read
 /// into a buffer that has held as much before allocates nothing).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -186,11 +186,7 @@ impl StoreConfig {
             )));
         }
         if self.lifelong_capacity > 0
-            && let Some(&t) = self
-                .vocab
-                .ids()
-                .iter()
-                .find(|&&t| t >= 64 && !self.is_impression(ActionType(t)))
+            && let Some(t) = self.first_wide_explicit_type()
         {
             return Err(SeqError::InvalidConfig(format!(
                 "action type {t} cannot enter the lifelong sequence: its tokens hold action \
@@ -201,17 +197,22 @@ impl StoreConfig {
         Ok(())
     }
 
+    /// The first explicit (non-impression) vocabulary type too large for a
+    /// lifelong token's 64-bit multi-hot mask.
+    fn first_wide_explicit_type(&self) -> Option<u16> {
+        self.vocab
+            .ids()
+            .iter()
+            .copied()
+            .find(|&t| t >= 64 && !self.is_impression(ActionType(t)))
+    }
+
     /// The same configuration with out-of-range values clamped into range.
     pub(crate) fn clamped(mut self) -> Self {
         self.capacity_per_user = self.capacity_per_user.max(1);
         self.max_future_skew_ms = self.max_future_skew_ms.max(0);
         self.multi_hot_window_ms = self.multi_hot_window_ms.max(0);
-        let wide = self
-            .vocab
-            .ids()
-            .iter()
-            .any(|&t| t >= 64 && !self.is_impression(ActionType(t)));
-        if wide {
+        if self.first_wide_explicit_type().is_some() {
             self.lifelong_capacity = 0;
         }
         self

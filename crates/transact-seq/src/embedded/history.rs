@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use crate::{Action, ActionType, ItemId, SequenceBuf, Surface};
+use crate::{Action, ActionType, ItemId, SequenceBuf, Surface, TokenBuf};
 
 /// What [`UserHistory::insert`] did with an action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,6 +275,26 @@ impl Ring<u16> {
 }
 
 impl Ring<u64> {
+    /// Appends the newest (at most) `n` tokens at or before the time to
+    /// `out`; see [`Ring::copy_newest_into`].
+    pub(crate) fn copy_newest_tokens(
+        &self,
+        n: usize,
+        at_or_before_ms: Option<i64>,
+        out: &mut TokenBuf,
+    ) -> usize {
+        self.copy_newest_into(
+            n,
+            at_or_before_ms,
+            (
+                &mut out.item_ids,
+                &mut out.action_masks,
+                &mut out.timestamps_ms,
+                &mut out.surfaces,
+            ),
+        )
+    }
+
     /// Adds an action of type `action_type` (below 64) to the lifelong
     /// tokens: folded into the newest token of the same item and surface
     /// whose time is within `window_ms` of the action's (its mask gains the

@@ -770,13 +770,9 @@ fn typed(item: u64, t: i64, action_type: ActionType) -> Action {
 
 fn sequences(store: &EmbeddedStore, user: UserId) -> UserSequences {
     let mut out = UserSequences::default();
-    let all = SequenceLimits {
-        lifelong: usize::MAX,
-        realtime: usize::MAX,
-        impressions: usize::MAX,
-        at_or_before_ms: None,
-    };
-    store.read_sequences(user, &all, &mut out).unwrap();
+    store
+        .read_sequences(user, &SequenceLimits::ALL, &mut out)
+        .unwrap();
     out
 }
 
