@@ -6,7 +6,7 @@ use crate::{FeatureConfig, FeatureError, UnknownAction, UnknownItem};
 
 /// How an action type is treated, precomputed per raw id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     /// In the vocabulary and in the sequence.
     Enter,
     /// In the vocabulary, not in the sequence (e.g. impressions).
@@ -29,6 +29,8 @@ pub struct SequenceFeatures {
     pub item_known: Vec<bool>,
     /// Timestamp per position, in ms.
     pub times_ms: Vec<i64>,
+    /// Surface per position (`0` at padding).
+    pub surfaces: Vec<u16>,
     /// Per position, the offset of its action in the newest-first history
     /// given to [`FeatureBuilder::build`].
     pub sources: Vec<usize>,
@@ -59,17 +61,19 @@ impl SequenceFeatures {
         self.item_ids.clear();
         self.item_known.clear();
         self.times_ms.clear();
+        self.surfaces.clear();
         self.sources.clear();
         self.unknown_actions = 0;
         self.unknown_items = 0;
         self.full = false;
     }
 
-    fn push(&mut self, action: i64, item: ItemId, known: bool, t: i64, source: usize) {
+    fn push(&mut self, action: i64, a: &Action, known: bool, source: usize) {
         self.action_types.push(action);
-        self.item_ids.push(item);
+        self.item_ids.push(if action < 0 { 0 } else { a.item_id });
         self.item_known.push(known);
-        self.times_ms.push(t);
+        self.times_ms.push(a.timestamp_ms);
+        self.surfaces.push(if action < 0 { 0 } else { a.surface.0 });
         self.sources.push(source);
     }
 }
@@ -82,6 +86,9 @@ pub struct FeatureBuilder {
     kinds: Vec<Kind>,
     /// Per raw action id: counts as positive for the user feature.
     positive: Vec<bool>,
+    /// Per raw action id: its bit in a V2 token's multi-hot field (bit `i`
+    /// for the `i`-th vocabulary id below 32; 0 otherwise).
+    vocab_bits: Vec<u32>,
 }
 
 impl FeatureBuilder {
@@ -96,6 +103,10 @@ impl FeatureBuilder {
         for &id in &cfg.sequence_actions {
             kinds[usize::from(id)] = Kind::Enter;
         }
+        let mut vocab_bits = vec![0u32; n];
+        for (i, &id) in cfg.action_vocab.iter().enumerate().take(32) {
+            vocab_bits[usize::from(id)] = 1 << i;
+        }
         let mut positive = vec![false; n];
         for &id in &cfg.positive_actions {
             positive[usize::from(id)] = true;
@@ -104,6 +115,7 @@ impl FeatureBuilder {
             cfg,
             kinds,
             positive,
+            vocab_bits,
         })
     }
 
@@ -112,11 +124,20 @@ impl FeatureBuilder {
         &self.cfg
     }
 
-    fn kind(&self, action_type: u16) -> Kind {
+    pub(crate) fn kind(&self, action_type: u16) -> Kind {
         self.kinds
             .get(usize::from(action_type))
             .copied()
             .unwrap_or(Kind::Unknown)
+    }
+
+    /// The bit of raw action type `action_type` in a V2 token's multi-hot
+    /// field: `1 << i` for the `i`-th id of the vocabulary, 0 outside it.
+    pub fn vocab_bit(&self, action_type: u16) -> u32 {
+        self.vocab_bits
+            .get(usize::from(action_type))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Whether an action of this type can enter the sequence.
@@ -158,7 +179,7 @@ impl FeatureBuilder {
                 Kind::Unknown => {
                     out.unknown_actions += 1;
                     if self.cfg.unknown_action == UnknownAction::Padding {
-                        out.push(-1, 0, false, a.timestamp_ms, i);
+                        out.push(-1, &a, false, i);
                     }
                 }
                 Kind::Enter => {
@@ -169,13 +190,7 @@ impl FeatureBuilder {
                             continue;
                         }
                     }
-                    out.push(
-                        i64::from(a.action_type.0),
-                        a.item_id,
-                        known,
-                        a.timestamp_ms,
-                        i,
-                    );
+                    out.push(i64::from(a.action_type.0), &a, known, i);
                 }
             }
         }

@@ -83,6 +83,66 @@ pub struct FeatureConfig {
     /// The dense user feature.
     #[serde(default)]
     pub user_feature: UserFeature,
+    /// TransAct V2's token selection over the lifelong, realtime and
+    /// impression sequences (`None`: a V1 model, the realtime sequence
+    /// only).
+    #[serde(default)]
+    pub lifelong: Option<LifelongConfig>,
+}
+
+/// TransAct V2's token selection (model-spec §3), per candidate `c`:
+/// `NN(S_LL, c) ⊕ S_RT[:r] ⊕ NN(S_RT[r:], c) ⊕ NN(S_imp, c)`, where `NN`
+/// keeps the `k` tokens whose int8 item codes have the largest dot product
+/// with the candidate's, ties to the newer token.
+///
+/// - `S_RT` is the realtime sequence of the [`FeatureConfig`] (its newest
+///   `seq_len` sequence actions, by the same rules as V1).
+/// - `S_LL` is the lifelong sequence's tokens **older than the oldest
+///   action of `S_RT`** (**ours**: so that no action enters twice), with
+///   their action types limited to [`FeatureConfig::sequence_actions`];
+///   a token left with none is passed over.
+/// - `S_imp` is the impression sequence.
+///
+/// A token's multi-hot action field sets bit `i` for the `i`-th id of
+/// [`FeatureConfig::action_vocab`] (so the vocabulary holds at most 32
+/// ids); its surface is kept below `num_surfaces` (others become 0).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifelongConfig {
+    /// `r`: the newest realtime actions, always kept.
+    pub rt_keep: usize,
+    /// `k_LL`: lifelong tokens selected.
+    pub k_lifelong: usize,
+    /// `k_RT`: older realtime actions selected.
+    pub k_realtime: usize,
+    /// `k_imp`: impressions selected.
+    pub k_impression: usize,
+    /// Surfaces the model has rows for.
+    pub num_surfaces: u16,
+}
+
+impl Default for LifelongConfig {
+    /// `r = 32`, `k_LL = 96`, `k_RT = 32`, `k_imp = 32` (192 tokens), 8
+    /// surfaces.
+    fn default() -> Self {
+        Self {
+            rt_keep: 32,
+            k_lifelong: 96,
+            k_realtime: 32,
+            k_impression: 32,
+            num_surfaces: 8,
+        }
+    }
+}
+
+impl LifelongConfig {
+    /// Most tokens one candidate gets: `r + k_LL + k_RT + k_imp`.
+    pub fn max_tokens(&self) -> usize {
+        self.rt_keep
+            .saturating_add(self.k_lifelong)
+            .saturating_add(self.k_realtime)
+            .saturating_add(self.k_impression)
+    }
 }
 
 impl FeatureConfig {
@@ -106,6 +166,16 @@ impl FeatureConfig {
             unknown_action: UnknownAction::Skip,
             unknown_item: UnknownItem::Skip,
             user_feature: UserFeature::None,
+            lifelong: None,
+        }
+    }
+
+    /// The defaults of [`FeatureConfig::new`] with TransAct V2's selection
+    /// ([`LifelongConfig::default`]) over a realtime sequence of `seq_len`.
+    pub fn lifelong(seq_len: usize) -> Self {
+        Self {
+            lifelong: Some(LifelongConfig::default()),
+            ..Self::new(seq_len)
         }
     }
 
@@ -146,6 +216,29 @@ impl FeatureConfig {
                     field,
                     format!("action type {id} is not in action_vocab {v:?}"),
                 );
+            }
+        }
+        if let Some(l) = &self.lifelong {
+            if self.action_vocab.len() > 32 {
+                return bad(
+                    "action_vocab",
+                    format!(
+                        "holds {} ids, but a lifelong token's multi-hot field has 32 bits",
+                        self.action_vocab.len()
+                    ),
+                );
+            }
+            if l.max_tokens() == 0 || l.max_tokens() > 1 << 16 {
+                return bad(
+                    "lifelong",
+                    format!(
+                        "selects {} tokens per candidate; must be in 1..=65536",
+                        l.max_tokens()
+                    ),
+                );
+            }
+            if l.num_surfaces == 0 {
+                return bad("lifelong.num_surfaces", "must be at least 1".into());
             }
         }
         if self.user_feature == UserFeature::MeanOfPositives && self.positive_actions.is_empty() {

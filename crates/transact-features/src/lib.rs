@@ -34,10 +34,15 @@
 mod builder;
 mod config;
 mod ids;
+mod select;
 
 pub use builder::{FeatureBuilder, SequenceFeatures};
-pub use config::{FeatureConfig, TimeRule, UnknownAction, UnknownItem, UserFeature};
+pub use config::{
+    FeatureConfig, LifelongConfig, TimeRule, UnknownAction, UnknownItem, UserFeature,
+};
 pub use ids::{RawIdKeys, raw_id_key};
+pub use select::{SelectScratch, SelectedTokens, TokenPart, dequantize};
+pub use transact_embed::select::NO_TOKEN;
 
 /// A feature config that cannot be used, naming the field.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +52,14 @@ pub enum FeatureError {
     InvalidConfig {
         /// The field.
         field: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// An input of a feature computation is malformed.
+    #[error("features: {what}: {detail}")]
+    Input {
+        /// Which input.
+        what: &'static str,
         /// What is wrong with it.
         detail: String,
     },

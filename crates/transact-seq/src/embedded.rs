@@ -17,6 +17,7 @@ mod files;
 mod history;
 mod log;
 mod recover;
+mod replay;
 mod report;
 mod snapshot;
 mod state;
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 
 pub use config::{Clock, StoreConfig, SyncPolicy, system_clock_ms};
+pub use replay::SequenceReplay;
 pub use report::{DamageReason, OpenReport, SkippedSnapshot, StoreStats, TailDamage};
 
 use self::files::io_err;
@@ -367,18 +369,10 @@ impl SequenceStore for EmbeddedStore {
         limits: &SequenceLimits,
         out: &mut UserSequences,
     ) -> Result<(), SeqError> {
-        out.clear();
-        let Some(h) = self.state.get(user) else {
-            return Ok(());
-        };
-        let h = h.read();
-        let t = limits.at_or_before_ms;
-        h.lifelong
-            .copy_newest_tokens(limits.lifelong, t, &mut out.lifelong);
-        h.realtime
-            .copy_newest(limits.realtime, t, &mut out.realtime);
-        h.impressions
-            .copy_newest(limits.impressions, t, &mut out.impressions);
+        match self.state.get(user) {
+            Some(h) => h.read().read(limits, out),
+            None => out.clear(),
+        }
         Ok(())
     }
 

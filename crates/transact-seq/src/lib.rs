@@ -24,8 +24,8 @@ mod store;
 
 pub use action::{Action, ActionType, ActionVocab, ItemId, Surface, UserId};
 pub use embedded::{
-    Clock, DamageReason, EmbeddedStore, OpenReport, SkippedSnapshot, StoreConfig, StoreStats,
-    SyncPolicy, TailDamage, system_clock_ms,
+    Clock, DamageReason, EmbeddedStore, OpenReport, SequenceReplay, SkippedSnapshot, StoreConfig,
+    StoreStats, SyncPolicy, TailDamage, system_clock_ms,
 };
 pub use error::SeqError;
 pub use store::{SequenceBuf, SequenceLimits, SequenceStore, TokenBuf, UserSequences};

@@ -12,7 +12,7 @@ use parking_lot::RwLock;
 
 use super::config::StoreConfig;
 use super::history::{Inserted, TokenRing, UserHistory};
-use crate::{Action, UserId};
+use crate::{Action, SequenceLimits, UserId, UserSequences};
 
 /// Number of shards of the user map (a power of two).
 const SHARD_BITS: u32 = 6;
@@ -52,6 +52,18 @@ impl UserState {
                 .merge(a, config.multi_hot_window_ms, config.lifelong_capacity);
         }
         self.realtime.insert(a, config.capacity_per_user.max(1))
+    }
+
+    /// Fills `out` with the newest entries of each sequence within `limits`.
+    pub(crate) fn read(&self, limits: &SequenceLimits, out: &mut UserSequences) {
+        out.clear();
+        let t = limits.at_or_before_ms;
+        self.lifelong
+            .copy_newest_tokens(limits.lifelong, t, &mut out.lifelong);
+        self.realtime
+            .copy_newest(limits.realtime, t, &mut out.realtime);
+        self.impressions
+            .copy_newest(limits.impressions, t, &mut out.impressions);
     }
 }
 
