@@ -141,7 +141,12 @@ impl V1GpuCase {
     /// The same encoding on the CPU.
     pub fn cpu_encode(&mut self) -> Result<(), ModelError> {
         let mut out = std::mem::take(&mut self.encoded);
-        let r = self.cpu.v1().forward_request(&self.req(), &mut out);
+        let r = match self.cpu.v1() {
+            Some(v1) => v1.forward_request(&self.req(), &mut out),
+            None => Err(ModelError::InvalidConfig(
+                "the GPU benchmark model is V1".into(),
+            )),
+        };
         self.encoded = out;
         r
     }

@@ -124,16 +124,18 @@ fn steady_state_requests_allocate_what_the_readme_says() {
         request_time_ms: 5_000_000,
         candidates: &cands,
     };
-    let mut out = vec![0.0; B * model.v1().output_dim()];
+    let mut out = vec![0.0; B * model.v1().expect("v1").output_dim()];
     for _ in 0..3 {
         model
             .v1()
+            .expect("v1")
             .forward_request(&v1req, &mut out)
             .expect("warm-up");
     }
     let encoder = allocations_per_call(10, || {
         model
             .v1()
+            .expect("v1")
             .forward_request(&v1req, &mut out)
             .expect("encode");
     });

@@ -130,7 +130,7 @@ fn assert_parity(
         let ex = &examples[start..start + n];
         start += n;
         assert!(ex.iter().all(|e| e.request as usize == i));
-        feat.fill(ex, 0, &mut batch);
+        feat.fill(ex, 0, &mut batch).expect("fill");
         trainer
             .predict(&batch, &mut logits)
             .expect("trainer predicts");

@@ -46,7 +46,7 @@ fn model() -> RankingModel {
 /// vocabulary enters the sequence except impressions.
 fn bundle(w: &World) -> Arc<Bundle> {
     let m = model();
-    let c = m.v1().config();
+    let c = m.v1().expect("v1").config();
     let features = FeatureConfig {
         action_vocab: (0..20).collect(),
         sequence_actions: (0..20).filter(|&t| t != 4).collect(),

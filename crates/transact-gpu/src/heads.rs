@@ -264,7 +264,13 @@ impl GpuRankingModel {
         variant: Variant,
         precision: Precision,
     ) -> Result<Self, GpuError> {
-        let v1 = GpuTransActV1::with_options(ctx.clone(), model.v1(), variant, precision)?;
+        let v1 = model.v1().ok_or_else(|| {
+            GpuError::Unsupported(format!(
+                "GpuRankingModel runs TransAct V1 models; this one has a {} encoder",
+                model.encoder().kind()
+            ))
+        })?;
+        let v1 = GpuTransActV1::with_options(ctx.clone(), v1, variant, precision)?;
         let heads = GpuRankingHeads::new(ctx, model.heads())?;
         let hc = model.heads().config();
         Ok(Self {

@@ -176,18 +176,11 @@ pub struct V2Config {
     pub causal: bool,
     /// LayerNorm epsilon.
     pub layer_norm_eps: f32,
-    /// Newest realtime actions always kept (`r`).
-    pub rt_keep: usize,
-    /// Lifelong tokens selected by nearest neighbour (`k_LL`).
-    pub k_lifelong: usize,
-    /// Older realtime tokens selected by nearest neighbour (`k_RT`).
-    pub k_realtime: usize,
-    /// Impression tokens selected by nearest neighbour (`k_imp`).
-    pub k_impression: usize,
 }
 
 impl Default for V2Config {
-    /// 192 tokens, d = 64, FFN 32, L = 2, r = 32, k = 96 / 32 / 32.
+    /// 192 tokens, d = 64, FFN 32, L = 2, K = 10, causal (the token
+    /// selection is the feature contract's: `transact_features::LifelongConfig`).
     fn default() -> Self {
         Self {
             seq_len: 192,
@@ -199,10 +192,6 @@ impl Default for V2Config {
             latest_n_emb: 10,
             causal: true,
             layer_norm_eps: 1e-5,
-            rt_keep: 32,
-            k_lifelong: 96,
-            k_realtime: 32,
-            k_impression: 32,
         }
     }
 }

@@ -1,8 +1,14 @@
-//! The whole ranking model: the V1 sequence encoder plus the ranking heads.
+//! The whole ranking model: a sequence encoder (TransAct V1 over the
+//! realtime sequence, or V2 over the selected lifelong tokens) plus the
+//! ranking heads.
 
 use std::path::Path;
 
-use crate::{HeadsConfig, ModelError, RankingHeads, TensorMap, TransActV1, V1Config, V1Request};
+use crate::v2::V2_CONFIG_KEY;
+use crate::{
+    HeadsConfig, ModelError, RankingHeads, TensorMap, TransActV1, V1Config, V1Request, V2Config,
+    V2Encoder, V2Request,
+};
 
 /// Metadata key holding the heads config (JSON) in a ranking model file.
 pub const HEADS_CONFIG_KEY: &str = "transact.heads_config";
@@ -25,26 +31,76 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
-/// TransAct V1 over the user's realtime sequence, then the ranking heads over
+/// The sequence encoder of a [`RankingModel`].
+#[derive(Clone, Debug)]
+pub enum Encoder {
+    /// TransAct V1 over the realtime sequence.
+    V1(TransActV1),
+    /// TransAct V2 over each candidate's selected tokens.
+    V2(V2Encoder),
+}
+
+impl Encoder {
+    /// Output width per candidate.
+    pub fn output_dim(&self) -> usize {
+        match self {
+            Encoder::V1(e) => e.config().output_dim(),
+            Encoder::V2(e) => e.output_dim(),
+        }
+    }
+
+    /// Width of the item embeddings it reads.
+    pub fn item_emb_dim(&self) -> usize {
+        match self {
+            Encoder::V1(e) => e.config().item_emb_dim,
+            Encoder::V2(e) => e.config().item_emb_dim,
+        }
+    }
+
+    /// `"v1"` or `"v2"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Encoder::V1(_) => "v1",
+            Encoder::V2(_) => "v2",
+        }
+    }
+}
+
+/// A sequence encoder, then the ranking heads over
 /// `[encoder output ; candidate embedding ; user embedding ; context]`.
 #[derive(Clone, Debug)]
 pub struct RankingModel {
-    v1: TransActV1,
+    encoder: Encoder,
     heads: RankingHeads,
 }
 
 impl RankingModel {
-    /// Builds a model from its two parts, checking that their widths agree.
+    /// Builds a V1 model from its two parts, checking that their widths agree.
     pub fn new(v1: TransActV1, heads: RankingHeads) -> Result<Self, ModelError> {
-        let c = v1.config();
-        let want = heads.config().input_dim(c.output_dim(), c.item_emb_dim);
+        Self::with_encoder(Encoder::V1(v1), heads)
+    }
+
+    /// Builds a model from an encoder and heads, checking that their widths
+    /// agree.
+    pub fn with_encoder(encoder: Encoder, heads: RankingHeads) -> Result<Self, ModelError> {
+        let want = heads
+            .config()
+            .input_dim(encoder.output_dim(), encoder.item_emb_dim());
         if heads.input_dim() != want {
             return Err(ModelError::InvalidConfig(format!(
                 "heads read {} features, the encoder and features give {want}",
                 heads.input_dim()
             )));
         }
-        Ok(Self { v1, heads })
+        Ok(Self { encoder, heads })
+    }
+
+    /// A randomly initialised V2 model (deterministic for a seed).
+    pub fn new_random_v2(v2: V2Config, heads: HeadsConfig, seed: u64) -> Result<Self, ModelError> {
+        let input = heads.input_dim(v2.output_dim(), v2.item_emb_dim);
+        let v2 = V2Encoder::new_random(v2, seed)?;
+        let heads = RankingHeads::new_random(heads, input, seed.wrapping_add(0x9e37_79b9))?;
+        Self::with_encoder(Encoder::V2(v2), heads)
     }
 
     /// A randomly initialised model (deterministic for a seed).
@@ -56,8 +112,31 @@ impl RankingModel {
     }
 
     /// The sequence encoder.
-    pub fn v1(&self) -> &TransActV1 {
-        &self.v1
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    /// The V1 encoder, if the model is a V1 model.
+    pub fn v1(&self) -> Option<&TransActV1> {
+        match &self.encoder {
+            Encoder::V1(e) => Some(e),
+            Encoder::V2(_) => None,
+        }
+    }
+
+    /// The V2 encoder, if the model is a V2 model.
+    pub fn v2(&self) -> Option<&V2Encoder> {
+        match &self.encoder {
+            Encoder::V2(e) => Some(e),
+            Encoder::V1(_) => None,
+        }
+    }
+
+    fn need_v1(&self) -> Result<&TransActV1, ModelError> {
+        self.v1().ok_or_else(|| ModelError::BadInput {
+            name: "request".into(),
+            detail: "a V1 request was given to a TransAct V2 model".into(),
+        })
     }
 
     /// The ranking heads.
@@ -72,7 +151,7 @@ impl RankingModel {
 
     /// Width of item embeddings the model reads.
     pub fn item_emb_dim(&self) -> usize {
-        self.v1.config().item_emb_dim
+        self.encoder.item_emb_dim()
     }
 
     /// Scores the candidates of one request: `logits` receives `B × H` values.
@@ -97,14 +176,40 @@ impl RankingModel {
                 ),
             });
         }
+        let v1 = self.need_v1()?;
         let batch = req.candidates.len() / d_item;
         let mut encoded = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut().encoded));
         encoded.clear();
-        encoded.resize(batch * self.v1.config().output_dim(), 0.0);
-        let result = self
-            .v1
+        encoded.resize(batch * v1.config().output_dim(), 0.0);
+        let result = v1
             .forward_request(req, &mut encoded)
             .and_then(|()| self.score_encoded(&encoded, req.candidates, user_emb, context, logits));
+        SCRATCH.with(|s| s.borrow_mut().encoded = encoded);
+        result
+    }
+
+    /// Scores the candidates of one V2 request: the encoder reads the
+    /// selected tokens (`req`), the heads read `head_candidates` (`B ×
+    /// d_item`, the candidates' rows of the model's item table); `logits`
+    /// receives `B × H` values.
+    pub fn score_v2(
+        &self,
+        req: &V2Request<'_>,
+        head_candidates: &[f32],
+        user_emb: Option<&[f32]>,
+        context: Option<&[f32]>,
+        logits: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let v2 = self.v2().ok_or_else(|| ModelError::BadInput {
+            name: "request".into(),
+            detail: "a V2 request was given to a TransAct V1 model".into(),
+        })?;
+        let mut encoded = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut().encoded));
+        encoded.clear();
+        encoded.resize(req.batch * v2.output_dim(), 0.0);
+        let result = v2.forward(req, &mut encoded).and_then(|()| {
+            self.score_encoded(&encoded, head_candidates, user_emb, context, logits)
+        });
         SCRATCH.with(|s| s.borrow_mut().encoded = encoded);
         result
     }
@@ -121,7 +226,7 @@ impl RankingModel {
     ) -> Result<(), ModelError> {
         let cfg = self.heads.config();
         let d_item = self.item_emb_dim();
-        let d_seq = self.v1.config().output_dim();
+        let d_seq = self.encoder.output_dim();
         let batch = candidates.len() / d_item.max(1);
         ModelError::check_len("candidates", batch * d_item, candidates.len())?;
         ModelError::check_len("encoded", batch * d_seq, encoded.len())?;
@@ -145,7 +250,10 @@ impl RankingModel {
 
     /// All weights and configs as named tensors.
     pub fn to_tensors(&self) -> Result<TensorMap, ModelError> {
-        let mut map = self.v1.to_tensors();
+        let mut map = match &self.encoder {
+            Encoder::V1(e) => e.to_tensors(),
+            Encoder::V2(e) => e.to_tensors(),
+        };
         self.heads.to_tensors(HEADS_PREFIX, &mut map);
         let heads = serde_json::to_string(self.heads.config())
             .map_err(|e| ModelError::InvalidConfig(e.to_string()))?;
@@ -155,14 +263,19 @@ impl RankingModel {
         Ok(map)
     }
 
-    /// Rebuilds a model from [`RankingModel::to_tensors`] output.
+    /// Rebuilds a model from [`RankingModel::to_tensors`] output (a V2
+    /// model when the metadata holds a V2 config).
     pub fn from_tensors(map: &TensorMap) -> Result<Self, ModelError> {
-        let v1 = TransActV1::from_tensors(map)?;
+        let encoder = if map.metadata.contains_key(V2_CONFIG_KEY) {
+            Encoder::V2(V2Encoder::from_tensors(map)?)
+        } else {
+            Encoder::V1(TransActV1::from_tensors(map)?)
+        };
         let heads_cfg: HeadsConfig = map.meta_json(HEADS_CONFIG_KEY)?;
         heads_cfg.validate()?;
-        let input = heads_cfg.input_dim(v1.config().output_dim(), v1.config().item_emb_dim);
+        let input = heads_cfg.input_dim(encoder.output_dim(), encoder.item_emb_dim());
         let heads = RankingHeads::from_tensors(map, HEADS_PREFIX, heads_cfg, input)?;
-        Self::new(v1, heads)
+        Self::with_encoder(encoder, heads)
     }
 
     /// Saves to a safetensors file.

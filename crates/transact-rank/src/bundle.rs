@@ -10,6 +10,7 @@
 //! | `model.safetensors` | the ranking model (`transact_model::RankingModel`) |
 //! | `items.safetensors` | the item table, keyed by the log's raw ids through [`transact_features::raw_id_key`] |
 //! | `user_items.safetensors` | the user feature's item table (only when the features have a user feature) |
+//! | `tokens.safetensors` | a TransAct V2 model's int8 token table: the codes nearest-neighbour selection scores and the encoder's tokens embed (only for a V2 model) |
 //!
 //! [`Bundle::load`] checks every part and that the parts agree (widths,
 //! sequence length, vocabulary, heads); a missing part, a newer format
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use transact_embed::ItemTable;
 use transact_features::{FeatureConfig, UserFeature};
-use transact_model::RankingModel;
+use transact_model::{Encoder, RankingModel};
 
 use crate::UtilityWeights;
 
@@ -40,6 +41,8 @@ pub const MODEL_FILE: &str = "model.safetensors";
 pub const ITEMS_FILE: &str = "items.safetensors";
 /// The user feature's item table file name.
 pub const USER_ITEMS_FILE: &str = "user_items.safetensors";
+/// The V2 token table's file name.
+pub const TOKENS_FILE: &str = "tokens.safetensors";
 
 /// Where a bundle came from.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -135,11 +138,16 @@ pub struct Bundle {
     pub items: Arc<ItemTable>,
     /// The user feature's table, when the features have one.
     pub user_items: Option<Arc<ItemTable>>,
+    /// A V2 model's int8 token table (raw-id keys): selection scores its
+    /// codes and the encoder's tokens are their dequantised values.
+    pub tokens: Option<Arc<ItemTable>>,
 }
 
 impl Bundle {
     /// A bundle in memory from its parts (version `dev`, default utility
-    /// weights of the heads it has, no provenance), checked like a loaded one.
+    /// weights of the heads it has, no provenance), checked like a loaded
+    /// one — except that a V2 model is checked once its token table is
+    /// added with [`Bundle::with_tokens`].
     pub fn new(
         model: Arc<RankingModel>,
         items: Arc<ItemTable>,
@@ -166,9 +174,19 @@ impl Bundle {
             model,
             items,
             user_items: None,
+            tokens: None,
         };
-        bundle.validate()?;
+        if bundle.model.v2().is_none() {
+            bundle.validate()?;
+        }
         Ok(bundle)
+    }
+
+    /// The same bundle with a V2 model's int8 token table (checked).
+    pub fn with_tokens(mut self, table: Option<Arc<ItemTable>>) -> Result<Self, BundleError> {
+        self.tokens = table;
+        self.validate()?;
+        Ok(self)
     }
 
     /// The same bundle with a user-feature table.
@@ -203,38 +221,17 @@ impl Bundle {
         if let Err(e) = self.features.validate() {
             return bad(FEATURES_FILE, e.to_string());
         }
-        let v1 = self.model.v1().config();
-        if self.features.seq_len != v1.seq_len {
-            return bad(
-                FEATURES_FILE,
-                format!(
-                    "seq_len {} but the model reads {} positions",
-                    self.features.seq_len, v1.seq_len
-                ),
-            );
+        match self.model.encoder() {
+            Encoder::V1(v1) => self.validate_v1(v1.config())?,
+            Encoder::V2(v2) => self.validate_v2(v2.config())?,
         }
-        let mut fv: Vec<i64> = self
-            .features
-            .action_vocab
-            .iter()
-            .map(|&v| i64::from(v))
-            .collect();
-        let mut mv = v1.action_vocab.clone();
-        fv.sort_unstable();
-        mv.sort_unstable();
-        if fv != mv {
-            return bad(
-                FEATURES_FILE,
-                format!("action_vocab {fv:?} but the model embeds {mv:?}"),
-            );
-        }
-        if self.items.dim() != v1.item_emb_dim {
+        let d_item = self.model.item_emb_dim();
+        if self.items.dim() != d_item {
             return bad(
                 ITEMS_FILE,
                 format!(
-                    "{}-wide embeddings, the model reads {}",
-                    self.items.dim(),
-                    v1.item_emb_dim
+                    "{}-wide embeddings, the model reads {d_item}",
+                    self.items.dim()
                 ),
             );
         }
@@ -304,6 +301,109 @@ impl Bundle {
         Ok(())
     }
 
+    fn validate_v1(&self, v1: &transact_model::V1Config) -> Result<(), BundleError> {
+        let bad = |part, detail: String| Err(BundleError::Mismatch { part, detail });
+        if self.features.lifelong.is_some() {
+            return bad(
+                FEATURES_FILE,
+                "select lifelong tokens, but the model is TransAct V1".into(),
+            );
+        }
+        if self.tokens.is_some() {
+            return bad(TOKENS_FILE, "present, but the model is TransAct V1".into());
+        }
+        if self.features.seq_len != v1.seq_len {
+            return bad(
+                FEATURES_FILE,
+                format!(
+                    "seq_len {} but the model reads {} positions",
+                    self.features.seq_len, v1.seq_len
+                ),
+            );
+        }
+        let mut fv: Vec<i64> = self
+            .features
+            .action_vocab
+            .iter()
+            .map(|&v| i64::from(v))
+            .collect();
+        let mut mv = v1.action_vocab.clone();
+        fv.sort_unstable();
+        mv.sort_unstable();
+        if fv != mv {
+            return bad(
+                FEATURES_FILE,
+                format!("action_vocab {fv:?} but the model embeds {mv:?}"),
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_v2(&self, v2: &transact_model::V2Config) -> Result<(), BundleError> {
+        let bad = |part, detail: String| Err(BundleError::Mismatch { part, detail });
+        let Some(l) = &self.features.lifelong else {
+            return bad(
+                FEATURES_FILE,
+                "have no lifelong selection, but the model is TransAct V2".into(),
+            );
+        };
+        if l.max_tokens() > v2.seq_len {
+            return bad(
+                FEATURES_FILE,
+                format!(
+                    "select up to {} tokens per candidate, the model has {} positions",
+                    l.max_tokens(),
+                    v2.seq_len
+                ),
+            );
+        }
+        if self.features.action_vocab.len() > v2.num_action_types {
+            return bad(
+                FEATURES_FILE,
+                format!(
+                    "action_vocab has {} ids, the model embeds {} action types",
+                    self.features.action_vocab.len(),
+                    v2.num_action_types
+                ),
+            );
+        }
+        if usize::from(l.num_surfaces) > v2.num_surfaces {
+            return bad(
+                FEATURES_FILE,
+                format!(
+                    "{} surfaces, the model embeds {}",
+                    l.num_surfaces, v2.num_surfaces
+                ),
+            );
+        }
+        let Some(t) = &self.tokens else {
+            return bad(
+                TOKENS_FILE,
+                "missing: a V2 model reads its tokens from it".into(),
+            );
+        };
+        if !t.precision().is_int8() {
+            return bad(
+                TOKENS_FILE,
+                format!(
+                    "precision {}, selection reads int8 codes",
+                    t.precision().as_str()
+                ),
+            );
+        }
+        if t.dim() != v2.item_emb_dim {
+            return bad(
+                TOKENS_FILE,
+                format!(
+                    "{}-wide codes, the model's tokens are {}",
+                    t.dim(),
+                    v2.item_emb_dim
+                ),
+            );
+        }
+        Ok(())
+    }
+
     /// Writes the bundle into `dir` (created if needed; existing parts are
     /// replaced, a stale `user_items.safetensors` removed).
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), BundleError> {
@@ -338,6 +438,15 @@ impl Bundle {
                 .map_err(|e| part_err(USER_ITEMS_FILE, e.to_string()))?,
             None if user_path.exists() => std::fs::remove_file(&user_path)
                 .map_err(|e| part_err(USER_ITEMS_FILE, e.to_string()))?,
+            None => {}
+        }
+        let tokens_path = dir.join(TOKENS_FILE);
+        match &self.tokens {
+            Some(t) => t
+                .save(&tokens_path)
+                .map_err(|e| part_err(TOKENS_FILE, e.to_string()))?,
+            None if tokens_path.exists() => std::fs::remove_file(&tokens_path)
+                .map_err(|e| part_err(TOKENS_FILE, e.to_string()))?,
             None => {}
         }
         // The manifest last: a directory with a manifest has every part.
@@ -397,12 +506,21 @@ impl Bundle {
                     .map_err(|e| part_err(USER_ITEMS_FILE, e.to_string()))?,
             ))
         };
+        let tokens = if model.v2().is_some() {
+            Some(Arc::new(
+                ItemTable::load(path(TOKENS_FILE)?)
+                    .map_err(|e| part_err(TOKENS_FILE, e.to_string()))?,
+            ))
+        } else {
+            None
+        };
         let bundle = Self {
             manifest,
             features,
             model: Arc::new(model),
             items: Arc::new(items),
             user_items,
+            tokens,
         };
         bundle.validate()?;
         Ok(bundle)
@@ -454,7 +572,7 @@ mod tests {
         assert_eq!(back.items.len(), 3);
         assert!(back.items.contains(1 << 63 | 5));
         assert!(back.user_items.is_none());
-        assert_eq!(*back.model.v1(), *b.model.v1());
+        assert_eq!(back.model.v1(), b.model.v1());
     }
 
     #[test]

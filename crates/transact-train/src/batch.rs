@@ -54,6 +54,21 @@ pub struct Batch {
     /// negatives: `B × S × nal_negatives` item rows, the impressions that
     /// followed each position's action. Empty otherwise.
     pub nal_seq_neg: Vec<u32>,
+    /// TransAct V2: token slots per example (`r + k_LL + k_RT + k_imp`; 0
+    /// for a V1 batch).
+    pub v2_seq: usize,
+    /// TransAct V2: `B` selected tokens per example (at most `v2_seq`).
+    pub v2_lens: Vec<usize>,
+    /// TransAct V2: `B × v2_seq × d_item` dequantised int8 item embeddings
+    /// of the selected tokens, oldest first (zeros past the length).
+    pub v2_items: Vec<f32>,
+    /// TransAct V2: `B × v2_seq` multi-hot action fields.
+    pub v2_masks: Vec<u32>,
+    /// TransAct V2: `B × v2_seq` surfaces.
+    pub v2_surfaces: Vec<u16>,
+    /// TransAct V2: `B × d_item` the candidates' dequantised int8 embeddings
+    /// (the `e_c` half of every token).
+    pub v2_cand: Vec<f32>,
 }
 
 impl Batch {

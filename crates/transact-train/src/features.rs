@@ -36,6 +36,11 @@ use transact_seq::{Action, ActionType};
 use crate::batch::{Batch, NO_ITEM};
 use crate::data::{Dataset, LoggedRequest, is_positive, user_feature_dim};
 
+mod lifelong;
+
+use lifelong::{V2Features, V2Scratch};
+pub use lifelong::{replay_store_config, token_table};
+
 /// The label-weight matrix `M`: `heads × (heads + 1)`, row-major; column
 /// `a < heads` is head `a`'s label, the last column is "no engagement".
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -173,6 +178,8 @@ pub struct Featurizer<'a> {
     user_dim: usize,
     /// Per request, the user feature.
     user_cache: Vec<f32>,
+    /// TransAct V2's token selection, when the contract has one.
+    v2: Option<V2Features>,
 }
 
 /// The pretrained embedding row of item index `item`, if it has one.
@@ -244,6 +251,10 @@ impl<'a> Featurizer<'a> {
                 );
             }
         }
+        let v2 = match cfg.sequence.lifelong {
+            Some(_) => Some(V2Features::new(data)?),
+            None => None,
+        };
         Ok(Self {
             data,
             requests,
@@ -254,6 +265,7 @@ impl<'a> Featurizer<'a> {
             pad_row,
             user_dim,
             user_cache,
+            v2,
         })
     }
 
@@ -296,9 +308,26 @@ impl<'a> Featurizer<'a> {
             .collect()
     }
 
+    /// The int8 token table of a V2 contract (keyed by item index).
+    pub fn token_table(&self) -> Option<&transact_embed::ItemTable> {
+        self.v2.as_ref().map(|v| &v.tokens)
+    }
+
     /// Fills `batch` with `examples`, masking with time window `window_ms`
-    /// (draw it per batch; 0 = inference masks only).
-    pub fn fill(&self, examples: &[ExampleRef], window_ms: i64, batch: &mut Batch) {
+    /// (draw it per batch; 0 = inference masks only). With a V2 contract it
+    /// fails if selection does (an item's codes of the wrong width).
+    pub fn fill(
+        &self,
+        examples: &[ExampleRef],
+        window_ms: i64,
+        batch: &mut Batch,
+    ) -> Result<(), String> {
+        let mut v2 = V2Scratch::default();
+        if let Some(f) = &self.v2 {
+            f.reset(&self.builder, examples.len(), batch);
+        } else {
+            batch.v2_seq = 0;
+        }
         let s = self.cfg.sequence.seq_len;
         let mut seq = SequenceFeatures::default();
         let h = self.heads;
@@ -347,6 +376,17 @@ impl<'a> Featurizer<'a> {
                 &mut batch.seq_masked[b * s..(b + 1) * s],
             );
             batch.cand_items.push(cand.item);
+            if let Some(f) = &self.v2 {
+                f.fill(
+                    &self.builder,
+                    history,
+                    req.time_ms,
+                    &[cand.item],
+                    b,
+                    batch,
+                    &mut v2,
+                )?;
+            }
             let r = e.request as usize;
             batch
                 .user_features
@@ -396,6 +436,7 @@ impl<'a> Featurizer<'a> {
                 );
             }
         }
+        Ok(())
     }
 
     /// Per position `q ≥ 1` of the sequence `seq` built from `history`:
@@ -529,6 +570,21 @@ impl<'a> Featurizer<'a> {
         batch.nal_neg.clear();
         batch.nal_seq.clear();
         batch.nal_seq_neg.clear();
+        match &self.v2 {
+            Some(f) => {
+                f.reset(&self.builder, n, batch);
+                f.fill(
+                    &self.builder,
+                    query.history,
+                    query.time_ms,
+                    candidates,
+                    0,
+                    batch,
+                    &mut V2Scratch::default(),
+                )?;
+            }
+            None => batch.v2_seq = 0,
+        }
         Ok(())
     }
 
@@ -653,7 +709,7 @@ mod tests {
         let ex = f.examples();
         assert_eq!(ex.len(), 3);
         let mut b = Batch::default();
-        f.fill(&ex, 0, &mut b);
+        f.fill(&ex, 0, &mut b).expect("fill");
         // Newest first: hide 4, click 3, repin 1 (the impression is left
         // out), then padding.
         assert_eq!(&b.seq_items[..4], &[4, 3, 1, 10]);
@@ -679,7 +735,7 @@ mod tests {
         cfg.nal_positives = 4;
         let f = Featurizer::new(&d, &d.requests, cfg.clone()).expect("featurizer");
         let mut b = Batch::default();
-        f.fill(&f.examples()[..2], 0, &mut b);
+        f.fill(&f.examples()[..2], 0, &mut b).expect("fill");
         // After t = 1000: click 6, repin 7 (a slate item: skipped), repin 3,
         // repin 2; the impression of 5 is not a positive.
         assert_eq!(b.nal_positives, 4);
@@ -687,7 +743,7 @@ mod tests {
         // A 1-second horizon keeps the actions up to t = 2000.
         cfg.nal_horizon_ms = 1_000;
         let f = Featurizer::new(&d, &d.requests, cfg).expect("featurizer");
-        f.fill(&f.examples()[..1], 0, &mut b);
+        f.fill(&f.examples()[..1], 0, &mut b).expect("fill");
         assert_eq!(b.nal_pos, vec![6, 3, NO_ITEM, NO_ITEM]);
     }
 
@@ -699,7 +755,7 @@ mod tests {
         cfg.nal_every_position = true;
         let f = Featurizer::new(&d, &d.requests, cfg.clone()).expect("featurizer");
         let mut b = Batch::default();
-        f.fill(&f.examples()[..1], 0, &mut b);
+        f.fill(&f.examples()[..1], 0, &mut b).expect("fill");
         // Positions: hide 4 (t 300), click 3 (t 200), repin 1 (t 100). After
         // the click only the hide comes before the request; after the repin
         // the click on 3, with the impression of 2 as a negative.
@@ -709,7 +765,7 @@ mod tests {
         // The click came 100 ms after the repin: outside a 50 ms horizon.
         cfg.nal_horizon_ms = 50;
         let f = Featurizer::new(&d, &d.requests, cfg).expect("featurizer");
-        f.fill(&f.examples()[..1], 0, &mut b);
+        f.fill(&f.examples()[..1], 0, &mut b).expect("fill");
         assert_eq!(b.nal_seq, vec![NO_ITEM; 4]);
     }
 
@@ -719,9 +775,9 @@ mod tests {
         let f = Featurizer::new(&d, &d.requests, FeatureConfig::new(4, 3)).expect("f");
         let mut b = Batch::default();
         // Ages: 700 (hide), 800 (click), 900 (repin).
-        f.fill(&f.examples()[..1], 850, &mut b);
+        f.fill(&f.examples()[..1], 850, &mut b).expect("fill");
         assert_eq!(&b.seq_masked[..4], &[false, true, false, true]);
-        f.fill(&f.examples()[..1], 10_000, &mut b);
+        f.fill(&f.examples()[..1], 10_000, &mut b).expect("fill");
         assert_eq!(&b.seq_masked[..4], &[false, true, true, true]);
     }
 

@@ -47,7 +47,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use transact_embed::kernels::{self, Par, RhsLayout};
 use transact_model::ranking::HEADS_PREFIX;
-use transact_model::{HeadsConfig, RankingHeads, RankingModel, TensorMap, V1Config};
+use transact_model::{HeadsConfig, RankingHeads, RankingModel, TensorMap, V1Config, V2Config};
 
 use crate::batch::{Batch, NO_ITEM};
 use crate::layers::cross::{cross_backward, cross_forward};
@@ -68,8 +68,10 @@ use crate::layers::{kernel, sized};
 use crate::params::{ITEMS, NAL_PROJ, Params, V1_PREFIX};
 
 mod nal;
+mod v2;
 
 use nal::NalTerm;
+use v2::{V2Layout, V2Workspace};
 
 #[cfg(test)]
 mod tests;
@@ -125,8 +127,13 @@ pub struct NetConfig {
     /// encoder (the same weights), instead of on the newest row of the
     /// serving pass only; needs [`Batch::nal_seq`].
     pub nal_every_position: bool,
-    /// Dropout probability of the encoder layers in training.
+    /// Dropout probability of the encoder layers in training (V1 only).
     pub dropout: f32,
+    /// A TransAct V2 encoder over each example's selected tokens
+    /// ([`Batch::v2_items`] …) instead of V1 over the realtime sequence;
+    /// its `item_emb_dim` is `v1.item_emb_dim` (the `v1` config still gives
+    /// the realtime sequence's length and the vocabulary).
+    pub v2: Option<V2Config>,
 }
 
 impl Default for NetConfig {
@@ -142,6 +149,7 @@ impl Default for NetConfig {
             nal: false,
             nal_every_position: false,
             dropout: 0.0,
+            v2: None,
         }
     }
 }
@@ -149,10 +157,18 @@ impl Default for NetConfig {
 impl NetConfig {
     /// Width of the sequence part of the features (0 without the sequence).
     pub fn seq_out_dim(&self) -> usize {
-        if self.use_sequence {
-            self.v1.output_dim()
-        } else {
-            0
+        match (&self.v2, self.use_sequence) {
+            (_, false) => 0,
+            (Some(v2), true) => v2.output_dim(),
+            (None, true) => self.v1.output_dim(),
+        }
+    }
+
+    /// Width `d` of the encoder's rows (V2's when it has one).
+    pub fn d_model(&self) -> usize {
+        match &self.v2 {
+            Some(v2) => v2.d_model(),
+            None => self.v1.d_model(),
         }
     }
 
@@ -178,6 +194,15 @@ impl NetConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout must be in [0, 1)");
+        }
+        if let Some(v2) = &self.v2 {
+            v2.validate()?;
+            if v2.item_emb_dim != self.v1.item_emb_dim {
+                return bad("the V2 encoder's item_emb_dim must equal v1.item_emb_dim");
+            }
+            if self.nal_every_position {
+                return bad("the Next Action Loss at every position is V1 only");
+            }
         }
         Ok(())
     }
@@ -314,6 +339,7 @@ pub struct Workspace {
     dpooled: Vec<f32>,
     lin: Vec<f32>,
     dt: Vec<f32>,
+    v2: V2Workspace,
 }
 
 /// Examples per chunk (chunks start at multiples of this in the batch).
@@ -332,6 +358,7 @@ struct Layout {
     mlp: Vec<(Range<usize>, Range<usize>, usize, usize)>,
     out: (Range<usize>, Range<usize>, usize),
     nal: Option<Range<usize>>,
+    v2: Option<V2Layout>,
 }
 
 impl Layout {
@@ -357,8 +384,11 @@ impl Layout {
             mlp: Vec::new(),
             out: (0..0, 0..0, 0),
             nal: None,
+            v2: None,
         };
-        if cfg.use_sequence {
+        if let (true, Some(v2)) = (cfg.use_sequence, &cfg.v2) {
+            layout.v2 = Some(V2Layout::new(v2, &r)?);
+        } else if cfg.use_sequence {
             layout.action = r(&format!("{V1_PREFIX}action_emb_module.weight"))?;
             let dims = cfg.encoder_dims();
             for i in 0..cfg.v1.num_layer {
@@ -433,7 +463,9 @@ impl Net {
         let net = Self::from_config(cfg)?;
         let cfg = &net.cfg;
         let mut params = Params::for_config(cfg)?;
-        let mut map = if cfg.use_sequence {
+        let mut map = if let (true, Some(v2)) = (cfg.use_sequence, &cfg.v2) {
+            RankingModel::new_random_v2(v2.clone(), cfg.heads.clone(), seed)?.to_tensors()?
+        } else if cfg.use_sequence {
             RankingModel::new_random(cfg.v1.clone(), cfg.heads.clone(), seed)?.to_tensors()?
         } else {
             let heads = RankingHeads::new_random(
@@ -453,7 +485,7 @@ impl Net {
             .collect();
         map.insert_f32(ITEMS, vec![cfg.item_rows, di], items)?;
         if cfg.nal {
-            let d = cfg.v1.d_model();
+            let d = cfg.d_model();
             let bound = (6.0 / (d + di) as f32).sqrt();
             let w = (0..di * d)
                 .map(|_| rng.random_range(-bound..=bound))
@@ -642,7 +674,9 @@ impl Net {
         len("cand_items", batch.cand_items.len(), b)?;
         let u = cfg.heads.user_emb_dim;
         len("user_features", batch.user_features.len(), b * u)?;
-        if cfg.use_sequence {
+        if let (true, Some(v2)) = (cfg.use_sequence, &cfg.v2) {
+            self.check_batch_v2(v2, batch, range)?;
+        } else if cfg.use_sequence {
             if batch.seq_len != s {
                 return bad(format!("seq_len is {}, the model's is {s}", batch.seq_len));
             }
@@ -664,7 +698,7 @@ impl Net {
             {
                 return bad(format!("example {e}: user feature {i} is not finite"));
             }
-            if !cfg.use_sequence {
+            if !cfg.use_sequence || cfg.v2.is_some() {
                 continue;
             }
             if batch.seq_masked[e * s] {
@@ -765,7 +799,11 @@ impl Net {
         let u = cfg.heads.user_emb_dim;
         let nc = cfg.heads.cross_layers;
         if cfg.use_sequence {
-            self.encode_chunk(p, batch, &chunk, drop_seed, ws)?;
+            if cfg.v2.is_some() {
+                self.encode_chunk_v2(p, batch, &chunk, ws)?;
+            } else {
+                self.encode_chunk(p, batch, &chunk, drop_seed, ws)?;
+            }
         }
         if ws.xs.len() < nc + 1 {
             ws.xs.resize_with(nc + 1, Vec::new);
@@ -1029,7 +1067,11 @@ impl Net {
             }
         }
         if cfg.use_sequence {
-            self.backward_sequence(p, batch, &chunk, opts, n_nal, drop_seed, grads, ws, acc)?;
+            if cfg.v2.is_some() {
+                self.backward_sequence_v2(p, batch, &chunk, opts, n_nal, grads, ws, acc)?;
+            } else {
+                self.backward_sequence(p, batch, &chunk, opts, n_nal, drop_seed, grads, ws, acc)?;
+            }
         }
         Ok(())
     }

@@ -29,6 +29,8 @@ pub const ITEMS: &str = "items.weight";
 pub const NAL_PROJ: &str = "nal.proj.weight";
 /// Prefix of the V1 tensors (as in [`transact_model::v1::TENSOR_PREFIX`]).
 pub const V1_PREFIX: &str = "v1.";
+/// Prefix of the V2 tensors (as [`transact_model::V2Encoder::to_tensors`] names them).
+pub const V2_PREFIX: &str = "v2.";
 
 /// One named tensor of a [`Params`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +70,7 @@ pub struct Params {
 pub fn layout(cfg: &NetConfig) -> Vec<(String, Vec<usize>, bool, bool)> {
     let v1 = &cfg.v1;
     let (d, di, ff) = (v1.d_model(), v1.item_emb_dim, v1.dim_feedforward);
+    let d_nal = cfg.d_model();
     let mut out = vec![(
         ITEMS.to_string(),
         vec![cfg.item_rows, di],
@@ -76,7 +79,26 @@ pub fn layout(cfg: &NetConfig) -> Vec<(String, Vec<usize>, bool, bool)> {
     )];
     let mut push =
         |name: String, shape: Vec<usize>, decay: bool| out.push((name, shape, true, decay));
-    if cfg.use_sequence {
+    if let (true, Some(v2)) = (cfg.use_sequence, &cfg.v2) {
+        let (d, f) = (v2.d_model(), v2.dim_feedforward);
+        push("v2.action_emb".into(), vec![v2.num_action_types, d], false);
+        push("v2.surface_emb".into(), vec![v2.num_surfaces, d], false);
+        push("v2.position_emb".into(), vec![v2.seq_len, d], false);
+        for i in 0..v2.num_layer {
+            let p = format!("v2.blocks.{i}.");
+            for (name, shape) in [
+                ("wq", vec![d, d]),
+                ("wk", vec![d, d]),
+                ("wv", vec![d, d]),
+                ("w1", vec![d, f]),
+                ("w2", vec![f, d]),
+            ] {
+                push(format!("{p}{name}"), shape, true);
+            }
+        }
+        push("v2.out.weight".into(), vec![d, d], true);
+        push("v2.out.bias".into(), vec![d], false);
+    } else if cfg.use_sequence {
         push(
             format!("{V1_PREFIX}action_emb_module.weight"),
             vec![v1.action_rows(), v1.action_emb_dim],
@@ -129,7 +151,7 @@ pub fn layout(cfg: &NetConfig) -> Vec<(String, Vec<usize>, bool, bool)> {
     );
     push(format!("{HEADS_PREFIX}out.bias"), vec![heads], false);
     if cfg.nal {
-        push(NAL_PROJ.to_string(), vec![di, d], true);
+        push(NAL_PROJ.to_string(), vec![di, d_nal], true);
     }
     out
 }
@@ -292,9 +314,13 @@ impl Params {
                 "a ranking model has a sequence encoder; this network does not use one".into(),
             ));
         }
-        if model.v1().config() != &cfg.v1 || model.heads().config() != &cfg.heads {
+        let same_encoder = match &cfg.v2 {
+            Some(v2) => model.v2().is_some_and(|e| e.config() == v2),
+            None => model.v1().is_some_and(|e| e.config() == &cfg.v1),
+        };
+        if !same_encoder || model.heads().config() != &cfg.heads {
             return Err(TrainError::Config(
-                "the ranking model's V1 or heads config differs from the network's".into(),
+                "the ranking model's encoder or heads config differs from the network's".into(),
             ));
         }
         let (_, mut p) = crate::net::Net::new(cfg.clone(), seed)?;
@@ -333,7 +359,10 @@ impl Params {
         }
         let mut map = TensorMap::new();
         for s in &self.specs {
-            if s.name.starts_with(V1_PREFIX) || s.name.starts_with(HEADS_PREFIX) {
+            if s.name.starts_with(V1_PREFIX)
+                || s.name.starts_with(V2_PREFIX)
+                || s.name.starts_with(HEADS_PREFIX)
+            {
                 map.insert_f32(
                     s.name.clone(),
                     s.shape.clone(),
@@ -341,8 +370,14 @@ impl Params {
                 )?;
             }
         }
-        map.metadata
-            .insert(transact_model::v1::CONFIG_KEY.into(), to_json(&cfg.v1)?);
+        match &cfg.v2 {
+            Some(v2) => map
+                .metadata
+                .insert(transact_model::v2::V2_CONFIG_KEY.into(), to_json(v2)?),
+            None => map
+                .metadata
+                .insert(transact_model::v1::CONFIG_KEY.into(), to_json(&cfg.v1)?),
+        };
         map.metadata
             .insert(HEADS_CONFIG_KEY.into(), to_json(&cfg.heads)?);
         map.metadata

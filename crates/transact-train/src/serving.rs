@@ -96,6 +96,12 @@ pub fn export_bundle(
             Some(Arc::new(t))
         }
     };
+    let tokens = match &cfg.v2 {
+        Some(_) => Some(Arc::new(
+            crate::features::token_table(data, |i| keys.as_slice()[i]).map_err(invalid)?,
+        )),
+        None => None,
+    };
     let heads = model.head_names().to_vec();
     let utility = UtilityWeights(
         heads
@@ -120,6 +126,7 @@ pub fn export_bundle(
         model: Arc::new(model),
         items: Arc::new(items),
         user_items,
+        tokens,
     };
     bundle.validate().map_err(invalid)?;
     Ok(bundle)

@@ -15,7 +15,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use transact_model::{HeadsConfig, TensorMap, V1Config};
+use transact_model::{HeadsConfig, TensorMap, V1Config, V2Config};
 
 use crate::batch::Batch;
 use crate::data::{Dataset, default_utility};
@@ -88,6 +88,12 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Utility weight per head for ranking (`Σ v_h σ(z_h)`).
     pub utility: Vec<f32>,
+    /// A TransAct V2 encoder over the selected lifelong tokens instead of
+    /// V1 (`None`: V1). Its `item_emb_dim` follows `v1.item_emb_dim`; the
+    /// contract's selection is `features.sequence.lifelong` (its defaults
+    /// when unset).
+    #[serde(default)]
+    pub v2: Option<V2Config>,
 }
 
 impl TrainConfig {
@@ -141,7 +147,29 @@ impl TrainConfig {
             threads: 0,
             seed: 1,
             utility,
+            v2: None,
         }
+    }
+
+    /// The same run with a TransAct V2 encoder (model-spec §3 defaults,
+    /// item width and action types from this config) and the contract's
+    /// default lifelong selection; NAL on the newest row.
+    pub fn with_v2(mut self) -> Self {
+        let l = self
+            .features
+            .sequence
+            .lifelong
+            .get_or_insert_with(transact_features::LifelongConfig::default)
+            .clone();
+        self.v2 = Some(V2Config {
+            seq_len: l.max_tokens(),
+            item_emb_dim: self.v1.item_emb_dim,
+            num_action_types: self.v1.action_vocab.len().clamp(1, 32),
+            num_surfaces: usize::from(l.num_surfaces),
+            ..V2Config::default()
+        });
+        self.features.nal_every_position = false;
+        self
     }
 
     /// Whether this run's Next Action Loss needs impressions in the log:
@@ -179,6 +207,12 @@ impl TrainConfig {
             .iter()
             .map(|&id| u16::try_from(id).unwrap_or(u16::MAX))
             .collect();
+        if self.v2.is_some() && f.sequence.lifelong.is_none() {
+            f.sequence.lifelong = Some(transact_features::LifelongConfig::default());
+        }
+        if self.v2.is_none() {
+            f.sequence.lifelong = None;
+        }
         f
     }
 }
@@ -345,7 +379,8 @@ impl Trainer {
                 0
             };
             let mut batch = std::mem::take(&mut self.batch);
-            feat.fill(chunk, window, &mut batch);
+            feat.fill(chunk, window, &mut batch)
+                .map_err(RunError::Invalid)?;
             let stats = self.gradients(&batch, true);
             self.batch = batch;
             let stats = stats?;
@@ -542,6 +577,7 @@ fn net_config(cfg: &TrainConfig, item_rows: usize) -> NetConfig {
         nal: cfg.use_sequence && cfg.nal_weight > 0.0,
         nal_every_position: cfg.features.nal_every_position,
         dropout: cfg.dropout,
+        v2: cfg.v2.clone(),
     }
 }
 

@@ -162,8 +162,12 @@ fn cpu(case: &Case) -> Cpu {
     let model = model(case);
     let data = Data::new(case);
     let req = data.request();
-    let mut enc = vec![0.0; case.batch * model.v1().output_dim()];
-    model.v1().forward_request(&req, &mut enc).unwrap();
+    let mut enc = vec![0.0; case.batch * model.v1().expect("v1").output_dim()];
+    model
+        .v1()
+        .expect("v1")
+        .forward_request(&req, &mut enc)
+        .unwrap();
     let (user, cx) = (Data::opt(&data.user), Data::opt(&data.context));
     let mut logits = vec![0.0; case.batch * model.heads().num_heads()];
     model.score(&req, user, cx, &mut logits).unwrap();
@@ -470,11 +474,12 @@ fn bad_inputs_are_errors() {
         assert!(matches!(e, GpuError::BadInput { .. }), "{e}");
         assert!(gpu.score(&r, user, cx).is_err());
         // The CPU rejects the same request.
-        let mut out = vec![0.0; 64 * m.v1().output_dim()];
+        let mut out = vec![0.0; 64 * m.v1().expect("v1").output_dim()];
         let b = r.candidates.len() / 4;
         assert!(
             m.v1()
-                .forward_request(&r, &mut out[..b * m.v1().output_dim()])
+                .expect("v1")
+                .forward_request(&r, &mut out[..b * m.v1().expect("v1").output_dim()])
                 .is_err()
         );
     };
@@ -586,7 +591,9 @@ fn steady_state_reuses_buffers() {
 
 /// Dispatches `record` issues for `case` with `variant` (f32).
 fn dispatches(ctx: &Arc<GpuContext>, m: &RankingModel, case: &Case, variant: Variant) -> usize {
-    let gpu = GpuTransActV1::with_options(ctx.clone(), m.v1(), variant, Precision::F32).unwrap();
+    let gpu =
+        GpuTransActV1::with_options(ctx.clone(), m.v1().expect("v1"), variant, Precision::F32)
+            .unwrap();
     assert_eq!(gpu.variant(), variant);
     let data = Data::new(case);
     let plan = gpu.plan(&data.request()).unwrap();

@@ -22,7 +22,7 @@ impl Net {
         acc: &mut Acc,
     ) -> Result<(), TrainError> {
         let cfg = &self.cfg;
-        let d = cfg.v1.d_model();
+        let d = cfg.d_model();
         let rows = ws.positions.len();
         let dims = EncoderDims {
             causal: true,
@@ -87,7 +87,7 @@ impl Net {
         acc: &mut Acc,
     ) -> Result<(), TrainError> {
         let cfg = &self.cfg;
-        let d = cfg.v1.d_model();
+        let d = cfg.d_model();
         let di = cfg.v1.item_emb_dim;
         let nr = if every {
             ws.positions.len()
@@ -108,8 +108,9 @@ impl Net {
         let mut terms = std::mem::take(&mut ws.nterms);
         terms.clear();
         for (i, e) in chunk.clone().enumerate() {
-            let a = ws.offsets[i];
-            let row = if every { a } else { i };
+            // Packed V1 rows with every position; one row per example otherwise.
+            let a = if every { ws.offsets[i] } else { i };
+            let row = a;
             for &target in &batch.nal_pos[e * np..(e + 1) * np] {
                 if target != NO_ITEM {
                     terms.push(NalTerm {

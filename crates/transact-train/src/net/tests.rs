@@ -3,7 +3,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use transact_model::{HeadsConfig, V1Config, V1Request};
+use transact_model::{HeadsConfig, V1Config, V1Request, V2Config, V2Request};
 
 use super::*;
 use crate::layers::gradcheck::{Tolerance, check_gradient};
@@ -34,6 +34,7 @@ fn tiny_cfg(nal: bool, dropout: f32) -> NetConfig {
         nal,
         nal_every_position: false,
         dropout,
+        v2: None,
     }
 }
 
@@ -645,4 +646,185 @@ fn bad_batches_are_errors_not_panics() {
         ..tiny_cfg(true, 0.0)
     };
     assert!(Net::new(bad_cfg, 0).is_err());
+}
+
+/// A tiny V2 network: 4-wide items (d = 8), 6 token slots, 3 action types,
+/// 2 surfaces.
+fn tiny_v2_cfg(nal: bool) -> NetConfig {
+    let mut cfg = tiny_cfg(nal, 0.0);
+    cfg.v2 = Some(V2Config {
+        seq_len: 6,
+        item_emb_dim: 4,
+        num_action_types: 3,
+        num_surfaces: 2,
+        num_layer: 2,
+        dim_feedforward: 8,
+        latest_n_emb: 2,
+        ..V2Config::default()
+    });
+    cfg
+}
+
+/// [`random_batch`] plus random V2 tokens: lengths 0..=S (an empty row
+/// included), multi-hot masks, surfaces, token and candidate embeddings.
+fn random_v2_batch(cfg: &NetConfig, b: usize, seed: u64) -> Batch {
+    let v2 = cfg.v2.as_ref().unwrap();
+    let mut batch = random_batch(cfg, b, seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x2222);
+    let (s, di) = (v2.seq_len, v2.item_emb_dim);
+    batch.v2_seq = s;
+    batch.v2_lens = (0..b)
+        .map(|e| if e == 1 { 0 } else { rng.random_range(1..=s) })
+        .collect();
+    batch.v2_items = (0..b * s * di)
+        .map(|_| rng.random_range(-0.6..0.6))
+        .collect();
+    batch.v2_masks = (0..b * s)
+        .map(|_| rng.random_range(0..1u32 << v2.num_action_types))
+        .collect();
+    batch.v2_surfaces = (0..b * s)
+        .map(|_| rng.random_range(0..v2.num_surfaces as u16))
+        .collect();
+    batch.v2_cand = (0..b * di).map(|_| rng.random_range(-0.6..0.6)).collect();
+    // Padded slots hold zeros, as the featurizer writes them.
+    for (e, &len) in batch.v2_lens.iter().enumerate() {
+        for t in len..s {
+            batch.v2_items[(e * s + t) * di..(e * s + t + 1) * di].fill(0.0);
+            batch.v2_masks[e * s + t] = 0;
+            batch.v2_surfaces[e * s + t] = 0;
+        }
+    }
+    batch
+}
+
+#[test]
+fn v2_network_gradients_match_finite_differences() {
+    let cfg = tiny_v2_cfg(true);
+    let (net, mut params) = Net::new(cfg.clone(), 5).unwrap();
+    let batch = random_v2_batch(&cfg, 6, 6);
+    let opts = StepOptions {
+        nal_weight: 0.5,
+        ..StepOptions::default()
+    };
+    let mut grads = vec![0.0; params.len()];
+    net.forward_backward(
+        &params,
+        &batch,
+        0..6,
+        &opts,
+        &mut grads,
+        &mut Workspace::default(),
+    )
+    .unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let specs = params.specs().to_vec();
+    for s in &specs {
+        let idx: Vec<usize> = (0..6)
+            .map(|_| s.offset + rng.random_range(0..s.len))
+            .collect();
+        let base = params.clone();
+        check_gradient(
+            &s.name,
+            params.data_mut(),
+            &grads,
+            Some(&idx),
+            Tolerance::default(),
+            |x| {
+                let mut q = base.clone();
+                q.data_mut().copy_from_slice(x);
+                loss_of(&net, &q, &batch, &opts)
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        if s.trainable {
+            let g = params.grad(&grads, &s.name).unwrap();
+            assert!(
+                g.iter().any(|&v| v != 0.0),
+                "no gradient reaches `{}`",
+                s.name
+            );
+        }
+    }
+    assert!(specs.iter().any(|s| s.name == "v2.position_emb"));
+    assert!(!specs.iter().any(|s| s.name.starts_with("v1.")));
+}
+
+#[test]
+fn v2_predict_matches_the_serving_model() {
+    let cfg = tiny_v2_cfg(false);
+    let (net, params) = Net::new(cfg.clone(), 9).unwrap();
+    let b = 5;
+    let batch = random_v2_batch(&cfg, b, 10);
+    let model = params.to_ranking_model(&cfg).unwrap();
+    assert!(model.v2().is_some());
+    let v2 = cfg.v2.as_ref().unwrap();
+    let di = v2.item_emb_dim;
+    let items = params.get(ITEMS).unwrap();
+    let h = cfg.heads.heads.len();
+    let u = cfg.heads.user_emb_dim;
+    let mut got = vec![0.0; b * h];
+    net.predict(&params, &batch, 0..b, &mut got).unwrap();
+    // Serving scores one request at a time; each example is its own here.
+    for e in 0..b {
+        let s = batch.v2_seq;
+        let req = V2Request {
+            batch: 1,
+            seq: s,
+            lens: &batch.v2_lens[e..e + 1],
+            item_embeddings: &batch.v2_items[e * s * di..(e + 1) * s * di],
+            action_masks: &batch.v2_masks[e * s..(e + 1) * s],
+            surfaces: &batch.v2_surfaces[e * s..(e + 1) * s],
+            candidates: &batch.v2_cand[e * di..(e + 1) * di],
+        };
+        let c = batch.cand_items[e] as usize;
+        let mut want = vec![0.0; h];
+        model
+            .score_v2(
+                &req,
+                &items[c * di..(c + 1) * di],
+                Some(&batch.user_features[e * u..(e + 1) * u]),
+                None,
+                &mut want,
+            )
+            .unwrap();
+        for (k, (a, w)) in got[e * h..(e + 1) * h].iter().zip(&want).enumerate() {
+            assert!(
+                (a - w).abs() < 1e-4,
+                "example {e} head {k}: training {a}, serving {w}"
+            );
+        }
+    }
+    // The serving model round-trips into the same parameters.
+    let back = Params::from_ranking_model(&cfg, &model, items, 9).unwrap();
+    assert_eq!(back.data(), params.data());
+}
+
+#[test]
+fn v2_batches_with_bad_tokens_are_errors() {
+    let cfg = tiny_v2_cfg(false);
+    let (net, params) = Net::new(cfg.clone(), 1).unwrap();
+    let mut out = vec![0.0; 2 * 3];
+    let good = random_v2_batch(&cfg, 2, 3);
+    net.predict(&params, &good, 0..2, &mut out).unwrap();
+    let mut b = good.clone();
+    b.v2_masks[0] = 1 << 3;
+    let e = net
+        .predict(&params, &b, 0..2, &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("action mask"), "{e}");
+    let mut b = good.clone();
+    b.v2_surfaces[0] = 2;
+    let e = net
+        .predict(&params, &b, 0..2, &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("surface"), "{e}");
+    let mut b = good;
+    b.v2_items.pop();
+    let e = net
+        .predict(&params, &b, 0..2, &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("v2_items"), "{e}");
 }
