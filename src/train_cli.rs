@@ -124,6 +124,20 @@ pub struct ModelArgs {
     /// Maximum random time window in training, in minutes.
     #[arg(long)]
     window_minutes: Option<i64>,
+    /// The sequence encoder: `v1` (the realtime sequence) or `v2` (tokens
+    /// selected per candidate from the lifelong, realtime and impression
+    /// sequences; needs pretrained item embeddings for its int8 tokens).
+    #[arg(long, value_enum)]
+    model: Option<ModelKind>,
+}
+
+/// Which TransAct encoder a run trains.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// TransAct V1 over the realtime sequence.
+    V1,
+    /// TransAct V2 over the selected lifelong tokens.
+    V2,
 }
 
 /// Next Action Loss negatives.
@@ -354,6 +368,14 @@ fn config(data: &Dataset, args: &ModelArgs, seed: u64, synthetic: bool) -> Resul
     if let Some(v) = args.window_minutes {
         cfg.features.time_window_ms = v.saturating_mul(60_000);
         cfg.v1.time_window_ms = cfg.features.time_window_ms;
+    }
+    match args.model {
+        Some(ModelKind::V2) => cfg = cfg.with_v2(),
+        Some(ModelKind::V1) => {
+            cfg.v2 = None;
+            cfg.features.sequence.lifelong = None;
+        }
+        None => {}
     }
     Ok(cfg)
 }

@@ -226,7 +226,7 @@ fn contract(
     assert_eq!(trained.per_head, served.per_head);
     assert_eq!(trained.requests, served.requests);
 
-    if let Some(gpu) = gpu_backend(&bundle) {
+    if let Some(gpu) = gpu_backend(&bundle).filter(|_| bundle.model.v2().is_none()) {
         let gpu = Ranker::with_backend(store.clone(), bundle.clone(), RankerConfig::default(), gpu)
             .expect("gpu ranker");
         let few = &check[check.len().saturating_sub(8)..];
@@ -253,6 +253,33 @@ fn the_synthetic_world_serves_what_it_trained() {
     let (_, bundle, _, _) = contract(data, cfg, train_reqs, check);
     // The user feature is part of the contract and is served from the store.
     assert!(bundle.user_items.is_some());
+}
+
+#[test]
+fn a_v2_model_serves_what_it_trained() {
+    // Longer histories than the realtime sequence, so each part of the
+    // selection (lifelong, realtime, impressions) holds tokens.
+    let world = SyntheticConfig {
+        users: 24,
+        items: 240,
+        sessions: 6,
+        ..SyntheticConfig::default()
+    };
+    let data = generate_with_truth(&world, 8).expect("world").0;
+    let mut cfg = TrainConfig::new(&data.heads, world.dim);
+    fit_training(&mut cfg);
+    let mut cfg = small(cfg);
+    cfg.v1.seq_len = 10;
+    let mut cfg = cfg.with_v2();
+    if let Some(l) = cfg.features.sequence.lifelong.as_mut() {
+        (l.rt_keep, l.k_lifelong, l.k_realtime, l.k_impression) = (4, 6, 3, 5);
+    }
+    let cfg = cfg.with_v2();
+    assert_eq!(cfg.v2.as_ref().map(|v| v.seq_len), Some(18));
+    let cut = data.time_split_index(0.2);
+    let (train_reqs, check) = (data.requests[..cut].to_vec(), data.requests[cut..].to_vec());
+    let (_, bundle, _, _) = contract(data, cfg, train_reqs, check);
+    assert!(bundle.model.v2().is_some() && bundle.tokens.is_some());
 }
 
 /// A CSV log with string ids, impressions and a rating-free action mix.

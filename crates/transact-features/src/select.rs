@@ -179,6 +179,7 @@ impl FeatureBuilder {
     /// [`FeatureError::InvalidConfig`] if the config has no lifelong part;
     /// [`FeatureError::Input`] if `candidates` is not a multiple of `dim`
     /// or an item's codes are not `dim` wide.
+    #[allow(clippy::too_many_arguments)]
     pub fn select<'t>(
         &self,
         seqs: &UserSequences,

@@ -32,6 +32,8 @@ thread_local! {
 }
 
 /// The sequence encoder of a [`RankingModel`].
+// One per model, held once: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Encoder {
     /// TransAct V1 over the realtime sequence.

@@ -1,6 +1,6 @@
 //! Where the model runs.
 
-use transact_model::{ModelError, RankingModel, V1Request};
+use transact_model::{ModelError, RankingModel, V1Request, V2Request};
 
 /// A device that scores one request with a [`RankingModel`].
 ///
@@ -19,6 +19,22 @@ pub trait Backend: Send + Sync {
         context: Option<&[f32]>,
         logits: &mut [f32],
     ) -> Result<(), ModelError>;
+
+    /// Writes `B × H` head logits for a TransAct V2 request: `req` holds
+    /// each candidate's selected tokens, `head_candidates` (`B × d_item`)
+    /// the candidates' embeddings the heads read. The default runs the
+    /// model on the CPU ([`RankingModel::score_v2`]).
+    fn score_v2(
+        &self,
+        model: &RankingModel,
+        req: &V2Request<'_>,
+        head_candidates: &[f32],
+        user_emb: Option<&[f32]>,
+        context: Option<&[f32]>,
+        logits: &mut [f32],
+    ) -> Result<(), ModelError> {
+        model.score_v2(req, head_candidates, user_emb, context, logits)
+    }
 }
 
 /// Runs the model on the CPU (all cores, through rayon).

@@ -3,9 +3,11 @@
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use transact_features::{FeatureBuilder, SequenceFeatures, UserFeature};
-use transact_model::{RankingModel, V1Request};
-use transact_seq::{ItemId, SequenceBuf, SequenceStore, UserId};
+use transact_features::{
+    FeatureBuilder, SelectScratch, SelectedTokens, SequenceFeatures, UserFeature,
+};
+use transact_model::{RankingModel, V1Request, V2Request};
+use transact_seq::{ItemId, SequenceBuf, SequenceLimits, SequenceStore, UserId, UserSequences};
 
 use crate::{Backend, Bundle, CpuBackend, RankError};
 
@@ -150,6 +152,19 @@ struct Scratch {
     candidates: Vec<f32>,
     user: Vec<f32>,
     logits: Vec<f32>,
+    v2: V2Scratch,
+}
+
+/// The V2 part of [`Scratch`].
+#[derive(Default)]
+struct V2Scratch {
+    seqs: UserSequences,
+    select: SelectScratch,
+    tokens: SelectedTokens,
+    codes: Vec<i8>,
+    token_candidates: Vec<f32>,
+    masks: Vec<u32>,
+    surfaces: Vec<u16>,
 }
 
 /// Ranks candidates for a user: store → features → embeddings → model →
@@ -315,57 +330,14 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
         let model = &self.bundle.model;
         let d = model.item_emb_dim();
         self.candidate_embeddings(req, d, &mut s.candidates)?;
-        self.read_sequence(req, s)?;
-
-        let len = s.seq.len();
-        s.item_embeddings.clear();
-        s.item_embeddings.resize(len * d, 0.0);
-        for ((row, &id), &known) in s
-            .item_embeddings
-            .chunks_exact_mut(d)
-            .zip(&s.seq.item_ids)
-            .zip(&s.seq.item_known)
-        {
-            if known {
-                self.bundle.items.get_into(id, row)?;
-            }
-        }
-
-        let user_embedding = match (&self.bundle.user_items, &req.user_embedding) {
-            (Some(_), Some(_)) => {
-                return Err(RankError::UserFeatureGiven { user: req.user });
-            }
-            (Some(table), None) => {
-                s.user.clear();
-                s.user.resize(table.dim(), 0.0);
-                self.features.user_feature(
-                    s.history.iter().rev(),
-                    req.request_time_ms,
-                    |id| table.row_f32(id),
-                    &mut s.user,
-                );
-                Some(s.user.as_slice())
-            }
-            (None, given) => given.as_deref(),
-        };
-
-        let v1_req = V1Request {
-            action_types: &s.seq.action_types,
-            item_embeddings: &s.item_embeddings,
-            action_times_ms: &s.seq.times_ms,
-            request_time_ms: req.request_time_ms,
-            candidates: &s.candidates,
-        };
         let h = self.heads.len();
         s.logits.clear();
         s.logits.resize(n * h, 0.0);
-        self.backend.score(
-            model,
-            &v1_req,
-            user_embedding,
-            req.context.as_deref(),
-            &mut s.logits,
-        )?;
+        let (len, unknown_actions, unknown_items) = if model.v2().is_some() {
+            self.score_v2(req, s)?
+        } else {
+            self.score_v1(req, s)?
+        };
 
         resp.probabilities.clear();
         resp.probabilities
@@ -391,11 +363,168 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
         });
         resp.heads = self.heads.clone();
         resp.sequence_len = len;
-        resp.unknown_actions = s.seq.unknown_actions;
-        resp.unknown_items = s.seq.unknown_items;
+        resp.unknown_actions = unknown_actions;
+        resp.unknown_items = unknown_items;
         resp.backend = self.backend_name.clone();
         resp.bundle_version = self.version.clone();
         Ok(())
+    }
+
+    /// The user feature of a request from the visible history `history`
+    /// (newest first), or the request's own.
+    fn user_embedding<'a>(
+        &self,
+        req: &'a RankRequest,
+        history: &SequenceBuf,
+        user: &'a mut Vec<f32>,
+    ) -> Result<Option<&'a [f32]>, RankError> {
+        match (&self.bundle.user_items, &req.user_embedding) {
+            (Some(_), Some(_)) => Err(RankError::UserFeatureGiven { user: req.user }),
+            (Some(table), None) => {
+                user.clear();
+                user.resize(table.dim(), 0.0);
+                self.features.user_feature(
+                    history.iter().rev(),
+                    req.request_time_ms,
+                    |id| table.row_f32(id),
+                    user,
+                );
+                Ok(Some(user.as_slice()))
+            }
+            (None, given) => Ok(given.as_deref()),
+        }
+    }
+
+    /// TransAct V1: the realtime sequence, its embeddings, the model.
+    /// Returns (positions, unknown actions, unknown items).
+    fn score_v1(
+        &self,
+        req: &RankRequest,
+        s: &mut Scratch,
+    ) -> Result<(usize, usize, usize), RankError> {
+        let model = &self.bundle.model;
+        let d = model.item_emb_dim();
+        self.read_sequence(req, s)?;
+        let len = s.seq.len();
+        s.item_embeddings.clear();
+        s.item_embeddings.resize(len * d, 0.0);
+        for ((row, &id), &known) in s
+            .item_embeddings
+            .chunks_exact_mut(d)
+            .zip(&s.seq.item_ids)
+            .zip(&s.seq.item_known)
+        {
+            if known {
+                self.bundle.items.get_into(id, row)?;
+            }
+        }
+        let user_embedding = self.user_embedding(req, &s.history, &mut s.user)?;
+        let v1_req = V1Request {
+            action_types: &s.seq.action_types,
+            item_embeddings: &s.item_embeddings,
+            action_times_ms: &s.seq.times_ms,
+            request_time_ms: req.request_time_ms,
+            candidates: &s.candidates,
+        };
+        self.backend.score(
+            model,
+            &v1_req,
+            user_embedding,
+            req.context.as_deref(),
+            &mut s.logits,
+        )?;
+        Ok((len, s.seq.unknown_actions, s.seq.unknown_items))
+    }
+
+    /// TransAct V2: the three sequences, each candidate's selected tokens
+    /// (scored by the bundle's int8 token table), the model. Returns (the
+    /// longest candidate row, unknown actions, unknown items).
+    fn score_v2(
+        &self,
+        req: &RankRequest,
+        s: &mut Scratch,
+    ) -> Result<(usize, usize, usize), RankError> {
+        let model = &self.bundle.model;
+        let d = model.item_emb_dim();
+        let table =
+            self.bundle.tokens.as_ref().ok_or_else(|| {
+                RankError::Config("the bundle's V2 model has no token table".into())
+            })?;
+        let v = &mut s.v2;
+        let limits = SequenceLimits {
+            at_or_before_ms: Some(
+                self.features
+                    .config()
+                    .newest_visible_ms(req.request_time_ms),
+            ),
+            ..SequenceLimits::ALL
+        };
+        self.store.read_sequences(req.user, &limits, &mut v.seqs)?;
+        // The candidates' codes: the token table's row, or an inline
+        // embedding quantised per row as the table quantises.
+        v.codes.clear();
+        v.codes.resize(req.candidates.len() * d, 0);
+        v.token_candidates.clear();
+        v.token_candidates.resize(req.candidates.len() * d, 0.0);
+        for (index, ((c, codes), tc)) in req
+            .candidates
+            .iter()
+            .zip(v.codes.chunks_exact_mut(d))
+            .zip(v.token_candidates.chunks_exact_mut(d))
+            .enumerate()
+        {
+            let scale = match c {
+                Candidate::Item(id) => match table.row_i8(*id) {
+                    Some((row, scale)) => {
+                        codes.copy_from_slice(row);
+                        scale
+                    }
+                    None => {
+                        return Err(RankError::UnknownCandidate {
+                            index,
+                            source: transact_embed::EmbedError::UnknownItem(*id),
+                        });
+                    }
+                },
+                Candidate::Embedding { embedding, .. } => {
+                    transact_embed::quant::quantize_i8_per_row(embedding, codes)?
+                }
+            };
+            transact_features::dequantize(codes, scale, tc);
+        }
+        self.features
+            .select(
+                &v.seqs,
+                req.request_time_ms,
+                |id| table.row_i8(id),
+                &v.codes,
+                d,
+                &mut v.select,
+                &mut v.tokens,
+            )
+            .map_err(|e| RankError::Config(e.to_string()))?;
+        v.tokens
+            .expand(&mut s.item_embeddings, &mut v.masks, &mut v.surfaces);
+        let user_embedding = self.user_embedding(req, &v.seqs.realtime, &mut s.user)?;
+        let v2_req = V2Request {
+            batch: req.candidates.len(),
+            seq: v.tokens.slots,
+            lens: &v.tokens.lens,
+            item_embeddings: &s.item_embeddings,
+            action_masks: &v.masks,
+            surfaces: &v.surfaces,
+            candidates: &v.token_candidates,
+        };
+        self.backend.score_v2(
+            model,
+            &v2_req,
+            &s.candidates,
+            user_embedding,
+            req.context.as_deref(),
+            &mut s.logits,
+        )?;
+        let len = v.tokens.lens.iter().copied().max().unwrap_or(0);
+        Ok((len, v.tokens.unknown_actions, v.tokens.unknown_items))
     }
 
     fn candidate_embeddings(
