@@ -80,4 +80,7 @@ pub enum RankError {
     /// An item table operation failed.
     #[error(transparent)]
     Embed(#[from] EmbedError),
+    /// The feature logger failed, under [`crate::OnLogError::FailRank`].
+    #[error("{0}")]
+    FeatureLog(String),
 }

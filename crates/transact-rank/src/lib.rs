@@ -44,11 +44,13 @@
 mod backend;
 pub mod bundle;
 mod error;
+pub mod log;
 mod ranker;
 
 pub use backend::{Backend, CpuBackend};
 pub use bundle::{BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, Bundle, BundleError, Manifest, Provenance};
 pub use error::RankError;
+pub use log::{FeatureLogEntry, FeatureLogError, FeatureLogStats, FeatureLogger, OnLogError};
 pub use ranker::{
     Candidate, RankRequest, RankResponse, Ranked, Ranker, RankerConfig, UtilityWeights,
 };

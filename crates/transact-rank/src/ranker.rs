@@ -9,7 +9,11 @@ use transact_features::{
 use transact_model::{RankingModel, V1Request, V2Request};
 use transact_seq::{ItemId, SequenceBuf, SequenceLimits, SequenceStore, UserId, UserSequences};
 
-use crate::{Backend, Bundle, CpuBackend, RankError};
+use crate::log::LogHook;
+use crate::{
+    Backend, Bundle, CpuBackend, FeatureLogEntry, FeatureLogStats, FeatureLogger, OnLogError,
+    RankError,
+};
 
 /// Weights `v_h` of the utility `Σ_h v_h · p_h`, by head name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -131,6 +135,11 @@ pub struct RankResponse {
     pub backend: Arc<str>,
     /// The version of the bundle that scored the request.
     pub bundle_version: Arc<str>,
+    /// Why the ranker's feature logger failed on this request (ranked all
+    /// the same, under [`OnLogError::Continue`]); `None` when it logged it
+    /// or there is no logger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_log_error: Option<Arc<str>>,
 }
 
 impl RankResponse {
@@ -162,6 +171,7 @@ struct V2Scratch {
     select: SelectScratch,
     tokens: SelectedTokens,
     codes: Vec<i8>,
+    scales: Vec<f32>,
     token_candidates: Vec<f32>,
     masks: Vec<u32>,
     surfaces: Vec<u16>,
@@ -181,6 +191,7 @@ pub struct Ranker<S: SequenceStore + ?Sized> {
     /// Utility weight per head, in the model's head order.
     head_weights: Vec<f32>,
     scratch: Mutex<Vec<Scratch>>,
+    logger: Option<LogHook>,
 }
 
 impl<S: SequenceStore + ?Sized> Ranker<S> {
@@ -221,7 +232,21 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
             config,
             head_weights,
             scratch: Mutex::new(Vec::new()),
+            logger: None,
         })
+    }
+
+    /// Logs every V2 request this ranker ranks to `logger` (after it is
+    /// scored; V1 bundles log nothing), handling its failures by
+    /// `on_error` (see [`crate::log`]).
+    pub fn with_logger(mut self, logger: Arc<dyn FeatureLogger>, on_error: OnLogError) -> Self {
+        self.logger = Some(LogHook::new(logger, on_error));
+        self
+    }
+
+    /// What the feature logger has done so far (`None` without one).
+    pub fn feature_log_stats(&self) -> Option<FeatureLogStats> {
+        self.logger.as_ref().map(LogHook::stats)
     }
 
     /// The backend's name.
@@ -333,8 +358,9 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
         let h = self.heads.len();
         s.logits.clear();
         s.logits.resize(n * h, 0.0);
+        resp.feature_log_error = None;
         let (len, unknown_actions, unknown_items) = if model.v2().is_some() {
-            self.score_v2(req, s)?
+            self.score_v2(req, s, &mut resp.feature_log_error)?
         } else {
             self.score_v1(req, s)?
         };
@@ -439,10 +465,13 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
     /// TransAct V2: the three sequences, each candidate's selected tokens
     /// (scored by the bundle's int8 token table), the model. Returns (the
     /// longest candidate row, unknown actions, unknown items).
+    /// A failure of the feature logger goes to `log_error` (or fails the
+    /// request, by the logger's [`OnLogError`]).
     fn score_v2(
         &self,
         req: &RankRequest,
         s: &mut Scratch,
+        log_error: &mut Option<Arc<str>>,
     ) -> Result<(usize, usize, usize), RankError> {
         let model = &self.bundle.model;
         let d = model.item_emb_dim();
@@ -464,6 +493,7 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
         // embedding quantised per row as the table quantises.
         v.codes.clear();
         v.codes.resize(req.candidates.len() * d, 0);
+        v.scales.clear();
         v.token_candidates.clear();
         v.token_candidates.resize(req.candidates.len() * d, 0.0);
         for (index, ((c, codes), tc)) in req
@@ -490,6 +520,7 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
                     transact_embed::quant::quantize_i8_per_row(embedding, codes)?
                 }
             };
+            v.scales.push(scale);
             transact_features::dequantize(codes, scale, tc);
         }
         self.features
@@ -523,6 +554,22 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
             req.context.as_deref(),
             &mut s.logits,
         )?;
+        if let Some(hook) = &self.logger {
+            let entry = FeatureLogEntry {
+                request: req,
+                tokens: &v.tokens,
+                candidate_codes: &v.codes,
+                candidate_scales: &v.scales,
+                user_feature: user_embedding,
+                bundle_version: &self.version,
+            };
+            if let Err(e) = hook.log(&entry) {
+                match hook.on_error {
+                    OnLogError::Continue => *log_error = Some(e.into()),
+                    OnLogError::FailRank => return Err(RankError::FeatureLog(e)),
+                }
+            }
+        }
         let len = v.tokens.lens.iter().copied().max().unwrap_or(0);
         Ok((len, v.tokens.unknown_actions, v.tokens.unknown_items))
     }
