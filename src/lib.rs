@@ -15,6 +15,8 @@
 //!    [`backend`] module picks the GPU when an adapter exists
 //! 7. training, retraining and offline evaluation: [`train`]
 //!    (`transact-train`)
+//! 8. feature logging for TransAct V2 (the ranker's selected tokens in
+//!    Parquet, read back by the trainer): [`log`] (`transact-log`)
 //!
 //! This facade re-exports those crates, and holds the `transact` CLI, the
 //! demo world ([`world`]) and the benchmark cases ([`mod@bench`], [`bench_gpu`]).
@@ -28,6 +30,7 @@ pub mod world;
 pub use transact_embed as embed;
 pub use transact_features as features;
 pub use transact_gpu as gpu;
+pub use transact_log as log;
 pub use transact_model as model;
 pub use transact_rank as rank;
 pub use transact_seq as seq;

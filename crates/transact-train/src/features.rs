@@ -37,9 +37,11 @@ use crate::batch::{Batch, NO_ITEM};
 use crate::data::{Dataset, LoggedRequest, is_positive, user_feature_dim};
 
 mod lifelong;
+mod logged;
 
 use lifelong::{V2Features, V2Scratch};
 pub use lifelong::{replay_store_config, token_table};
+pub use logged::{LoggedTokens, V2TokenSource};
 
 /// The label-weight matrix `M`: `heads × (heads + 1)`, row-major; column
 /// `a < heads` is head `a`'s label, the last column is "no engagement".
@@ -180,6 +182,49 @@ pub struct Featurizer<'a> {
     user_cache: Vec<f32>,
     /// TransAct V2's token selection, when the contract has one.
     v2: Option<V2Features>,
+    /// V2 tokens from a feature log instead of the selection.
+    logged: Option<LoggedSource<'a>>,
+}
+
+/// A feature log and the store keys it is matched by.
+struct LoggedSource<'a> {
+    source: &'a dyn V2TokenSource,
+    /// Per request of the featurizer, its user's key.
+    user_keys: Vec<u64>,
+    /// Per item index, its key.
+    item_keys: Vec<u64>,
+}
+
+impl LoggedSource<'_> {
+    /// Request `r`'s logged candidate `c` (checked against the contract).
+    fn get(
+        &self,
+        data: &Dataset,
+        requests: &[LoggedRequest],
+        r: usize,
+        c: usize,
+        dim: usize,
+        slots: usize,
+    ) -> Result<LoggedTokens<'_>, String> {
+        let req = &requests[r];
+        let item = req.candidates[c].item as usize;
+        let what = || {
+            format!(
+                "{}: request {r} (user `{}` at {} ms), candidate {c} (item `{}`)",
+                self.source.describe(),
+                data.users[req.user as usize].raw_id,
+                req.time_ms,
+                data.items.raw_ids.get(item).map_or("?", |s| s.as_str()),
+            )
+        };
+        let t = self
+            .source
+            .find(self.user_keys[r], req.time_ms, self.item_keys[item])
+            .ok_or_else(|| format!("{} is not in the feature log", what()))?;
+        t.check(dim, slots)
+            .map_err(|e| format!("{}: {e}", what()))?;
+        Ok(t)
+    }
 }
 
 /// The pretrained embedding row of item index `item`, if it has one.
@@ -196,6 +241,31 @@ impl<'a> Featurizer<'a> {
         data: &'a Dataset,
         requests: &'a [LoggedRequest],
         cfg: FeatureConfig,
+    ) -> Result<Self, String> {
+        Self::build(data, requests, cfg, None)
+    }
+
+    /// Like [`Featurizer::new`] for a V2 contract, but every example's
+    /// tokens (and the user feature) come from `source`, a feature log of
+    /// `requests` as the ranker selected them, instead of replaying the
+    /// users' histories; labels, weights and Next Action Loss targets
+    /// still come from `requests` and the dataset. Fails unless every
+    /// (request, candidate) is in the log with the contract's shapes, naming
+    /// the first that is not.
+    pub fn with_token_source(
+        data: &'a Dataset,
+        requests: &'a [LoggedRequest],
+        cfg: FeatureConfig,
+        source: &'a dyn V2TokenSource,
+    ) -> Result<Self, String> {
+        Self::build(data, requests, cfg, Some(source))
+    }
+
+    fn build(
+        data: &'a Dataset,
+        requests: &'a [LoggedRequest],
+        cfg: FeatureConfig,
+        source: Option<&'a dyn V2TokenSource>,
     ) -> Result<Self, String> {
         let heads = data.heads.len();
         cfg.label_weights.validate()?;
@@ -239,8 +309,71 @@ impl<'a> Featurizer<'a> {
                 d => d,
             },
         };
+        let v2 = match cfg.sequence.lifelong {
+            Some(_) => Some(V2Features::new(data)?),
+            None => None,
+        };
+        let logged = match (source, &v2) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(
+                    "a feature log holds TransAct V2 tokens, but the contract has no lifelong \
+                     selection"
+                        .into(),
+                );
+            }
+            (Some(source), Some(f)) => {
+                let (dim, slots) = (f.tokens.dim(), V2Features::slots(&builder));
+                if source.dim() != dim || source.slots() != slots {
+                    return Err(format!(
+                        "{} holds {}-wide codes in {} slots, the contract {dim}-wide in {slots}",
+                        source.describe(),
+                        source.dim(),
+                        source.slots()
+                    ));
+                }
+                let item_keys = transact_features::RawIdKeys::new(&data.items.raw_ids)
+                    .map_err(|e| e.to_string())?
+                    .as_slice()
+                    .to_vec();
+                let user_keys = requests
+                    .iter()
+                    .map(|r| transact_features::raw_id_key(&data.users[r.user as usize].raw_id))
+                    .collect();
+                Some(LoggedSource {
+                    source,
+                    user_keys,
+                    item_keys,
+                })
+            }
+        };
         let mut user_cache = vec![0.0; requests.len() * user_dim];
-        if user_dim > 0 {
+        if let (Some(l), Some(f)) = (&logged, &v2) {
+            // Every example must be in the log; the user feature is the
+            // logged one (the first candidate's: the request's).
+            let (dim, slots) = (f.tokens.dim(), V2Features::slots(&builder));
+            for (r, req) in requests.iter().enumerate() {
+                for c in 0..req.candidates.len() {
+                    let t = l.get(data, requests, r, c, dim, slots)?;
+                    if c > 0 || user_dim == 0 {
+                        continue;
+                    }
+                    match t.user_feature {
+                        Some(u) if u.len() == user_dim => {
+                            user_cache[r * user_dim..(r + 1) * user_dim].copy_from_slice(u);
+                        }
+                        other => {
+                            return Err(format!(
+                                "{}: request {r} has a user feature of {} values, the contract \
+                                 reads {user_dim}",
+                                l.source.describe(),
+                                other.map_or(0, <[f32]>::len)
+                            ));
+                        }
+                    }
+                }
+            }
+        } else if user_dim > 0 {
             for (r, out) in requests.iter().zip(user_cache.chunks_exact_mut(user_dim)) {
                 let history = &data.users[r.user as usize].actions;
                 builder.user_feature(
@@ -251,10 +384,6 @@ impl<'a> Featurizer<'a> {
                 );
             }
         }
-        let v2 = match cfg.sequence.lifelong {
-            Some(_) => Some(V2Features::new(data)?),
-            None => None,
-        };
         Ok(Self {
             data,
             requests,
@@ -266,6 +395,7 @@ impl<'a> Featurizer<'a> {
             user_dim,
             user_cache,
             v2,
+            logged,
         })
     }
 
@@ -376,7 +506,17 @@ impl<'a> Featurizer<'a> {
                 &mut batch.seq_masked[b * s..(b + 1) * s],
             );
             batch.cand_items.push(cand.item);
-            if let Some(f) = &self.v2 {
+            if let (Some(l), Some(f)) = (&self.logged, &self.v2) {
+                let t = l.get(
+                    self.data,
+                    self.requests,
+                    e.request as usize,
+                    usize::from(e.candidate),
+                    f.tokens.dim(),
+                    batch.v2_seq,
+                )?;
+                V2Features::fill_logged(&t, b, batch);
+            } else if let Some(f) = &self.v2 {
                 f.fill(
                     &self.builder,
                     history,

@@ -154,4 +154,28 @@ impl V2Features {
         }
         Ok(())
     }
+
+    /// Fills example `b` of `batch` (after [`V2Features::reset`]) from
+    /// logged tokens (checked against the batch's shapes): dequantised as
+    /// [`transact_features::SelectedTokens::expand`] does, so the example
+    /// equals the one the selection would have built.
+    pub(crate) fn fill_logged(t: &super::LoggedTokens<'_>, b: usize, batch: &mut Batch) {
+        let (s, di) = (batch.v2_seq, t.candidate_codes.len());
+        batch.v2_lens[b] = t.len();
+        for (j, (&scale, codes)) in t.scales.iter().zip(t.codes.chunks_exact(di)).enumerate() {
+            let slot = b * s + j;
+            transact_features::dequantize(
+                codes,
+                scale,
+                &mut batch.v2_items[slot * di..(slot + 1) * di],
+            );
+            batch.v2_masks[slot] = t.action_masks[j];
+            batch.v2_surfaces[slot] = t.surfaces[j];
+        }
+        transact_features::dequantize(
+            t.candidate_codes,
+            t.candidate_scale,
+            &mut batch.v2_cand[b * di..(b + 1) * di],
+        );
+    }
 }

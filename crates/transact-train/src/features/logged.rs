@@ -1,0 +1,80 @@
+//! TransAct V2 examples from a feature log: the tokens the ranker selected
+//! and logged, instead of replaying each user's history.
+//!
+//! The trainer only defines what it needs from a log ([`V2TokenSource`]);
+//! `transact-log` implements it over Parquet files. Labels and Next Action
+//! Loss targets still come from the dataset's requests; a logged example
+//! is matched to its request by (user key, request time, candidate key),
+//! the keys being the store's ([`crate::serving::user_key`],
+//! [`crate::serving::item_key`]).
+
+/// One logged (request, candidate): the candidate's selected tokens, oldest
+/// first, as the ranker built them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LoggedTokens<'a> {
+    /// `[tokens × dim]` int8 item codes.
+    pub codes: &'a [i8],
+    /// Per token, its codes' scale (value = `code · scale / 127`).
+    pub scales: &'a [f32],
+    /// Per token, the multi-hot action field.
+    pub action_masks: &'a [u32],
+    /// Per token, the surface.
+    pub surfaces: &'a [u16],
+    /// The candidate's `dim` int8 codes.
+    pub candidate_codes: &'a [i8],
+    /// The candidate codes' scale.
+    pub candidate_scale: f32,
+    /// The dense user feature the model read, if any.
+    pub user_feature: Option<&'a [f32]>,
+}
+
+impl LoggedTokens<'_> {
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.scales.len()
+    }
+
+    /// Whether the candidate has no token.
+    pub fn is_empty(&self) -> bool {
+        self.scales.is_empty()
+    }
+
+    /// Checks the shapes against a contract of `dim`-wide codes and `slots`
+    /// tokens per candidate.
+    pub fn check(&self, dim: usize, slots: usize) -> Result<(), String> {
+        let n = self.len();
+        if n > slots {
+            return Err(format!("{n} tokens, the contract has {slots} slots"));
+        }
+        if self.codes.len() != n * dim
+            || self.action_masks.len() != n
+            || self.surfaces.len() != n
+            || self.candidate_codes.len() != dim
+        {
+            return Err(format!(
+                "{n} tokens with {} codes, {} action masks, {} surfaces and {} candidate codes \
+                 (codes are {dim} wide)",
+                self.codes.len(),
+                self.action_masks.len(),
+                self.surfaces.len(),
+                self.candidate_codes.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where a V2 featurizer takes its examples' tokens from instead of
+/// replaying histories ([`crate::features::Featurizer::with_token_source`]).
+pub trait V2TokenSource: Send + Sync {
+    /// Width of the int8 codes.
+    fn dim(&self) -> usize;
+    /// Token slots per candidate (`r + k_LL + k_RT + k_imp` of the contract
+    /// that logged them).
+    fn slots(&self) -> usize;
+    /// The logged tokens of `candidate` (its store key) in the request of
+    /// `user` (store key) at `request_ms`, if logged.
+    fn find(&self, user: u64, request_ms: i64, candidate: u64) -> Option<LoggedTokens<'_>>;
+    /// Names the source in errors (e.g. the file).
+    fn describe(&self) -> String;
+}
