@@ -126,6 +126,11 @@ pub struct RankArgs {
     /// Also use a software GPU adapter (e.g. Mesa's llvmpipe), which is slower than the CPU.
     #[arg(long)]
     software_gpu: bool,
+    /// Write every ranked request's selected tokens to this Parquet feature
+    /// log (TransAct V2 bundles; see docs/feature-log.md). A logging failure
+    /// does not stop ranking: it is reported on stderr and the exit code is 1.
+    #[arg(long, value_name = "FILE")]
+    feature_log: Option<PathBuf>,
 }
 
 /// A raw id as a log writes it: a number or a string.
@@ -192,7 +197,9 @@ struct JsonResponse<'a> {
     ranked: Vec<JsonRanked<'a>>,
 }
 
-fn open_ranker(args: &RankArgs) -> Result<Ranker<EmbeddedStore>> {
+type Logger = Option<Arc<transact::log::ParquetFeatureLogger>>;
+
+fn open_ranker(args: &RankArgs) -> Result<(Ranker<EmbeddedStore>, Logger)> {
     let bundle = Arc::new(Bundle::load(&args.bundle).map_err(|e| format!("--bundle: {e}"))?);
     if !args.store.is_dir() {
         return Err(format!(
@@ -208,12 +215,45 @@ fn open_ranker(args: &RankArgs) -> Result<Ranker<EmbeddedStore>> {
     } else {
         auto_backend(bundle.model.clone(), args.software_gpu).0
     };
-    Ok(Ranker::with_backend(
-        Arc::new(store),
-        bundle,
-        RankerConfig::default(),
-        backend,
-    )?)
+    let v2 = bundle.model.v2().is_some();
+    let ranker = Ranker::with_backend(Arc::new(store), bundle, RankerConfig::default(), backend)?;
+    match &args.feature_log {
+        None => Ok((ranker, None)),
+        Some(_) if !v2 => Err("--feature-log: the bundle's model is TransAct V1; only V2 \
+             requests have selected tokens to log"
+            .into()),
+        Some(path) => {
+            let logger = Arc::new(
+                transact::log::ParquetFeatureLogger::create(path, Default::default())
+                    .map_err(|e| format!("--feature-log: {e}"))?,
+            );
+            let ranker = ranker.with_logger(logger.clone(), transact::rank::OnLogError::Continue);
+            Ok((ranker, Some(logger)))
+        }
+    }
+}
+
+/// Finishes the feature log, reports it on stderr; whether it failed.
+fn finish_log(ranker: &Ranker<EmbeddedStore>, logger: &Logger) -> bool {
+    let Some(logger) = logger else {
+        return false;
+    };
+    let stats = ranker.feature_log_stats().unwrap_or_default();
+    let mut failed = stats.failures > 0;
+    if let Some(e) = &stats.last_error {
+        eprintln!("error: {} request(s) not logged; last: {e}", stats.failures);
+    }
+    match logger.finish() {
+        Ok(s) => eprintln!(
+            "feature log: {} requests, {} examples, {} bytes",
+            s.requests, s.rows, s.bytes
+        ),
+        Err(e) => {
+            eprintln!("error: {e}");
+            failed = true;
+        }
+    }
+    failed
 }
 
 fn to_request(req: &JsonRequest) -> RankRequest {
@@ -275,7 +315,7 @@ fn response_line(req: &JsonRequest, resp: &RankResponse, top: Option<usize>) -> 
 
 /// `transact rank`.
 pub fn rank_cmd(args: RankArgs) -> Result<ExitCode> {
-    let ranker = open_ranker(&args)?;
+    let (ranker, logger) = open_ranker(&args)?;
     let mut stdout = std::io::stdout().lock();
     if let Some(user) = &args.user {
         let time_ms = match args.time_ms {
@@ -300,6 +340,9 @@ pub fn rank_cmd(args: RankArgs) -> Result<ExitCode> {
             .rank(&to_request(&req))
             .map_err(|e| format!("--user {user}: {e}"))?;
         writeln!(stdout, "{}", response_line(&req, &resp, args.top)?)?;
+        if finish_log(&ranker, &logger) {
+            return Ok(ExitCode::from(1));
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut failed = 0usize;
@@ -326,8 +369,12 @@ pub fn rank_cmd(args: RankArgs) -> Result<ExitCode> {
         }
     }
     stdout.flush()?;
+    let log_failed = finish_log(&ranker, &logger);
     if failed > 0 {
         eprintln!("{failed} request line(s) failed");
+        return Ok(ExitCode::from(1));
+    }
+    if log_failed {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)

@@ -18,7 +18,7 @@ use transact::train::data::synthetic::{
 };
 use transact::train::data::{Dataset, LoggedRequest};
 use transact::train::eval::{SasrecSplit, hit_at_k, sasrec_split};
-use transact::train::run::{Progress, RunReport, RunSpec, Start, evaluate, run};
+use transact::train::run::{Progress, RunReport, RunSpec, Start, evaluate, run_with_tokens};
 use transact::train::serving::export_bundle;
 use transact::train::trainer::{StepRecord, TrainConfig, Trainer};
 
@@ -174,6 +174,12 @@ pub struct TrainArgs {
     /// Also report HR@10 / NDCG@10 under the SASRec protocol.
     #[arg(long)]
     sasrec: bool,
+    /// A TransAct V2 model (`--model v2`): take the training requests'
+    /// tokens and user features from this feature log (written by `transact
+    /// rank --feature-log`) instead of replaying the histories; every
+    /// training request must be in it. See docs/feature-log.md.
+    #[arg(long, value_name = "FILE")]
+    from_log: Option<PathBuf>,
 }
 
 /// `transact eval`.
@@ -487,8 +493,24 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         sasrec: loaded.sasrec.clone().map(|s| (s, args.data.seed)),
         eval_every_epoch: true,
     };
+    let log = match &args.from_log {
+        Some(p) => {
+            Some(transact::log::FeatureLog::open(p).map_err(|e| format!("--from-log: {e}"))?)
+        }
+        None => None,
+    };
+    let tokens = log
+        .as_ref()
+        .map(|l| l as &dyn transact::train::features::V2TokenSource);
     let bars = Bars::new();
-    let (report, trainer) = run(&spec, &loaded.data, &loaded.train, &loaded.test, &bars)?;
+    let (report, trainer) = run_with_tokens(
+        &spec,
+        &loaded.data,
+        &loaded.train,
+        &loaded.test,
+        &bars,
+        tokens,
+    )?;
     print_report(&report);
     let bundle_dir = args.out.join("bundle");
     if trainer.cfg.use_sequence {

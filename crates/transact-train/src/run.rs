@@ -135,6 +135,20 @@ pub fn run(
     test: &[LoggedRequest],
     progress: &dyn Progress,
 ) -> Result<(RunReport, Trainer), RunError> {
+    run_with_tokens(spec, data, train, test, progress, None)
+}
+
+/// [`run`], with a TransAct V2 model's training tokens from `tokens` (a
+/// feature log of the training requests, see
+/// [`Featurizer::with_token_source`]) instead of replayed histories.
+pub fn run_with_tokens(
+    spec: &RunSpec,
+    data: &Dataset,
+    train: &[LoggedRequest],
+    test: &[LoggedRequest],
+    progress: &dyn Progress,
+    tokens: Option<&dyn crate::features::V2TokenSource>,
+) -> Result<(RunReport, Trainer), RunError> {
     let t_all = Instant::now();
     let mut trainer = match &spec.start {
         Start::Fresh => Trainer::new(spec.config.clone(), data)?,
@@ -156,8 +170,11 @@ pub fn run(
             data.name
         )));
     }
-    let feat =
-        Featurizer::new(data, train, trainer.cfg.feature_config()).map_err(RunError::Invalid)?;
+    let feat = match tokens {
+        None => Featurizer::new(data, train, trainer.cfg.feature_config()),
+        Some(t) => Featurizer::with_token_source(data, train, trainer.cfg.feature_config(), t),
+    }
+    .map_err(RunError::Invalid)?;
     if feat.item_rows() != trainer.net().config().item_rows {
         return Err(RunError::Invalid(format!(
             "the model has {} item rows, this dataset needs {} (a checkpoint from another item catalogue?)",
