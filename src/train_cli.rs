@@ -129,6 +129,20 @@ pub struct ModelArgs {
     /// sequences; needs pretrained item embeddings for its int8 tokens).
     #[arg(long, value_enum)]
     model: Option<ModelKind>,
+    /// With `--model v2`: what a token's item embedding is — the frozen
+    /// int8 codes selection scores, or the model's item table (the default
+    /// when the run trains its item table).
+    #[arg(long, value_enum, requires = "model")]
+    v2_tokens: Option<V2Tokens>,
+}
+
+/// `--v2-tokens`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum V2Tokens {
+    /// The dequantised int8 codes (frozen).
+    Codes,
+    /// The model's item table.
+    ItemTable,
 }
 
 /// Which TransAct encoder a run trains.
@@ -370,7 +384,19 @@ fn config(data: &Dataset, args: &ModelArgs, seed: u64, synthetic: bool) -> Resul
         cfg.v1.time_window_ms = cfg.features.time_window_ms;
     }
     match args.model {
-        Some(ModelKind::V2) => cfg = cfg.with_v2(),
+        Some(ModelKind::V2) => {
+            if let Some(t) = args.v2_tokens {
+                cfg.features
+                    .sequence
+                    .lifelong
+                    .get_or_insert_with(Default::default)
+                    .token_embeddings = match t {
+                    V2Tokens::Codes => transact::features::TokenEmbeddings::Codes,
+                    V2Tokens::ItemTable => transact::features::TokenEmbeddings::ItemTable,
+                };
+            }
+            cfg = cfg.with_v2();
+        }
         Some(ModelKind::V1) => {
             cfg.v2 = None;
             cfg.features.sequence.lifelong = None;

@@ -251,8 +251,12 @@ impl<'a> Featurizer<'a> {
                 );
             }
         }
-        let v2 = match cfg.sequence.lifelong {
-            Some(_) => Some(V2Features::new(data)?),
+        let v2 = match &cfg.sequence.lifelong {
+            Some(l) => Some(V2Features::new(
+                data,
+                l.token_embeddings == transact_features::TokenEmbeddings::ItemTable,
+                pad_row,
+            )?),
             None => None,
         };
         Ok(Self {
