@@ -583,6 +583,7 @@ mod tests {
                     k_realtime: ks.2,
                     k_impression: ks.3,
                     num_surfaces: 2,
+                    ..LifelongConfig::default()
                 }),
                 ..FeatureConfig::new(6)
             };
