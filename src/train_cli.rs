@@ -47,6 +47,10 @@ pub struct DataArgs {
     /// Synthetic world: items.
     #[arg(long)]
     pub(crate) items: Option<usize>,
+    /// Synthetic world: sessions per user before the logged ones (a long
+    /// history, the regime of TransAct V2's lifelong sequence; 0 = none).
+    #[arg(long)]
+    pub(crate) history_sessions: Option<usize>,
     /// Seed of the synthetic world, of the negatives of the SASRec protocol,
     /// and of the model.
     #[arg(long, default_value_t = 1)]
@@ -250,6 +254,9 @@ pub(crate) fn load(args: &DataArgs, want_sasrec: bool) -> Result<Loaded> {
         }
         if let Some(i) = args.items {
             cfg.items = i;
+        }
+        if let Some(h) = args.history_sessions {
+            cfg.history_sessions = h;
         }
         let (data, truth) = generate_with_truth(&cfg, args.seed)?;
         let cut = data.time_split_index(args.test_fraction);
