@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use transact::bench::{self, BenchResult, RankCase, StoreReadCase, V1Case, V2Case};
 use transact::bench_lifelong::{GatherI8Case, InlineI8Case, LifelongReadCase, NnCase};
+use transact::bench_v2::V2RankCase;
 use transact::model::parity;
 
 mod demo;
@@ -284,6 +285,31 @@ fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {
         let mut case = V2Case::new()?;
         let ms = bench::median_ms(runs, 3, || case.run())?;
         results.push(model_result(V2Case::NAME, ms));
+    }
+    if [
+        V2RankCase::NAME,
+        V2RankCase::SELECT_NAME,
+        V2RankCase::SCORE_NAME,
+    ]
+    .iter()
+    .any(|n| wanted(n))
+    {
+        let mut case = V2RankCase::new()?;
+        {
+            let mut stages = case.stages()?;
+            if wanted(V2RankCase::SELECT_NAME) {
+                let ms = bench::median_ms(runs, 3, || stages.select())?;
+                results.push(model_result(V2RankCase::SELECT_NAME, ms));
+            }
+            if wanted(V2RankCase::SCORE_NAME) {
+                let ms = bench::median_ms(runs, 3, || stages.score())?;
+                results.push(model_result(V2RankCase::SCORE_NAME, ms));
+            }
+        }
+        if wanted(V2RankCase::NAME) {
+            let ms = bench::median_ms(runs, 3, || case.run())?;
+            results.push(model_result(V2RankCase::NAME, ms));
+        }
     }
     if wanted(NnCase::NAME) {
         let mut case = NnCase::new();
