@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use transact_embed::select::{SelectScratch, select_nearest_i8};
+use transact_embed::select::{SelectIsa, SelectScratch, select_nearest_i8};
 use transact_embed::{EmbedError, INT8_GLOBAL_SCALE, ItemTable, Precision};
 use transact_seq::{
     Action, ActionType, EmbeddedStore, SeqError, SequenceLimits, SequenceStore, StoreConfig,
@@ -195,8 +195,14 @@ impl NnCase {
     /// Tokens kept per candidate.
     pub const K: usize = 96;
 
-    /// Random codes (a fixed xorshift stream), global scale.
+    /// Random codes (a fixed xorshift stream), global scale. The kernel is
+    /// the fastest this CPU has, or the one named by `TRANSACT_SELECT_ISA`
+    /// (`avx512vnni`, `avx2`, `portable`) to measure a slower path.
     pub fn new() -> Self {
+        let isa = std::env::var("TRANSACT_SELECT_ISA")
+            .ok()
+            .and_then(|name| SelectIsa::from_name(&name))
+            .unwrap_or_default();
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         let mut code = move || {
             x ^= x << 13;
@@ -210,9 +216,14 @@ impl NnCase {
             history,
             scales: vec![INT8_GLOBAL_SCALE; LIFELONG],
             candidates,
-            scratch: SelectScratch::default(),
+            scratch: SelectScratch::with_isa(isa),
             out: vec![0; Self::CANDIDATES * Self::K],
         }
+    }
+
+    /// The kernel that runs.
+    pub fn isa(&self) -> SelectIsa {
+        self.scratch.isa()
     }
 
     /// One selection for every candidate.

@@ -313,6 +313,7 @@ fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {
     }
     if wanted(NnCase::NAME) {
         let mut case = NnCase::new();
+        eprintln!("{}: selection path {:?}", NnCase::NAME, case.isa());
         let ms = bench::median_ms(runs, 3, || case.run())?;
         results.push(model_result(NnCase::NAME, ms));
     }
