@@ -197,6 +197,12 @@ impl NnCase {
 
     /// Random codes (a fixed xorshift stream), global scale.
     pub fn new() -> Self {
+        Self::with_candidates(Self::CANDIDATES)
+    }
+
+    /// The same history with `candidates` candidates (the first 256 are
+    /// those of [`NnCase::new`]).
+    pub fn with_candidates(candidates: usize) -> Self {
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         let mut code = move || {
             x ^= x << 13;
@@ -205,14 +211,30 @@ impl NnCase {
             ((x % 255) as i64 - 127) as i8
         };
         let history: Vec<i8> = (0..LIFELONG * DIM).map(|_| code()).collect();
-        let candidates: Vec<i8> = (0..Self::CANDIDATES * DIM).map(|_| code()).collect();
+        let candidates: Vec<i8> = (0..candidates * DIM).map(|_| code()).collect();
         Self {
             history,
             scales: vec![INT8_GLOBAL_SCALE; LIFELONG],
+            out: vec![0; candidates * Self::K],
             candidates,
             scratch: SelectScratch::default(),
-            out: vec![0; Self::CANDIDATES * Self::K],
         }
+    }
+
+    /// History codes `[16,384 × 32]`, their scales, candidate codes
+    /// `[b × 32]`.
+    pub fn inputs(&self) -> (&[i8], &[f32], &[i8]) {
+        (&self.history, &self.scales, &self.candidates)
+    }
+
+    /// Codes per token.
+    pub fn dim(&self) -> usize {
+        DIM
+    }
+
+    /// The indices of the last [`NnCase::run`], `[b × K]`.
+    pub fn output(&self) -> &[u32] {
+        &self.out
     }
 
     /// One selection for every candidate.

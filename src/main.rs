@@ -78,7 +78,7 @@ enum BenchWhat {
         #[arg(long)]
         case: Option<String>,
     },
-    /// The GPU paths on the chosen adapter (GEMM naive/tiled, V1 encode and score, V2 block variants), whole and per kernel, with CPU times.
+    /// The GPU paths on the chosen adapter (GEMM naive/tiled, V1 encode and score, V2 block variants, V2 nearest-neighbour selection fused/unfused), whole and per kernel, with CPU times.
     Kernels {
         /// Timed runs per case (after one warm-up).
         #[arg(long, default_value_t = 3)]
@@ -195,6 +195,8 @@ fn bench_kernels(json: bool, runs: usize, batch: usize) -> Result<ExitCode> {
                 match shape {
                     "v1-s100-d96" => "V1: S 100, d 96, L 2, h 2, K 10",
                     "v2-s192-d64" => "V2 blocks: S 192, d 64, FFN 32, L 2, causal",
+                    "nn-16k-d32-top96" =>
+                        "V2 NN selection: 16,384 int8 tokens × 32, B candidates, top 96",
                     _ => "GEMM of V1's input projection: M = B·100, N 288, K 96",
                 }
             );

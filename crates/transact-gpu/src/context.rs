@@ -633,6 +633,7 @@ impl GpuContext {
             dispatches: Vec::new(),
             params: Vec::new(),
             timing: false,
+            kept: Vec::new(),
         }
     }
 }
@@ -657,6 +658,9 @@ pub struct Request<'c> {
     /// as one uniform buffer.
     params: Vec<u8>,
     timing: bool,
+    /// Pooled scratch buffers the dispatches use, returned to the pool when
+    /// the request has finished (see [`Request::keep`]).
+    kept: Vec<PooledBuffer>,
 }
 
 /// Result of [`Request::finish_read`].
@@ -677,6 +681,14 @@ impl<'c> Request<'c> {
     pub fn with_timing(mut self, on: bool) -> Self {
         self.timing = on && self.ctx.has_timestamps();
         self
+    }
+
+    /// Keeps a pooled buffer out of the pool until this request has
+    /// finished: for scratch buffers that a launcher takes while recording
+    /// (dropping one earlier would let a later dispatch of the same request
+    /// get the same buffer).
+    pub fn keep(&mut self, buffer: PooledBuffer) {
+        self.kept.push(buffer);
     }
 
     /// Number of dispatches recorded so far.
@@ -741,7 +753,7 @@ impl<'c> Request<'c> {
     }
 
     fn run<T: bytemuck::Pod>(
-        self,
+        mut self,
         read: Option<(&wgpu::Buffer, usize)>,
     ) -> Result<Readback<T>, GpuError> {
         let ctx = self.ctx;
@@ -920,6 +932,9 @@ impl<'c> Request<'c> {
             // of the pool.
             if let Some(mut st) = staging {
                 st.forget();
+            }
+            for b in &mut self.kept {
+                b.forget();
             }
             return Err(map_err(e));
         }

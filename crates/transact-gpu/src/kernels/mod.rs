@@ -1,4 +1,5 @@
-//! Launchers for the shaders in `shaders/`.
+//! Launchers for the shaders in `shaders/`: GEMM, LayerNorm, attention and
+//! V2's nearest-neighbour selection ([`select`]).
 //!
 //! Each kernel has a `record_*` function that adds one dispatch to a
 //! [`Request`](crate::Request) (buffers already on the GPU; used to chain kernels in one
@@ -11,6 +12,7 @@
 pub mod attention;
 pub mod gemm;
 pub mod layer_norm;
+pub mod select;
 
 use crate::GpuError;
 use crate::context::Shader;
@@ -18,6 +20,10 @@ use crate::context::Shader;
 pub use attention::{AttentionShape, attention, record_attention};
 pub use gemm::{GemmOptions, GemmShape, gemm, record_gemm};
 pub use layer_norm::{LayerNormShape, layer_norm, record_add_layer_norm_masked, record_layer_norm};
+pub use select::{
+    SelectBuffers, SelectInput, SelectOptions, SelectShape, SelectUpload, record_select_nearest,
+    select_nearest,
+};
 
 /// `shaders/gemm.wgsl`.
 pub const GEMM: Shader = Shader {

@@ -1,0 +1,551 @@
+//! TransAct V2 nearest-neighbour selection on the GPU
+//! (`shaders/v2_select.wgsl`, `shaders/int8_to_f32.wgsl`): for each
+//! candidate, the `k` history tokens with the largest
+//! `scale_t · ⟨code_t, code_c⟩` over int8 codes, the same set, bit for bit,
+//! as `transact_embed::select::select_nearest_i8` on the CPU.
+//!
+//! # The rule
+//!
+//! The integer dot product is exact (i32 on the device), then one f32
+//! multiply by the token's scale gives the score; −0 equals +0; higher
+//! scores first, ties to the lower index; each candidate's `k` indices in
+//! increasing order, padded with [`NO_TOKEN`] when the history has fewer
+//! than `k` tokens.
+//!
+//! # Two paths, one result
+//!
+//! - [`Variant::Fused`]: one dispatch, one workgroup per candidate. The
+//!   user's history (four codes per u32) is uploaded once per request and
+//!   read by every candidate's workgroup (request-level de-duplication);
+//!   the workgroup computes its scores (`dot4I8Packed`, or shifts and an
+//!   i32 dot with [`SelectOptions::packed_dot`] off), turns them into
+//!   order-preserving u32 keys, finds the `k`-th largest by a radix select
+//!   (four 8-bit histogram passes in workgroup memory, after a threshold
+//!   taken from a sample of the history that only narrows the search), and
+//!   writes the selected indices in index order from prefix sums — no sort.
+//! - [`Variant::Unfused`], for comparison on the same adapter: codes to f32
+//!   (`int8_to_f32`), the crate's tiled GEMM for the dot products (exact in
+//!   f32: integer products and sums stay below 2^24 for `dim ≤ 1040`), then
+//!   the same top-k on the GEMM's output (`v2_select.wgsl` with `FUSED` off).
+//!
+//! Both record into a [`Request`], so the `[candidates × k]` indices can
+//! stay on the device for the next kernels of the request;
+//! [`select_nearest`] uploads, runs and reads them back.
+//!
+//! # Inputs the device cannot take
+//!
+//! `dim` must be a multiple of 4 in `4..=`[`SELECT_MAX_DIM`]. Scales must
+//! be finite and either zero or normal: GPUs (lavapipe among them) may flush
+//! subnormal floats to zero, which would change the order, so the host
+//! entry points reject subnormal scales rather than return a different set.
+
+use super::gemm::{GemmOptions, GemmShape, record_gemm};
+use super::{check_fits, to_u32};
+use crate::context::Shader;
+use crate::v1::flat_groups;
+use crate::{GpuContext, GpuError, KernelSpec, PooledBuffer, Readback, Request, Variant};
+
+/// `shaders/v2_select.wgsl`.
+pub const V2_SELECT: Shader = Shader {
+    name: "v2_select",
+    source: include_str!("../../../../shaders/v2_select.wgsl"),
+};
+
+/// `shaders/int8_to_f32.wgsl`.
+pub const INT8_TO_F32: Shader = Shader {
+    name: "int8_to_f32",
+    source: include_str!("../../../../shaders/int8_to_f32.wgsl"),
+};
+
+/// The index of a padding slot in the output (equal to
+/// `transact_embed::select::NO_TOKEN`).
+pub const NO_TOKEN: u32 = u32::MAX;
+
+/// Widest code row the kernel takes (the shader's `MAX_WORDS` × 4).
+pub const SELECT_MAX_DIM: usize = 256;
+
+/// Tokens in the sample a first threshold is taken from.
+const SAMPLE: usize = 1_024;
+/// Largest `keys` (and, unfused, score) scratch per dispatch, bytes; more
+/// candidates run in several dispatches.
+const SCRATCH_BYTES: u64 = 64 << 20;
+
+/// The sizes of one selection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SelectShape {
+    /// History tokens `n`.
+    pub tokens: usize,
+    /// Codes per token and per candidate (a multiple of 4).
+    pub dim: usize,
+    /// Candidates `b`.
+    pub candidates: usize,
+    /// Tokens kept per candidate.
+    pub k: usize,
+}
+
+impl SelectShape {
+    /// u32 words per code row (`dim / 4`).
+    pub fn words(&self) -> usize {
+        self.dim / 4
+    }
+
+    /// Length of the output, `candidates × k`.
+    pub fn out_len(&self) -> usize {
+        self.candidates * self.k
+    }
+
+    /// Checks that the kernel takes this shape: `dim` a multiple of 4 in
+    /// `4..=`[`SELECT_MAX_DIM`], and every count and offset within `u32`.
+    pub fn validate(&self) -> Result<(), GpuError> {
+        if self.dim == 0 || !self.dim.is_multiple_of(4) || self.dim > SELECT_MAX_DIM {
+            return Err(GpuError::Unsupported(format!(
+                "selection width {} (the GPU kernel takes multiples of 4 up to {SELECT_MAX_DIM})",
+                self.dim
+            )));
+        }
+        to_u32("tokens × dim", self.tokens * self.dim)?;
+        to_u32("candidates × dim", self.candidates * self.dim)?;
+        to_u32("candidates × k", self.out_len())?;
+        Ok(())
+    }
+}
+
+/// How the selection runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SelectOptions {
+    /// Fused (one dispatch) or unfused (int8 → f32, GEMM, top-k).
+    pub variant: Variant,
+    /// Fused path: `dot4I8Packed` (native on devices with integer dot
+    /// products, otherwise expanded by the shader compiler) rather than
+    /// unpacking the bytes with shifts. Same result either way.
+    pub packed_dot: bool,
+}
+
+impl Default for SelectOptions {
+    /// Fused, `dot4I8Packed`.
+    fn default() -> Self {
+        Self {
+            variant: Variant::Fused,
+            packed_dot: true,
+        }
+    }
+}
+
+impl From<Variant> for SelectOptions {
+    fn from(variant: Variant) -> Self {
+        Self {
+            variant,
+            ..Self::default()
+        }
+    }
+}
+
+/// The device buffers of one selection (contents as [`pack_i8`] and the
+/// host entry points write them).
+#[derive(Clone, Copy, Debug)]
+pub struct SelectBuffers<'a> {
+    /// History codes, `tokens × dim/4` u32 words (four codes each).
+    pub history: &'a wgpu::Buffer,
+    /// Token scales, `tokens` f32 (finite, zero or normal).
+    pub scales: &'a wgpu::Buffer,
+    /// Candidate codes, `candidates × dim/4` words.
+    pub candidates: &'a wgpu::Buffer,
+    /// Output, `candidates × k` u32 indices.
+    pub out: &'a wgpu::Buffer,
+}
+
+/// int8 codes packed four per u32, code `4w + j` in byte `j` of word `w`
+/// (the layout the kernels read); the last word is zero-padded.
+pub fn pack_i8(codes: &[i8]) -> Vec<u32> {
+    codes
+        .chunks(4)
+        .map(|c| {
+            let mut b = [0u8; 4];
+            for (o, &v) in b.iter_mut().zip(c) {
+                *o = v.cast_unsigned();
+            }
+            u32::from_le_bytes(b)
+        })
+        .collect()
+}
+
+/// Host inputs of one selection, as `select_nearest_i8` takes them.
+#[derive(Clone, Copy, Debug)]
+pub struct SelectInput<'a> {
+    /// `[n × dim]` history codes.
+    pub history: &'a [i8],
+    /// `[n]` token scales.
+    pub scales: &'a [f32],
+    /// `[b × dim]` candidate codes.
+    pub candidates: &'a [i8],
+    /// Codes per row.
+    pub dim: usize,
+    /// Tokens kept per candidate.
+    pub k: usize,
+}
+
+impl SelectInput<'_> {
+    /// The shape, after checking every length, the width and the scales
+    /// (finite, zero or normal; the first bad one is named).
+    pub fn shape(&self) -> Result<SelectShape, GpuError> {
+        let dim = self.dim;
+        let n = self.scales.len();
+        if dim == 0 || !self.candidates.len().is_multiple_of(dim) {
+            return Err(GpuError::bad(
+                "candidates",
+                format!(
+                    "{} codes are not a whole number of rows of width {dim}",
+                    self.candidates.len()
+                ),
+            ));
+        }
+        let shape = SelectShape {
+            tokens: n,
+            dim,
+            candidates: self.candidates.len() / dim,
+            k: self.k,
+        };
+        shape.validate()?;
+        if self.history.len() != n * dim {
+            return Err(GpuError::len(
+                "history (tokens × dim)",
+                n * dim,
+                self.history.len(),
+            ));
+        }
+        if let Some(i) = self
+            .scales
+            .iter()
+            .position(|s| !(s.is_finite() && (*s == 0.0 || s.is_normal())))
+        {
+            return Err(GpuError::bad(
+                "scales",
+                format!(
+                    "scale {} of token {i} is not finite, or subnormal (the device may flush it to zero)",
+                    self.scales[i]
+                ),
+            ));
+        }
+        Ok(shape)
+    }
+}
+
+/// A selection's inputs uploaded for one request: the history once, its
+/// scales and the candidates. Create it after the [`Request`] (see
+/// [`GpuContext::request`]).
+#[derive(Debug)]
+pub struct SelectUpload {
+    /// The checked shape.
+    pub shape: SelectShape,
+    /// History codes (packed).
+    pub history: PooledBuffer,
+    /// Token scales.
+    pub scales: PooledBuffer,
+    /// Candidate codes (packed).
+    pub candidates: PooledBuffer,
+}
+
+impl SelectUpload {
+    /// Checks `input` ([`SelectInput::shape`]) and uploads it.
+    pub fn new(ctx: &GpuContext, input: &SelectInput<'_>) -> Result<Self, GpuError> {
+        let shape = input.shape()?;
+        Ok(Self {
+            shape,
+            history: ctx.upload(&pack_i8(input.history))?,
+            scales: ctx.upload(input.scales)?,
+            candidates: ctx.upload(&pack_i8(input.candidates))?,
+        })
+    }
+
+    /// These buffers with `out` as the output.
+    pub fn buffers<'a>(&'a self, out: &'a wgpu::Buffer) -> SelectBuffers<'a> {
+        SelectBuffers {
+            history: &self.history,
+            scales: &self.scales,
+            candidates: &self.candidates,
+            out,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SelectParams {
+    n: u32,
+    k: u32,
+    b: u32,
+    cand_base: u32,
+    groups_x: u32,
+    stride: u32,
+    sample_len: u32,
+    sample_rank: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct WordsParams {
+    words: u32,
+    pad: [u32; 3],
+}
+
+/// The sample a first threshold is taken from: `(stride, len, rank)`, or
+/// zeros when the history is too short for one to pay off. About `2k`
+/// tokens of the history are expected to reach the `rank`-th best of the
+/// sample (as on the CPU); the kernel drops the threshold when fewer than
+/// `k` do.
+fn sample_plan(n: usize, k: usize) -> (usize, usize, usize) {
+    if n < 2 * SAMPLE || n <= 4 * k {
+        return (0, 0, 0);
+    }
+    let stride = n / SAMPLE;
+    let len = n.div_ceil(stride);
+    let rank = (2 * k * len).div_ceil(n) + 1;
+    if rank >= len {
+        return (0, 0, 0);
+    }
+    (stride, len, rank)
+}
+
+/// Candidates per dispatch: the scratch of `[chunk × n]` u32 keys (and f32
+/// scores) within the device's binding limit and [`SCRATCH_BYTES`].
+fn chunk_candidates(ctx: &GpuContext, s: &SelectShape) -> Result<usize, GpuError> {
+    let lim = ctx.limits();
+    let max = lim
+        .max_storage_buffer_binding_size
+        .min(lim.max_buffer_size)
+        .min(SCRATCH_BYTES);
+    let row = 4 * s.tokens.max(1) as u64;
+    let per = (max / row) as usize;
+    if per == 0 {
+        return Err(GpuError::Unsupported(format!(
+            "{} history tokens: one candidate's {row}-byte scratch row exceeds the device limit of {max}",
+            s.tokens
+        )));
+    }
+    Ok(per.min(s.candidates))
+}
+
+/// Records the selection for `shape` on `bufs` into `req` (see the
+/// [module docs](self)): `options.variant` picks the fused dispatch or the
+/// unfused three steps; either writes `candidates × k` u32 indices to
+/// `bufs.out`, which later dispatches of the request may read. Scratch
+/// buffers are taken from the pool and kept by the request.
+///
+/// The scales on the device must be finite, zero or normal (the host entry
+/// points check this; here they are not read back).
+///
+/// Fails on a shape the kernel does not take ([`SelectShape::validate`]),
+/// a buffer smaller than the shape needs, or a device limit.
+pub fn record_select_nearest(
+    ctx: &GpuContext,
+    req: &mut Request<'_>,
+    shape: SelectShape,
+    options: SelectOptions,
+    bufs: SelectBuffers<'_>,
+) -> Result<(), GpuError> {
+    shape.validate()?;
+    let s = shape;
+    let words = s.words();
+    check_fits("select history", bufs.history, s.tokens * words, 4)?;
+    check_fits("select scales", bufs.scales, s.tokens, 4)?;
+    check_fits(
+        "select candidates",
+        bufs.candidates,
+        s.candidates * words,
+        4,
+    )?;
+    check_fits("select out", bufs.out, s.out_len(), 4)?;
+    if s.candidates == 0 || s.k == 0 {
+        return Ok(());
+    }
+    let chunk = chunk_candidates(ctx, &s)?;
+    let keys = ctx.storage((chunk * s.tokens.max(1) * 4) as u64)?;
+    let fused = options.variant == Variant::Fused;
+    let consts = [
+        ("WORDS", words as f64),
+        ("FUSED", f64::from(u8::from(fused))),
+        ("DOT4", f64::from(u8::from(options.packed_dot))),
+    ];
+    let mut spec = KernelSpec::new(V2_SELECT, "select_nearest").constants(&consts);
+    // The histogram is cleared and the per-invocation tables written before
+    // they are read.
+    spec.zero_workgroup_memory = false;
+    let select = ctx.kernel(&spec)?;
+    let (stride, sample_len, sample_rank) = sample_plan(s.tokens, s.k);
+
+    // Unfused: every code as f32 once, then a GEMM per chunk.
+    let dequant = if fused {
+        None
+    } else {
+        let hist_f = ctx.storage((s.tokens * s.dim).max(1) as u64 * 4)?;
+        let cand_f = ctx.storage((s.candidates * s.dim) as u64 * 4)?;
+        let dq = ctx.kernel(&KernelSpec::new(INT8_TO_F32, "int8_to_f32"))?;
+        for (src, dst, rows) in [
+            (bufs.history, &hist_f, s.tokens),
+            (bufs.candidates, &cand_f, s.candidates),
+        ] {
+            let w = rows * words;
+            let p = WordsParams {
+                words: to_u32("words", w)?,
+                pad: [0; 3],
+            };
+            req.dispatch(&dq, &p, &[src, dst], flat_groups(ctx, w)?)?;
+        }
+        let scores = ctx.storage((chunk * s.tokens.max(1) * 4) as u64)?;
+        Some((hist_f, cand_f, scores))
+    };
+
+    let max_x = (ctx.limits().max_compute_workgroups_per_dimension as usize).max(1);
+    let mut base = 0;
+    while base < s.candidates {
+        let bc = chunk.min(s.candidates - base);
+        if let Some((hist_f, cand_f, scores)) = &dequant
+            && s.tokens > s.k
+        {
+            // scores[c, t] = ⟨code_c, code_t⟩ for this chunk's candidates.
+            let g = GemmShape {
+                a_off: base * s.dim,
+                ..GemmShape::dense(bc, s.tokens, s.dim, true)
+            };
+            let o = GemmOptions {
+                trans_b: true,
+                ..GemmOptions::default()
+            };
+            record_gemm(ctx, req, g, o, cand_f, hist_f, scores)?;
+        }
+        let src: &wgpu::Buffer = match &dequant {
+            Some((_, _, scores)) => scores,
+            None => bufs.history,
+        };
+        let gx = bc.min(max_x);
+        let gy = bc.div_ceil(gx);
+        let p = SelectParams {
+            n: to_u32("tokens", s.tokens)?,
+            k: to_u32("k", s.k)?,
+            b: to_u32("candidates", bc)?,
+            cand_base: to_u32("candidate", base)?,
+            groups_x: to_u32("workgroups", gx)?,
+            stride: to_u32("stride", stride)?,
+            sample_len: to_u32("sample", sample_len)?,
+            sample_rank: to_u32("rank", sample_rank)?,
+        };
+        req.dispatch(
+            &select,
+            &p,
+            &[src, bufs.scales, bufs.candidates, &keys, bufs.out],
+            [to_u32("workgroups", gx)?, to_u32("workgroups", gy)?, 1],
+        )?;
+        base += bc;
+    }
+    req.keep(keys);
+    if let Some((a, b, c)) = dequant {
+        req.keep(a);
+        req.keep(b);
+        req.keep(c);
+    }
+    Ok(())
+}
+
+/// Uploads `input`, runs the selection and reads back `candidates × k`
+/// indices: what `transact_embed::select::select_nearest_i8` writes for the
+/// same input.
+///
+/// Fails on a wrong length, an unsupported width, a non-finite or
+/// subnormal scale ([`SelectInput::shape`]), or a device error.
+pub fn select_nearest(
+    ctx: &GpuContext,
+    input: &SelectInput<'_>,
+    options: SelectOptions,
+) -> Result<Vec<u32>, GpuError> {
+    Ok(select_nearest_timed(ctx, input, options, false)?.data)
+}
+
+/// [`select_nearest`], also returning the wall time of the submission and,
+/// with `timing` on a device with timestamp queries, the GPU time.
+pub fn select_nearest_timed(
+    ctx: &GpuContext,
+    input: &SelectInput<'_>,
+    options: SelectOptions,
+    timing: bool,
+) -> Result<Readback<u32>, GpuError> {
+    let shape = input.shape()?;
+    if shape.out_len() == 0 {
+        return Ok(Readback {
+            data: Vec::new(),
+            gpu_time: None,
+            wall_time: std::time::Duration::ZERO,
+        });
+    }
+    let mut req = ctx.request("v2 select").with_timing(timing);
+    let up = SelectUpload::new(ctx, input)?;
+    let out = ctx.storage(shape.out_len() as u64 * 4)?;
+    record_select_nearest(ctx, &mut req, shape, options, up.buffers(&out))?;
+    req.finish_read::<u32>(&out, shape.out_len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_pack_lowest_byte_first() {
+        assert_eq!(pack_i8(&[1, -1, 2, -128]), vec![0x8002_ff01]);
+        assert_eq!(pack_i8(&[-2, 3]), vec![0x0000_03fe]);
+    }
+
+    #[test]
+    fn the_sample_is_skipped_on_short_histories() {
+        assert_eq!(sample_plan(1_000, 10), (0, 0, 0));
+        assert_eq!(sample_plan(4_000, 1_000), (0, 0, 0));
+        let (stride, len, rank) = sample_plan(16_384, 96);
+        assert_eq!((stride, len), (16, 1_024));
+        assert_eq!(rank, 13);
+        assert!((len - 1) * stride < 16_384);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors_before_any_device_work() {
+        let ok = SelectInput {
+            history: &[0; 8],
+            scales: &[1.0; 2],
+            candidates: &[0; 4],
+            dim: 4,
+            k: 1,
+        };
+        assert!(ok.shape().is_ok());
+        let cases = [
+            SelectInput { dim: 3, ..ok },
+            SelectInput { dim: 0, ..ok },
+            SelectInput {
+                history: &[0; 7],
+                ..ok
+            },
+            SelectInput {
+                candidates: &[0; 5],
+                ..ok
+            },
+            SelectInput {
+                scales: &[1.0, f32::NAN],
+                ..ok
+            },
+            SelectInput {
+                scales: &[1.0, f32::INFINITY],
+                ..ok
+            },
+            SelectInput {
+                scales: &[1.0, 1e-40],
+                ..ok
+            },
+            SelectInput {
+                history: &[0; 520],
+                scales: &[1.0; 2],
+                candidates: &[0; 260],
+                dim: 260,
+                k: 1,
+            },
+        ];
+        for (i, c) in cases.iter().enumerate() {
+            assert!(c.shape().is_err(), "case {i} accepted");
+        }
+    }
+}
