@@ -1,35 +1,50 @@
 // TransAct V2 nearest-neighbour selection: for each candidate, the `k`
 // history tokens with the largest `scale_t · ⟨code_t, code_c⟩`, ties to the
 // lower index, written in increasing index order (padded with NO_TOKEN when
-// n < k). Same rule as `transact_embed::select::select_nearest_i8`.
+// n < k). Same rule as `transact_embed::select::select_nearest_i8`. Scores
+// become order-preserving u32 keys (−0 and +0 share one key); "the k-th
+// largest key T and how many of its ties are taken" decides the set.
 //
-// One workgroup of WG invocations per candidate:
+// Two entry points.
 //
-// 1. Scores. FUSED: the int8 codes (four per u32, byte j of word w is code
-//    4w + j) of the history — one copy per request, read by every
-//    candidate — and of the candidate give an exact i32 dot product
-//    (`dot4I8Packed` when DOT4, else unpacked with shifts); the score is
-//    f32(dot) · scale_t, one multiply. Not FUSED: the dot products come
-//    from a score matrix `[b × n]` (f32, exact integers) that a GEMM wrote.
-//    Each score becomes an order-preserving u32 key (−0 and +0 share one
-//    key), kept in the `keys` scratch row of the candidate.
-// 2. A first threshold, when the host asks for one (`stride > 0`): the
-//    `rank`-th largest key of every `stride`-th token (radix select as in
-//    3). It is used only if at least `k` keys reach it, so it never changes
-//    the result, only how many keys the exact pass looks at.
-// 3. Exact radix select of the k-th largest key T among the keys at or
-//    above the threshold: four passes of 8 bits, each a 256-bin histogram
-//    (workgroup atomics) of the keys that match the digits chosen so far.
-//    It also gives `need`, how many keys equal to T are taken.
-// 4. Collect: every invocation owns a contiguous range of tokens; counts of
-//    keys above T and equal to T, prefix-summed over invocations, place each
-//    selected index at its rank in index order (ties: the first `need` in
-//    index order). No sort needed.
+// `select_fused` (one dispatch does everything): FWG candidates per
+// workgroup, one per invocation. The invocations walk the history together,
+// token by token, so every history read is the same address for the whole
+// workgroup (one load, shared; the user's history is uploaded once per
+// request and read by every workgroup); each invocation dots the token's
+// int8 codes (four per u32, byte j of word w is code 4w + j) with its own
+// candidate's codes held in registers — exact i32 arithmetic,
+// `dot4I8Packed` when DOT4, else shifts and an i32 vector dot — and
+// multiplies the f32 dot by the token's scale (one multiply).
+//   1. A threshold from a sample (every `stride`-th token, when the host
+//      asks for one): the `rank`-th largest sample key, kept in a small
+//      sorted list per invocation.
+//   2. One pass over the history appends every token whose key reaches the
+//      threshold, as (key, index) in index order, to the invocation's list
+//      (`cap` entries in the `lists` scratch).
+//   3. If at least k and at most `cap` tokens reached it, a radix select
+//      over the list (four 8-bit passes, a 256-bin histogram per
+//      invocation) gives T and `need`, and a walk over the list writes the
+//      selected indices in index order. Otherwise (a bad sample, or ties
+//      past `cap`) the candidate is marked and, after the others, the whole
+//      workgroup selects it the cooperative way below, over all its keys.
 //
-// Bindings: 1 src (FUSED: history codes [n × WORDS] u32; else dot products
-// [b × n] as f32 bit patterns), 2 scales [n] f32, 3 candidate codes
-// [B × WORDS] u32, 4 keys scratch [b × n] u32, 5 out [B × k] u32. `b` is the
-// number of candidates of this dispatch, from candidate `cand_base` on.
+// `select_scores` (the unfused path's top-k): one workgroup of TWG
+// invocations per candidate over a score matrix a GEMM wrote (dot products
+// as f32, exact integers): keys into the `keys` scratch row, then the
+// cooperative select: an optional threshold from a sample (radix select of
+// the sample's keys; kept only if k keys reach it, so it never changes the
+// result), the exact radix select among the keys at or above it (workgroup
+// atomics), and a collect in which every invocation owns a contiguous range
+// of tokens and prefix sums of the counts above and equal to T place each
+// selected index at its rank in index order. No sort anywhere.
+//
+// Bindings: 1 src (fused: history codes [n × WORDS] u32; scores: dot
+// products [b × n] as f32 bit patterns), 2 scales [n] f32, 3 keys scratch
+// u32 (fused: [workgroups × n]; scores: [b × n]), 4 out [B × k] u32;
+// fused only: 5 candidate codes [B × WORDS] u32, 6 lists scratch
+// [b × cap] (key, index). `b` is the number of candidates of this dispatch,
+// from candidate `cand_base` on.
 
 struct Params {
     n: u32,
@@ -40,32 +55,45 @@ struct Params {
     stride: u32,
     sample_len: u32,
     sample_rank: u32,
+    cap: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
-// Invocations per workgroup (must match the host).
-const WG: u32 = 256u;
+// Candidates (invocations) per workgroup of `select_fused` (must match the
+// host): lavapipe's SIMD width.
+const FWG: u32 = 8u;
+// Invocations per workgroup of `select_scores` (must match the host).
+const TWG: u32 = 256u;
+// Largest sample rank `select_fused` keeps per invocation.
+const RMAX: u32 = 64u;
 const NO_TOKEN: u32 = 0xffffffffu;
 // Most u32 words of one code row (dim ≤ 256).
 const MAX_WORDS: u32 = 64u;
 
 // u32 words per code row, dim / 4.
 override WORDS: u32 = 8u;
-// Compute the dot products here (else read them from `src`).
-override FUSED: bool = true;
 // Use dot4I8Packed (else shifts and an i32 vector dot).
 override DOT4: bool = true;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<u32>;
 @group(0) @binding(2) var<storage, read> scales: array<f32>;
-@group(0) @binding(3) var<storage, read> cands: array<u32>;
-@group(0) @binding(4) var<storage, read_write> keys: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<u32>;
+@group(0) @binding(3) var<storage, read_write> keys: array<u32>;
+@group(0) @binding(4) var<storage, read_write> out: array<u32>;
+@group(0) @binding(5) var<storage, read> cands: array<u32>;
+@group(0) @binding(6) var<storage, read_write> lists: array<vec2<u32>>;
 
+// Cooperative select.
 var<workgroup> hist: array<atomic<u32>, 256>;
-var<workgroup> lane_gt: array<u32, WG>;
-var<workgroup> lane_eq: array<u32, WG>;
+var<workgroup> lane_gt: array<u32, TWG>;
+var<workgroup> lane_eq: array<u32, TWG>;
 var<workgroup> state: array<u32, 4>;
+// Per-invocation select of `select_fused`.
+var<workgroup> lhist: array<u32, 2048>; // FWG × 256
+var<workgroup> top: array<u32, 512>; // FWG × RMAX
+var<workgroup> failed: array<u32, FWG>;
 
 var<private> cw: array<u32, MAX_WORDS>;
 var<private> cv: array<vec4<i32>, MAX_WORDS>;
@@ -80,9 +108,9 @@ fn unpack_i8(w: u32) -> vec4<i32> {
     );
 }
 
-// Order-preserving key of a finite (or infinite) score: larger score,
-// larger key; −0 maps to the key of +0. Integer operations only, so no
-// float rule of the compiler can move a value.
+// Order-preserving key of a non-NaN score: larger score, larger key (never
+// 0); −0 maps to the key of +0. Integer operations only, so no float rule
+// of the compiler can move a value.
 fn key_of(s: f32) -> u32 {
     let bits = bitcast<u32>(s);
     var key = bits | 0x80000000u;
@@ -95,35 +123,46 @@ fn key_of(s: f32) -> u32 {
     return key;
 }
 
-fn score(local: u32, t: u32) -> f32 {
-    if (FUSED) {
-        let base = t * WORDS;
-        var acc = 0i;
-        for (var j = 0u; j < WORDS; j++) {
-            if (DOT4) {
-                acc += dot4I8Packed(src[base + j], cw[j]);
-            } else {
-                acc += dot(unpack_i8(src[base + j]), cv[j]);
-            }
+// Key of token t against the candidate in this invocation's registers.
+fn own_key(t: u32) -> u32 {
+    let base = t * WORDS;
+    var acc = 0i;
+    for (var j = 0u; j < WORDS; j++) {
+        if (DOT4) {
+            acc += dot4I8Packed(src[base + j], cw[j]);
+        } else {
+            acc += dot(unpack_i8(src[base + j]), cv[j]);
         }
-        return f32(acc) * scales[t];
     }
-    return bitcast<f32>(src[local * p.n + t]) * scales[t];
+    return key_of(f32(acc) * scales[t]);
 }
+
+// Key of token t against candidate c, codes read from memory.
+fn code_key(t: u32, c: u32) -> u32 {
+    var acc = 0i;
+    for (var j = 0u; j < WORDS; j++) {
+        acc += dot4I8Packed(src[t * WORDS + j], cands[c * WORDS + j]);
+    }
+    return key_of(f32(acc) * scales[t]);
+}
+
+// ---- Cooperative select (all `lanes` invocations on one candidate) ----
 
 // The `rank`-th largest (1-based) of the keys `keys[row + i·stride]`,
 // i < len, that are at least `floor`, and how many keys equal to it the
 // rank reaches into: (T, rank − #keys above T). The caller guarantees that
 // at least `rank` keys qualify.
-fn radix_select(row: u32, len: u32, stride: u32, rank: u32, floor: u32, lid: u32) -> vec2<u32> {
+fn radix_select(row: u32, len: u32, stride: u32, rank: u32, floor: u32, lid: u32, lanes: u32) -> vec2<u32> {
     var prefix = 0u;
     var mask = 0u;
     var remaining = rank;
     for (var round = 0u; round < 4u; round++) {
         let shift = 24u - 8u * round;
-        atomicStore(&hist[lid], 0u);
+        for (var b = lid; b < 256u; b += lanes) {
+            atomicStore(&hist[b], 0u);
+        }
         workgroupBarrier();
-        for (var i = lid; i < len; i += WG) {
+        for (var i = lid; i < len; i += lanes) {
             let key = keys[row + i * stride];
             if (key >= floor && (key & mask) == prefix) {
                 atomicAdd(&hist[(key >> shift) & 0xffu], 1u);
@@ -155,12 +194,12 @@ fn radix_select(row: u32, len: u32, stride: u32, rank: u32, floor: u32, lid: u32
 }
 
 // Sum over the workgroup of each invocation's `v` (every invocation gets it).
-fn workgroup_sum(v: u32, lid: u32) -> u32 {
+fn workgroup_sum(v: u32, lid: u32, lanes: u32) -> u32 {
     lane_gt[lid] = v;
     workgroupBarrier();
     if (lid == 0u) {
         var s = 0u;
-        for (var i = 0u; i < WG; i++) {
+        for (var i = 0u; i < lanes; i++) {
             s += lane_gt[i];
         }
         state[2] = s;
@@ -168,62 +207,30 @@ fn workgroup_sum(v: u32, lid: u32) -> u32 {
     return workgroupUniformLoad(&state[2]);
 }
 
-@compute @workgroup_size(256)
-fn select_nearest(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let local = wid.x + wid.y * p.groups_x;
-    if (local >= p.b) {
-        return;
-    }
-    let c = p.cand_base + local;
+// The selection of one candidate from its keys `keys[row .. row + n]`
+// (n > k), written to `out[orow ..]`; with `sampled`, first a threshold
+// from every `stride`-th key.
+fn cooperative_select(row: u32, orow: u32, sampled: bool, lid: u32, lanes: u32) {
     let n = p.n;
     let k = p.k;
-    let orow = c * k;
-    if (n <= k) {
-        // Every token, then padding.
-        for (var i = lid; i < k; i += WG) {
-            out[orow + i] = select(NO_TOKEN, i, i < n);
-        }
-        return;
-    }
-    let row = local * n;
-
-    // 1. Keys.
-    if (FUSED) {
-        for (var j = 0u; j < WORDS; j++) {
-            let w = cands[c * WORDS + j];
-            cw[j] = w;
-            cv[j] = unpack_i8(w);
-        }
-    }
-    for (var t = lid; t < n; t += WG) {
-        keys[row + t] = key_of(score(local, t));
-    }
-    storageBarrier();
-
-    // 2. A first threshold from a sample, kept only if k keys reach it.
     var floor = 0u;
-    if (p.stride > 0u) {
-        let guess = radix_select(row, p.sample_len, p.stride, p.sample_rank, 0u, lid).x;
+    if (sampled && p.stride > 0u) {
+        let guess = radix_select(row, p.sample_len, p.stride, p.sample_rank, 0u, lid, lanes).x;
         var reach = 0u;
-        for (var t = lid; t < n; t += WG) {
+        for (var t = lid; t < n; t += lanes) {
             reach += u32(keys[row + t] >= guess);
         }
-        let total = workgroup_sum(reach, lid);
+        let total = workgroup_sum(reach, lid, lanes);
         if (total >= k) {
             floor = guess;
         }
     }
-
-    // 3. The k-th largest key and how many of its ties are taken.
-    let sel = radix_select(row, n, 1u, k, floor, lid);
+    let sel = radix_select(row, n, 1u, k, floor, lid, lanes);
     let thr = sel.x;
     let need = sel.y;
 
-    // 4. Collect in index order over contiguous ranges.
-    let chunk = (n + WG - 1u) / WG;
+    // Collect in index order over contiguous ranges.
+    let chunk = (n + lanes - 1u) / lanes;
     let start = min(lid * chunk, n);
     let end = min(start + chunk, n);
     var gt = 0u;
@@ -240,7 +247,7 @@ fn select_nearest(
     if (lid == 0u) {
         var g = 0u;
         var e = 0u;
-        for (var i = 0u; i < WG; i++) {
+        for (var i = 0u; i < lanes; i++) {
             let a = lane_gt[i];
             let b = lane_eq[i];
             lane_gt[i] = g;
@@ -262,6 +269,186 @@ fn select_nearest(
                 out[orow + g + e] = t;
             }
             e += 1u;
+        }
+    }
+    workgroupBarrier();
+}
+
+// Every token, then padding (n ≤ k).
+fn take_all(orow: u32) {
+    for (var i = 0u; i < p.k; i++) {
+        out[orow + i] = select(NO_TOKEN, i, i < p.n);
+    }
+}
+
+@compute @workgroup_size(256)
+fn select_scores(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let local = wid.x + wid.y * p.groups_x;
+    if (local >= p.b) {
+        return;
+    }
+    let c = p.cand_base + local;
+    let n = p.n;
+    if (n <= p.k) {
+        if (lid == 0u) {
+            take_all(c * p.k);
+        }
+        return;
+    }
+    let row = local * n;
+    for (var t = lid; t < n; t += TWG) {
+        keys[row + t] = key_of(bitcast<f32>(src[row + t]) * scales[t]);
+    }
+    storageBarrier();
+    cooperative_select(row, c * p.k, true, lid, TWG);
+}
+
+// ---- Per-invocation select of `select_fused` ----
+
+// The `rank`-th largest of the `len` keys of list `lrow`, and how many of
+// its ties the rank reaches into (as `radix_select`), with this
+// invocation's own histogram.
+fn list_select(lrow: u32, len: u32, rank: u32, lid: u32) -> vec2<u32> {
+    let hb = lid * 256u;
+    var prefix = 0u;
+    var mask = 0u;
+    var remaining = rank;
+    for (var round = 0u; round < 4u; round++) {
+        let shift = 24u - 8u * round;
+        for (var b = 0u; b < 256u; b++) {
+            lhist[hb + b] = 0u;
+        }
+        for (var i = 0u; i < len; i++) {
+            let key = lists[lrow + i].x;
+            if ((key & mask) == prefix) {
+                let b = hb + ((key >> shift) & 0xffu);
+                lhist[b] = lhist[b] + 1u;
+            }
+        }
+        var acc = 0u;
+        var chosen = 0u;
+        var rem = remaining;
+        for (var bin = 255i; bin >= 0; bin--) {
+            let h = lhist[hb + u32(bin)];
+            if (acc + h >= remaining) {
+                chosen = u32(bin);
+                rem = remaining - acc;
+                break;
+            }
+            acc += h;
+        }
+        remaining = rem;
+        prefix |= chosen << shift;
+        mask |= 0xffu << shift;
+    }
+    return vec2<u32>(prefix, remaining);
+}
+
+@compute @workgroup_size(8)
+fn select_fused(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let g = wid.x + wid.y * p.groups_x;
+    if (g * FWG >= p.b) {
+        return;
+    }
+    let n = p.n;
+    let k = p.k;
+    let local = g * FWG + lid;
+    let live = local < p.b;
+    // An idle invocation (past the last candidate) shadows the last one.
+    let c = p.cand_base + min(local, p.b - 1u);
+    if (n <= k) {
+        if (live) {
+            take_all(c * k);
+        }
+        return;
+    }
+    for (var j = 0u; j < WORDS; j++) {
+        let w = cands[c * WORDS + j];
+        cw[j] = w;
+        cv[j] = unpack_i8(w);
+    }
+
+    // 1. Threshold: the rank-th largest key of the sample.
+    var floor = 0u;
+    if (p.stride > 0u) {
+        let r = min(p.sample_rank, RMAX);
+        let tb = lid * RMAX;
+        var filled = 0u;
+        var cut = 0u;
+        for (var i = 0u; i < p.sample_len; i++) {
+            let key = own_key(i * p.stride);
+            if (filled < r || key > cut) {
+                var j = min(filled, r - 1u);
+                filled = min(filled + 1u, r);
+                while (j > 0u && top[tb + j - 1u] < key) {
+                    top[tb + j] = top[tb + j - 1u];
+                    j -= 1u;
+                }
+                top[tb + j] = key;
+                if (filled == r) {
+                    cut = top[tb + r - 1u];
+                }
+            }
+        }
+        if (filled == r) {
+            floor = cut;
+        }
+    }
+
+    // 2. Every token at or above the threshold, in index order.
+    let lrow = min(local, p.b - 1u) * p.cap;
+    var len = 0u;
+    for (var t = 0u; t < n; t++) {
+        let key = own_key(t);
+        if (key >= floor) {
+            if (live && len < p.cap) {
+                lists[lrow + len] = vec2<u32>(key, t);
+            }
+            len += 1u;
+        }
+    }
+
+    // 3. Exact select over the list, or the cooperative way below.
+    let ok = len >= k && len <= p.cap;
+    if (live && ok) {
+        let sel = list_select(lrow, len, k, lid);
+        let thr = sel.x;
+        let need = sel.y;
+        let orow = c * k;
+        var pos = 0u;
+        var ties = 0u;
+        for (var i = 0u; i < len; i++) {
+            let e = lists[lrow + i];
+            if (e.x > thr) {
+                out[orow + pos] = e.y;
+                pos += 1u;
+            } else if (e.x == thr) {
+                if (ties < need) {
+                    out[orow + pos] = e.y;
+                    pos += 1u;
+                }
+                ties += 1u;
+            }
+        }
+    }
+    failed[lid] = u32(live && !ok);
+    workgroupBarrier();
+    let row = g * n;
+    for (var f = 0u; f < FWG; f++) {
+        if (workgroupUniformLoad(&failed[f]) != 0u) {
+            let fc = p.cand_base + g * FWG + f;
+            for (var t = lid; t < n; t += FWG) {
+                keys[row + t] = code_key(t, fc);
+            }
+            storageBarrier();
+            cooperative_select(row, fc * k, false, lid, FWG);
+            storageBarrier();
         }
     }
 }

@@ -66,6 +66,14 @@ pub const SELECT_MAX_DIM: usize = 256;
 
 /// Tokens in the sample a first threshold is taken from.
 const SAMPLE: usize = 1_024;
+/// Candidates per workgroup of the fused kernel (the shader's `FWG`).
+const FUSED_CANDIDATES: usize = 8;
+/// Largest sample rank the fused kernel keeps (the shader's `RMAX`).
+const FUSED_MAX_RANK: usize = 64;
+/// Entries of a candidate's list of tokens at or above its threshold in the
+/// fused kernel; a candidate with more (ties) is selected the cooperative
+/// way, over all its keys.
+const LIST_CAP: usize = 2_048;
 /// Largest `keys` (and, unfused, score) scratch per dispatch, bytes; more
 /// candidates run in several dispatches.
 const SCRATCH_BYTES: u64 = 64 << 20;
@@ -279,6 +287,8 @@ struct SelectParams {
     stride: u32,
     sample_len: u32,
     sample_rank: u32,
+    cap: u32,
+    pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -291,8 +301,8 @@ struct WordsParams {
 /// The sample a first threshold is taken from: `(stride, len, rank)`, or
 /// zeros when the history is too short for one to pay off. About `2k`
 /// tokens of the history are expected to reach the `rank`-th best of the
-/// sample (as on the CPU); the kernel drops the threshold when fewer than
-/// `k` do.
+/// sample (as on the CPU); a threshold that fewer than `k` reach is dropped
+/// by the kernel, so the sample never changes the result.
 fn sample_plan(n: usize, k: usize) -> (usize, usize, usize) {
     if n < 2 * SAMPLE || n <= 4 * k {
         return (0, 0, 0);
@@ -306,15 +316,16 @@ fn sample_plan(n: usize, k: usize) -> (usize, usize, usize) {
     (stride, len, rank)
 }
 
-/// Candidates per dispatch: the scratch of `[chunk × n]` u32 keys (and f32
-/// scores) within the device's binding limit and [`SCRATCH_BYTES`].
+/// Candidates per dispatch: every scratch (`[chunk × n]` keys and scores,
+/// `[chunk × LIST_CAP]` lists) within the device's binding limit and
+/// [`SCRATCH_BYTES`].
 fn chunk_candidates(ctx: &GpuContext, s: &SelectShape) -> Result<usize, GpuError> {
     let lim = ctx.limits();
     let max = lim
         .max_storage_buffer_binding_size
         .min(lim.max_buffer_size)
         .min(SCRATCH_BYTES);
-    let row = 4 * s.tokens.max(1) as u64;
+    let row = (4 * s.tokens.max(1) as u64).max(8 * LIST_CAP as u64);
     let per = (max / row) as usize;
     if per == 0 {
         return Err(GpuError::Unsupported(format!(
@@ -323,6 +334,15 @@ fn chunk_candidates(ctx: &GpuContext, s: &SelectShape) -> Result<usize, GpuError
         )));
     }
     Ok(per.min(s.candidates))
+}
+
+/// A workgroup grid of `groups` workgroups, split over x and y within the
+/// per-dimension limit: `(x, y)`.
+fn grid(ctx: &GpuContext, groups: usize) -> Result<(u32, u32), GpuError> {
+    let max_x = (ctx.limits().max_compute_workgroups_per_dimension as usize).max(1);
+    let gx = groups.min(max_x);
+    let gy = groups.div_ceil(gx.max(1));
+    Ok((to_u32("workgroups", gx)?, to_u32("workgroups", gy)?))
 }
 
 /// Records the selection for `shape` on `bufs` into `req` (see the
@@ -359,49 +379,90 @@ pub fn record_select_nearest(
         return Ok(());
     }
     let chunk = chunk_candidates(ctx, &s)?;
-    let keys = ctx.storage((chunk * s.tokens.max(1) * 4) as u64)?;
-    let fused = options.variant == Variant::Fused;
+    let n = s.tokens.max(1);
+    let (stride, sample_len, sample_rank) = sample_plan(s.tokens, s.k);
+    let params = |base: usize, bc: usize, gx: u32, fused: bool| -> Result<SelectParams, GpuError> {
+        // The fused kernel keeps at most FUSED_MAX_RANK sample keys per
+        // candidate; past that it runs without a sample.
+        let (stride, sample_len, sample_rank) = if fused && sample_rank > FUSED_MAX_RANK {
+            (0, 0, 0)
+        } else {
+            (stride, sample_len, sample_rank)
+        };
+        Ok(SelectParams {
+            n: to_u32("tokens", s.tokens)?,
+            k: to_u32("k", s.k)?,
+            b: to_u32("candidates", bc)?,
+            cand_base: to_u32("candidate", base)?,
+            groups_x: gx,
+            stride: to_u32("stride", stride)?,
+            sample_len: to_u32("sample", sample_len)?,
+            sample_rank: to_u32("rank", sample_rank)?,
+            cap: to_u32("cap", LIST_CAP)?,
+            pad: [0; 3],
+        })
+    };
     let consts = [
         ("WORDS", words as f64),
-        ("FUSED", f64::from(u8::from(fused))),
         ("DOT4", f64::from(u8::from(options.packed_dot))),
     ];
-    let mut spec = KernelSpec::new(V2_SELECT, "select_nearest").constants(&consts);
-    // The histogram is cleared and the per-invocation tables written before
-    // they are read.
-    spec.zero_workgroup_memory = false;
-    let select = ctx.kernel(&spec)?;
-    let (stride, sample_len, sample_rank) = sample_plan(s.tokens, s.k);
-
-    // Unfused: every code as f32 once, then a GEMM per chunk.
-    let dequant = if fused {
-        None
-    } else {
-        let hist_f = ctx.storage((s.tokens * s.dim).max(1) as u64 * 4)?;
-        let cand_f = ctx.storage((s.candidates * s.dim) as u64 * 4)?;
-        let dq = ctx.kernel(&KernelSpec::new(INT8_TO_F32, "int8_to_f32"))?;
-        for (src, dst, rows) in [
-            (bufs.history, &hist_f, s.tokens),
-            (bufs.candidates, &cand_f, s.candidates),
-        ] {
-            let w = rows * words;
-            let p = WordsParams {
-                words: to_u32("words", w)?,
-                pad: [0; 3],
-            };
-            req.dispatch(&dq, &p, &[src, dst], flat_groups(ctx, w)?)?;
-        }
-        let scores = ctx.storage((chunk * s.tokens.max(1) * 4) as u64)?;
-        Some((hist_f, cand_f, scores))
+    let spec = |entry| {
+        let mut spec = KernelSpec::new(V2_SELECT, entry).constants(&consts);
+        // Every workgroup table is written before it is read.
+        spec.zero_workgroup_memory = false;
+        spec
     };
 
-    let max_x = (ctx.limits().max_compute_workgroups_per_dimension as usize).max(1);
+    if options.variant == Variant::Fused {
+        let kernel = ctx.kernel(&spec("select_fused"))?;
+        let keys = ctx.storage((chunk.div_ceil(FUSED_CANDIDATES) * n * 4) as u64)?;
+        let lists = ctx.storage((chunk * LIST_CAP * 8) as u64)?;
+        let mut base = 0;
+        while base < s.candidates {
+            let bc = chunk.min(s.candidates - base);
+            let (gx, gy) = grid(ctx, bc.div_ceil(FUSED_CANDIDATES))?;
+            req.dispatch(
+                &kernel,
+                &params(base, bc, gx, true)?,
+                &[
+                    bufs.history,
+                    bufs.scales,
+                    &keys,
+                    bufs.out,
+                    bufs.candidates,
+                    &lists,
+                ],
+                [gx, gy, 1],
+            )?;
+            base += bc;
+        }
+        req.keep(keys);
+        req.keep(lists);
+        return Ok(());
+    }
+
+    // Unfused: every code as f32 once, then per chunk a GEMM and the top-k.
+    let kernel = ctx.kernel(&spec("select_scores"))?;
+    let hist_f = ctx.storage((s.tokens * s.dim).max(1) as u64 * 4)?;
+    let cand_f = ctx.storage((s.candidates * s.dim) as u64 * 4)?;
+    let dq = ctx.kernel(&KernelSpec::new(INT8_TO_F32, "int8_to_f32"))?;
+    for (src, dst, rows) in [
+        (bufs.history, &hist_f, s.tokens),
+        (bufs.candidates, &cand_f, s.candidates),
+    ] {
+        let w = rows * words;
+        let p = WordsParams {
+            words: to_u32("words", w)?,
+            pad: [0; 3],
+        };
+        req.dispatch(&dq, &p, &[src, dst], flat_groups(ctx, w)?)?;
+    }
+    let scores = ctx.storage((chunk * n * 4) as u64)?;
+    let keys = ctx.storage((chunk * n * 4) as u64)?;
     let mut base = 0;
     while base < s.candidates {
         let bc = chunk.min(s.candidates - base);
-        if let Some((hist_f, cand_f, scores)) = &dequant
-            && s.tokens > s.k
-        {
+        if s.tokens > s.k {
             // scores[c, t] = ⟨code_c, code_t⟩ for this chunk's candidates.
             let g = GemmShape {
                 a_off: base * s.dim,
@@ -411,37 +472,19 @@ pub fn record_select_nearest(
                 trans_b: true,
                 ..GemmOptions::default()
             };
-            record_gemm(ctx, req, g, o, cand_f, hist_f, scores)?;
+            record_gemm(ctx, req, g, o, &cand_f, &hist_f, &scores)?;
         }
-        let src: &wgpu::Buffer = match &dequant {
-            Some((_, _, scores)) => scores,
-            None => bufs.history,
-        };
-        let gx = bc.min(max_x);
-        let gy = bc.div_ceil(gx);
-        let p = SelectParams {
-            n: to_u32("tokens", s.tokens)?,
-            k: to_u32("k", s.k)?,
-            b: to_u32("candidates", bc)?,
-            cand_base: to_u32("candidate", base)?,
-            groups_x: to_u32("workgroups", gx)?,
-            stride: to_u32("stride", stride)?,
-            sample_len: to_u32("sample", sample_len)?,
-            sample_rank: to_u32("rank", sample_rank)?,
-        };
+        let (gx, gy) = grid(ctx, bc)?;
         req.dispatch(
-            &select,
-            &p,
-            &[src, bufs.scales, bufs.candidates, &keys, bufs.out],
-            [to_u32("workgroups", gx)?, to_u32("workgroups", gy)?, 1],
+            &kernel,
+            &params(base, bc, gx, false)?,
+            &[&scores, bufs.scales, &keys, bufs.out],
+            [gx, gy, 1],
         )?;
         base += bc;
     }
-    req.keep(keys);
-    if let Some((a, b, c)) = dequant {
-        req.keep(a);
+    for b in [hist_f, cand_f, scores, keys] {
         req.keep(b);
-        req.keep(c);
     }
     Ok(())
 }
