@@ -157,6 +157,29 @@ fn long_histories_take_the_sampled_threshold_and_still_match() {
 }
 
 #[test]
+fn candidates_the_fast_path_cannot_take_are_selected_over_all_keys() {
+    let Some(ctx) = test_context() else { return };
+    // Every code 0: 3,000 equal scores, more than a candidate's list holds.
+    Case::random(3_000, 9, 16, 20, 1, 0, 5).check(&ctx).unwrap();
+    // A sample that lies: the sampled tokens (every 4th of 4,096) score
+    // high and the others low, so fewer than k tokens reach the sample's
+    // threshold. Nine candidates: two workgroups of the fused kernel, the
+    // second with one live invocation.
+    let mut c = Case::random(4_096, 9, 8, 20, 11, 2, 6);
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    for (t, row) in c.history.chunks_exact_mut(8).enumerate() {
+        if t % 4 == 0 {
+            row.iter_mut().for_each(|v| *v = rng.random_range(50..=100));
+        }
+    }
+    c.scales.iter_mut().for_each(|s| *s = s.abs());
+    c.candidates
+        .iter_mut()
+        .for_each(|v| *v = rng.random_range(1..=3));
+    c.check(&ctx).unwrap();
+}
+
+#[test]
 fn selection_recorded_into_a_request_feeds_a_later_kernel() {
     let Some(ctx) = test_context() else { return };
     let c = Case::random(200, 4, 16, 9, 255, 2, 9);
