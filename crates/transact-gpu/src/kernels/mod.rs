@@ -77,6 +77,20 @@ pub(crate) fn check_fits(
     Ok(())
 }
 
+/// Threads per workgroup of the flat element-wise kernels.
+pub(crate) const FLAT_WG: usize = 64;
+
+/// Workgroups for `total` threads of a flat element-wise kernel
+/// ([`FLAT_WG`] per workgroup): split over x and y so that neither exceeds
+/// the per-dimension limit.
+pub(crate) fn flat_groups(ctx: &crate::GpuContext, total: usize) -> Result<[u32; 3], GpuError> {
+    let g = total.div_ceil(FLAT_WG);
+    let max = (ctx.limits().max_compute_workgroups_per_dimension as usize).max(1);
+    let x = g.min(max);
+    let y = if x == 0 { 0 } else { g.div_ceil(x) };
+    Ok([to_u32("workgroups", x)?, to_u32("workgroups", y)?, 1])
+}
+
 /// Workgroups to cover `n` items with `per` items each.
 pub(crate) fn groups(name: &str, n: usize, per: usize) -> Result<u32, GpuError> {
     to_u32(name, n.div_ceil(per))

@@ -40,9 +40,8 @@
 //! entry points reject subnormal scales rather than return a different set.
 
 use super::gemm::{GemmOptions, GemmShape, record_gemm};
-use super::{check_fits, to_u32};
+use super::{check_fits, flat_groups, to_u32};
 use crate::context::Shader;
-use crate::v1::flat_groups;
 use crate::{GpuContext, GpuError, KernelSpec, PooledBuffer, Readback, Request, Variant};
 
 /// `shaders/v2_select.wgsl`.
