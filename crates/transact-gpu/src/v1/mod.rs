@@ -191,8 +191,9 @@ impl GpuTransActV1 {
     }
 
     /// Encodes one request: `B × output_dim` values, what
-    /// [`TransActV1::forward_request`] writes (inference mask, masked rows
-    /// zero, max-pool over all `S` rows, `K` newest positions).
+    /// [`TransActV1::forward_request`](transact_model::TransActV1::forward_request)
+    /// writes (inference mask, masked rows zero, max-pool over all `S` rows,
+    /// `K` newest positions).
     ///
     /// Fails, before anything runs, on the inputs the CPU model rejects
     /// (wrong lengths, more than `seq_len` actions, `B = 0`, non-finite
