@@ -473,12 +473,26 @@ pub fn median_gpu(
 /// after one warm-up (GPU and CPU alike): the GEMM naive vs tiled, V1
 /// encode and score, the V2 block variants, the nearest-neighbour selection
 /// fused vs unfused; each path with its per-kernel
-/// breakdown when the device has timestamp queries.
+/// breakdown when the device has timestamp queries. With `only`, just the
+/// case of that shape name (e.g. `nn-16k-d32-top96`).
 pub fn run_kernels(
     ctx: &Arc<GpuContext>,
     batch: usize,
     runs: usize,
+    only: Option<&str>,
 ) -> Result<Vec<KernelResult>, BenchError> {
+    let shapes = [
+        GemmGpuCase::NAME,
+        V1GpuCase::NAME,
+        V2GpuCase::NAME,
+        NnGpuCase::NAME,
+    ];
+    if let Some(o) = only
+        && !shapes.contains(&o)
+    {
+        return Err(format!("unknown shape {o}; the shapes are {}", shapes.join(", ")).into());
+    }
+    let wanted = |name: &str| only.is_none_or(|o| o == name);
     let adapter = ctx.adapter_name();
     let round = |ms: f64| (ms * 1e3).round() / 1e3;
     let mut out = Vec::new();
@@ -502,51 +516,56 @@ pub fn run_kernels(
         }
     };
 
-    let gemm = GemmGpuCase::new(ctx.clone(), batch)?;
-    for (naive, name) in [(true, "naive"), (false, "tiled")] {
-        let p = profile_path(ctx, runs, || gemm.run(naive))?;
-        push(GemmGpuCase::NAME, name, &p, None);
+    if wanted(GemmGpuCase::NAME) {
+        let gemm = GemmGpuCase::new(ctx.clone(), batch)?;
+        for (naive, name) in [(true, "naive"), (false, "tiled")] {
+            let p = profile_path(ctx, runs, || gemm.run(naive))?;
+            push(GemmGpuCase::NAME, name, &p, None);
+        }
     }
-    drop(gemm);
 
-    let mut v1 = V1GpuCase::new(ctx.clone(), batch)?;
-    let cpu_encode = crate::bench::median_ms(runs, 1, || v1.cpu_encode())?;
-    let cpu_score = crate::bench::median_ms(runs, 1, || v1.cpu_score())?;
-    for (i, label) in v1.labels().iter().enumerate() {
-        let p = profile_path(ctx, runs, || v1.gpu_encode(i))?;
+    if wanted(V1GpuCase::NAME) {
+        let mut v1 = V1GpuCase::new(ctx.clone(), batch)?;
+        let cpu_encode = crate::bench::median_ms(runs, 1, || v1.cpu_encode())?;
+        let cpu_score = crate::bench::median_ms(runs, 1, || v1.cpu_score())?;
+        for (i, label) in v1.labels().iter().enumerate() {
+            let p = profile_path(ctx, runs, || v1.gpu_encode(i))?;
+            push(
+                V1GpuCase::NAME,
+                &format!("encode {label}"),
+                &p,
+                Some(cpu_encode),
+            );
+        }
+        // The full score (encoder + heads) on the default variant (fused f32
+        // where it fits).
+        let labels = v1.labels();
+        let default = labels.iter().position(|l| l == "fused-f32").unwrap_or(0);
+        let p = profile_path(ctx, runs, || v1.gpu_score(default))?;
         push(
             V1GpuCase::NAME,
-            &format!("encode {label}"),
+            &format!("score {}", labels[default]),
             &p,
-            Some(cpu_encode),
+            Some(cpu_score),
         );
     }
-    // The full score (encoder + heads) on the default variant (fused f32
-    // where it fits).
-    let labels = v1.labels();
-    let default = labels.iter().position(|l| l == "fused-f32").unwrap_or(0);
-    let p = profile_path(ctx, runs, || v1.gpu_score(default))?;
-    push(
-        V1GpuCase::NAME,
-        &format!("score {}", labels[default]),
-        &p,
-        Some(cpu_score),
-    );
-    drop(v1);
 
-    let v2 = V2GpuCase::new(ctx.clone(), batch)?;
-    let cpu = crate::bench::median_ms(runs, 1, || v2.cpu_run())?;
-    for (i, label) in v2.labels().iter().enumerate() {
-        let p = profile_path(ctx, runs, || v2.gpu_run(i).map(|(t, _)| t))?;
-        push(V2GpuCase::NAME, label, &p, Some(cpu));
+    if wanted(V2GpuCase::NAME) {
+        let v2 = V2GpuCase::new(ctx.clone(), batch)?;
+        let cpu = crate::bench::median_ms(runs, 1, || v2.cpu_run())?;
+        for (i, label) in v2.labels().iter().enumerate() {
+            let p = profile_path(ctx, runs, || v2.gpu_run(i).map(|(t, _)| t))?;
+            push(V2GpuCase::NAME, label, &p, Some(cpu));
+        }
     }
-    drop(v2);
 
-    let mut nn = NnGpuCase::new(ctx.clone(), batch)?;
-    let cpu = crate::bench::median_ms(runs, 1, || nn.cpu_run())?;
-    for (i, label) in NnGpuCase::LABELS.iter().enumerate() {
-        let p = profile_path(ctx, runs, || nn.gpu_run(i))?;
-        push(NnGpuCase::NAME, label, &p, Some(cpu));
+    if wanted(NnGpuCase::NAME) {
+        let mut nn = NnGpuCase::new(ctx.clone(), batch)?;
+        let cpu = crate::bench::median_ms(runs, 1, || nn.cpu_run())?;
+        for (i, label) in NnGpuCase::LABELS.iter().enumerate() {
+            let p = profile_path(ctx, runs, || nn.gpu_run(i))?;
+            push(NnGpuCase::NAME, label, &p, Some(cpu));
+        }
     }
     Ok(out)
 }

@@ -211,13 +211,13 @@ impl NnCase {
             ((x % 255) as i64 - 127) as i8
         };
         let history: Vec<i8> = (0..LIFELONG * DIM).map(|_| code()).collect();
-        let candidates: Vec<i8> = (0..candidates * DIM).map(|_| code()).collect();
+        let codes: Vec<i8> = (0..candidates * DIM).map(|_| code()).collect();
         Self {
             history,
             scales: vec![INT8_GLOBAL_SCALE; LIFELONG],
-            out: vec![0; candidates * Self::K],
-            candidates,
+            candidates: codes,
             scratch: SelectScratch::default(),
+            out: vec![0; candidates * Self::K],
         }
     }
 

@@ -89,6 +89,9 @@ enum BenchWhat {
         /// Candidates per request (shrink it on a software adapter).
         #[arg(long, default_value_t = bench::BATCH)]
         batch: usize,
+        /// Run only the case of this shape (gemm-qkv-s100-d96, v1-s100-d96, v2-s192-d64, nn-16k-d32-top96).
+        #[arg(long)]
+        shape: Option<String>,
     },
 }
 
@@ -106,8 +109,14 @@ fn main() -> ExitCode {
             what: BenchWhat::Cpu { json, runs, case },
         } => bench_cpu(json, runs, case.as_deref()),
         Command::Bench {
-            what: BenchWhat::Kernels { runs, json, batch },
-        } => bench_kernels(json, runs, batch),
+            what:
+                BenchWhat::Kernels {
+                    runs,
+                    json,
+                    batch,
+                    shape,
+                },
+        } => bench_kernels(json, runs, batch, shape.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -161,13 +170,13 @@ fn round3(x: f64) -> f64 {
     (x * 1e3).round() / 1e3
 }
 
-fn bench_kernels(json: bool, runs: usize, batch: usize) -> Result<ExitCode> {
+fn bench_kernels(json: bool, runs: usize, batch: usize, shape: Option<&str>) -> Result<ExitCode> {
     if batch == 0 {
         return Err("--batch must be at least 1".into());
     }
     let ctx = Arc::new(transact::gpu::GpuContext::new_from_env()?);
-    let results =
-        transact::bench_gpu::run_kernels(&ctx, batch, runs).map_err(|e| -> Box<dyn Error> { e })?;
+    let results = transact::bench_gpu::run_kernels(&ctx, batch, runs, shape)
+        .map_err(|e| -> Box<dyn Error> { e })?;
     if json {
         for r in &results {
             say!("{}", serde_json::to_string(r)?);
