@@ -39,8 +39,9 @@
 // of tokens and prefix sums of the counts above and equal to T place each
 // selected index at its rank in index order. No sort anywhere.
 //
-// Bindings: 1 src (fused: history codes [n × WORDS] u32; scores: dot
-// products [b × n] as f32 bit patterns), 2 scales [n] f32, 3 keys scratch
+// Bindings: 1 src, read as vec4<u32> (fused: history codes [n × WORDS]
+// u32, whole vec4s per row when WORDS is a multiple of 4; scores: dot
+// products [b × n] as f32 bit patterns; the buffer holds whole vec4s), 2 scales [n] f32, 3 keys scratch
 // u32 (fused: [workgroups × n]; scores: [b × n]), 4 out [B × k] u32;
 // fused only: 5 candidate codes [B × WORDS] u32, 6 lists scratch
 // [b × cap] (key, index). `b` is the number of candidates of this dispatch,
@@ -78,7 +79,7 @@ override WORDS: u32 = 8u;
 override DOT4: bool = true;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> scales: array<f32>;
 @group(0) @binding(3) var<storage, read_write> keys: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<u32>;
@@ -95,8 +96,13 @@ var<workgroup> lhist: array<u32, 2048>; // FWG × 256
 var<workgroup> top: array<u32, 512>; // FWG × RMAX
 var<workgroup> failed: array<u32, FWG>;
 
-var<private> cw: array<u32, MAX_WORDS>;
+var<private> cq: array<vec4<u32>, 16>;
 var<private> cv: array<vec4<i32>, MAX_WORDS>;
+
+// Word i of `src`.
+fn word(i: u32) -> u32 {
+    return src[i >> 2u][i & 3u];
+}
 
 // The four signed bytes of `w`, lowest first.
 fn unpack_i8(w: u32) -> vec4<i32> {
@@ -127,11 +133,27 @@ fn key_of(s: f32) -> u32 {
 fn own_key(t: u32) -> u32 {
     let base = t * WORDS;
     var acc = 0i;
-    for (var j = 0u; j < WORDS; j++) {
-        if (DOT4) {
-            acc += dot4I8Packed(src[base + j], cw[j]);
-        } else {
-            acc += dot(unpack_i8(src[base + j]), cv[j]);
+    if (WORDS % 4u == 0u) {
+        // Whole vec4s per row: one load per four words.
+        let b4 = base >> 2u;
+        for (var q = 0u; q < WORDS / 4u; q++) {
+            let h = src[b4 + q];
+            if (DOT4) {
+                let c = cq[q];
+                acc += dot4I8Packed(h.x, c.x) + dot4I8Packed(h.y, c.y)
+                    + dot4I8Packed(h.z, c.z) + dot4I8Packed(h.w, c.w);
+            } else {
+                acc += dot(unpack_i8(h.x), cv[4u * q]) + dot(unpack_i8(h.y), cv[4u * q + 1u])
+                    + dot(unpack_i8(h.z), cv[4u * q + 2u]) + dot(unpack_i8(h.w), cv[4u * q + 3u]);
+            }
+        }
+    } else {
+        for (var j = 0u; j < WORDS; j++) {
+            if (DOT4) {
+                acc += dot4I8Packed(word(base + j), cq[j >> 2u][j & 3u]);
+            } else {
+                acc += dot(unpack_i8(word(base + j)), cv[j]);
+            }
         }
     }
     return key_of(f32(acc) * scales[t]);
@@ -141,7 +163,7 @@ fn own_key(t: u32) -> u32 {
 fn code_key(t: u32, c: u32) -> u32 {
     var acc = 0i;
     for (var j = 0u; j < WORDS; j++) {
-        acc += dot4I8Packed(src[t * WORDS + j], cands[c * WORDS + j]);
+        acc += dot4I8Packed(word(t * WORDS + j), cands[c * WORDS + j]);
     }
     return key_of(f32(acc) * scales[t]);
 }
@@ -300,7 +322,7 @@ fn select_scores(
     }
     let row = local * n;
     for (var t = lid; t < n; t += TWG) {
-        keys[row + t] = key_of(bitcast<f32>(src[row + t]) * scales[t]);
+        keys[row + t] = key_of(bitcast<f32>(word(row + t)) * scales[t]);
     }
     storageBarrier();
     cooperative_select(row, c * p.k, true, lid, TWG);
@@ -370,7 +392,7 @@ fn select_fused(
     }
     for (var j = 0u; j < WORDS; j++) {
         let w = cands[c * WORDS + j];
-        cw[j] = w;
+        cq[j >> 2u][j & 3u] = w;
         cv[j] = unpack_i8(w);
     }
 

@@ -151,7 +151,9 @@ impl From<Variant> for SelectOptions {
 /// host entry points write them).
 #[derive(Clone, Copy, Debug)]
 pub struct SelectBuffers<'a> {
-    /// History codes, `tokens × dim/4` u32 words (four codes each).
+    /// History codes, `tokens × dim/4` u32 words (four codes each); the
+    /// buffer's size rounded up to whole 16-byte vectors (pooled buffers
+    /// are).
     pub history: &'a wgpu::Buffer,
     /// Token scales, `tokens` f32 (finite, zero or normal).
     pub scales: &'a wgpu::Buffer,
@@ -365,7 +367,13 @@ pub fn record_select_nearest(
     shape.validate()?;
     let s = shape;
     let words = s.words();
-    check_fits("select history", bufs.history, s.tokens * words, 4)?;
+    // The kernels read the history as vec4<u32>: whole vec4s.
+    check_fits(
+        "select history",
+        bufs.history,
+        (s.tokens * words).next_multiple_of(4),
+        4,
+    )?;
     check_fits("select scales", bufs.scales, s.tokens, 4)?;
     check_fits(
         "select candidates",
