@@ -5,17 +5,18 @@
 // become order-preserving u32 keys (−0 and +0 share one key); "the k-th
 // largest key T and how many of its ties are taken" decides the set.
 //
-// Two entry points.
+// Three entry points.
 //
-// `select_fused` (one dispatch does everything): FWG candidates per
-// workgroup, one per invocation. The invocations walk the history together,
-// token by token, so every history read is the same address for the whole
-// workgroup (one load, shared; the user's history is uploaded once per
-// request and read by every workgroup); each invocation dots the token's
-// int8 codes (four per u32, byte j of word w is code 4w + j) with its own
-// candidate's codes held in registers — exact i32 arithmetic,
-// `dot4I8Packed` when DOT4, else shifts and an i32 vector dot — and
-// multiplies the f32 dot by the token's scale (one multiply).
+// `select_fused` (the work of the fused path, one dispatch): FWG candidates
+// per workgroup, one per invocation. The invocations walk the history
+// together, token by token, so every history read is the same address for
+// the whole workgroup (one load, shared; the user's history is uploaded
+// once per request and read by every workgroup); each invocation dots the
+// token's int8 codes (four per u32, byte j of word w is code 4w + j, rows
+// zero-padded to whole vec4s) with its own candidate's codes held in
+// registers — exact i32 arithmetic, `dot4I8Packed` when DOT4, else shifts
+// and an i32 vector dot — and multiplies the f32 dot by the token's scale
+// (one multiply).
 //   1. A threshold from a sample (every `stride`-th token, when the host
 //      asks for one): the `rank`-th largest sample key, kept in a small
 //      sorted list per invocation.
@@ -25,9 +26,14 @@
 //   3. If at least k and at most `cap` tokens reached it, a radix select
 //      over the list (four 8-bit passes, a 256-bin histogram per
 //      invocation) gives T and `need`, and a walk over the list writes the
-//      selected indices in index order. Otherwise (a bad sample, or ties
-//      past `cap`) the candidate is marked and, after the others, the whole
-//      workgroup selects it the cooperative way below, over all its keys.
+//      selected indices in index order.
+//   4. Otherwise (a bad sample, or ties past `cap`) the candidate is
+//      flagged, for `select_codes`.
+//
+// `select_codes` (the fused path's second dispatch, empty unless a
+// candidate was flagged): one workgroup of TWG invocations per candidate;
+// a flagged one computes all its keys into its `keys` row and runs the
+// cooperative select below.
 //
 // `select_scores` (the unfused path's top-k): one workgroup of TWG
 // invocations per candidate over a score matrix a GEMM wrote (dot products
@@ -39,13 +45,18 @@
 // of tokens and prefix sums of the counts above and equal to T place each
 // selected index at its rank in index order. No sort anywhere.
 //
-// Bindings: 1 src, read as vec4<u32> (fused: history codes [n × WORDS]
-// u32, whole vec4s per row when WORDS is a multiple of 4; scores: dot
-// products [b × n] as f32 bit patterns; the buffer holds whole vec4s), 2 scales [n] f32, 3 keys scratch
-// u32 (fused: [workgroups × n]; scores: [b × n]), 4 out [B × k] u32;
-// fused only: 5 candidate codes [B × WORDS] u32, 6 lists scratch
-// [b × cap] (key, index). `b` is the number of candidates of this dispatch,
-// from candidate `cand_base` on.
+// lavapipe (Mesa 22.3) ends every loop of an invocation once the
+// invocation has run 65,535 loop iterations in all, so loops that scale
+// with n either take eight or four elements per iteration or are split
+// over 256 invocations; the host bounds n on CPU adapters accordingly.
+//
+// Bindings: 1 src, read as vec4<u32> (history codes [n × WORDS] u32, or
+// for `select_scores` the dot products [b × n] as f32 bit patterns; whole
+// vec4s), 2 scales [n] f32, 3 keys u32 (`select_fused`: flags [b];
+// otherwise keys scratch [b × n]), 4 out [B × k] u32, 5 candidate codes
+// [B × WORDS] u32 (not `select_scores`), 6 `select_fused`: lists scratch
+// [b × cap] (key, index) u32 pairs; `select_codes`: the flags. `b` is the
+// number of candidates of this dispatch, from candidate `cand_base` on.
 
 struct Params {
     n: u32,
@@ -70,10 +81,9 @@ const TWG: u32 = 256u;
 // Largest sample rank `select_fused` keeps per invocation.
 const RMAX: u32 = 64u;
 const NO_TOKEN: u32 = 0xffffffffu;
-// Most u32 words of one code row (dim ≤ 256).
-const MAX_WORDS: u32 = 64u;
 
-// u32 words per code row, dim / 4.
+// u32 words per code row: dim / 4 rounded up to whole vec4s (rows are
+// zero-padded), at most 32 (dim ≤ 128).
 override WORDS: u32 = 8u;
 // Use dot4I8Packed (else shifts and an i32 vector dot).
 override DOT4: bool = true;
@@ -84,7 +94,7 @@ override DOT4: bool = true;
 @group(0) @binding(3) var<storage, read_write> keys: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<u32>;
 @group(0) @binding(5) var<storage, read> cands: array<u32>;
-@group(0) @binding(6) var<storage, read_write> lists: array<vec2<u32>>;
+@group(0) @binding(6) var<storage, read_write> lists: array<u32>;
 
 // Cooperative select.
 var<workgroup> hist: array<atomic<u32>, 256>;
@@ -94,10 +104,8 @@ var<workgroup> state: array<u32, 4>;
 // Per-invocation select of `select_fused`.
 var<workgroup> lhist: array<u32, 2048>; // FWG × 256
 var<workgroup> top: array<u32, 512>; // FWG × RMAX
-var<workgroup> failed: array<u32, FWG>;
 
-var<private> cq: array<vec4<u32>, 16>;
-var<private> cv: array<vec4<i32>, MAX_WORDS>;
+var<private> cq: array<vec4<u32>, 8>;
 
 // Word i of `src`.
 fn word(i: u32) -> u32 {
@@ -131,29 +139,17 @@ fn key_of(s: f32) -> u32 {
 
 // Key of token t against the candidate in this invocation's registers.
 fn own_key(t: u32) -> u32 {
-    let base = t * WORDS;
+    let b4 = t * (WORDS / 4u);
     var acc = 0i;
-    if (WORDS % 4u == 0u) {
-        // Whole vec4s per row: one load per four words.
-        let b4 = base >> 2u;
-        for (var q = 0u; q < WORDS / 4u; q++) {
-            let h = src[b4 + q];
-            if (DOT4) {
-                let c = cq[q];
-                acc += dot4I8Packed(h.x, c.x) + dot4I8Packed(h.y, c.y)
-                    + dot4I8Packed(h.z, c.z) + dot4I8Packed(h.w, c.w);
-            } else {
-                acc += dot(unpack_i8(h.x), cv[4u * q]) + dot(unpack_i8(h.y), cv[4u * q + 1u])
-                    + dot(unpack_i8(h.z), cv[4u * q + 2u]) + dot(unpack_i8(h.w), cv[4u * q + 3u]);
-            }
-        }
-    } else {
-        for (var j = 0u; j < WORDS; j++) {
-            if (DOT4) {
-                acc += dot4I8Packed(word(base + j), cq[j >> 2u][j & 3u]);
-            } else {
-                acc += dot(unpack_i8(word(base + j)), cv[j]);
-            }
+    for (var q = 0u; q < WORDS / 4u; q++) {
+        let h = src[b4 + q];
+        let c = cq[q];
+        if (DOT4) {
+            acc += dot4I8Packed(h.x, c.x) + dot4I8Packed(h.y, c.y)
+                + dot4I8Packed(h.z, c.z) + dot4I8Packed(h.w, c.w);
+        } else {
+            acc += dot(unpack_i8(h.x), unpack_i8(c.x)) + dot(unpack_i8(h.y), unpack_i8(c.y))
+                + dot(unpack_i8(h.z), unpack_i8(c.z)) + dot(unpack_i8(h.w), unpack_i8(c.w));
         }
     }
     return key_of(f32(acc) * scales[t]);
@@ -161,14 +157,45 @@ fn own_key(t: u32) -> u32 {
 
 // Key of token t against candidate c, codes read from memory.
 fn code_key(t: u32, c: u32) -> u32 {
+    let b4 = t * (WORDS / 4u);
     var acc = 0i;
-    for (var j = 0u; j < WORDS; j++) {
-        acc += dot4I8Packed(word(t * WORDS + j), cands[c * WORDS + j]);
+    for (var q = 0u; q < WORDS / 4u; q++) {
+        let h = src[b4 + q];
+        let w = c * WORDS + 4u * q;
+        acc += dot4I8Packed(h.x, cands[w]) + dot4I8Packed(h.y, cands[w + 1u])
+            + dot4I8Packed(h.z, cands[w + 2u]) + dot4I8Packed(h.w, cands[w + 3u]);
     }
     return key_of(f32(acc) * scales[t]);
 }
 
 // ---- Cooperative select (all `lanes` invocations on one candidate) ----
+
+// One key into the histogram of the current digit, if it qualifies.
+fn count_key(key: u32, floor: u32, mask: u32, prefix: u32, shift: u32) {
+    if (key >= floor && (key & mask) == prefix) {
+        atomicAdd(&hist[(key >> shift) & 0xffu], 1u);
+    }
+}
+
+// Counts of keys above and equal to `thr`, accumulated.
+fn tally(key: u32, thr: u32, gt: ptr<function, u32>, eq: ptr<function, u32>) {
+    *gt += u32(key > thr);
+    *eq += u32(key == thr);
+}
+
+// Writes token t if selected, at its rank in index order (`g` keys above
+// `thr` and `e` equal to it before it).
+fn place(key: u32, t: u32, thr: u32, need: u32, orow: u32, g: ptr<function, u32>, e: ptr<function, u32>) {
+    if (key > thr) {
+        out[orow + *g + min(*e, need)] = t;
+        *g += 1u;
+    } else if (key == thr) {
+        if (*e < need) {
+            out[orow + *g + *e] = t;
+        }
+        *e += 1u;
+    }
+}
 
 // The `rank`-th largest (1-based) of the keys `keys[row + i·stride]`,
 // i < len, that are at least `floor`, and how many keys equal to it the
@@ -184,23 +211,30 @@ fn radix_select(row: u32, len: u32, stride: u32, rank: u32, floor: u32, lid: u32
             atomicStore(&hist[b], 0u);
         }
         workgroupBarrier();
-        for (var i = lid; i < len; i += lanes) {
-            let key = keys[row + i * stride];
-            if (key >= floor && (key & mask) == prefix) {
-                atomicAdd(&hist[(key >> shift) & 0xffu], 1u);
-            }
+        var i = lid;
+        for (; i + 3u * lanes < len; i += 4u * lanes) {
+            count_key(keys[row + i * stride], floor, mask, prefix, shift);
+            count_key(keys[row + (i + lanes) * stride], floor, mask, prefix, shift);
+            count_key(keys[row + (i + 2u * lanes) * stride], floor, mask, prefix, shift);
+            count_key(keys[row + (i + 3u * lanes) * stride], floor, mask, prefix, shift);
+        }
+        for (; i < len; i += lanes) {
+            count_key(keys[row + i * stride], floor, mask, prefix, shift);
         }
         workgroupBarrier();
         if (lid == 0u) {
+            // No `break` (a data-dependent exit from a loop in divergent
+            // code selected wrong values on lavapipe).
             var acc = 0u;
             var chosen = 0u;
             var rem = remaining;
+            var found = false;
             for (var bin = 255i; bin >= 0; bin--) {
                 let h = atomicLoad(&hist[bin]);
-                if (acc + h >= remaining) {
+                if (!found && acc + h >= remaining) {
                     chosen = u32(bin);
                     rem = remaining - acc;
-                    break;
+                    found = true;
                 }
                 acc += h;
             }
@@ -257,10 +291,15 @@ fn cooperative_select(row: u32, orow: u32, sampled: bool, lid: u32, lanes: u32) 
     let end = min(start + chunk, n);
     var gt = 0u;
     var eq = 0u;
-    for (var t = start; t < end; t++) {
-        let key = keys[row + t];
-        gt += u32(key > thr);
-        eq += u32(key == thr);
+    var t = start;
+    for (; t + 4u <= end; t += 4u) {
+        tally(keys[row + t], thr, &gt, &eq);
+        tally(keys[row + t + 1u], thr, &gt, &eq);
+        tally(keys[row + t + 2u], thr, &gt, &eq);
+        tally(keys[row + t + 3u], thr, &gt, &eq);
+    }
+    for (; t < end; t++) {
+        tally(keys[row + t], thr, &gt, &eq);
     }
     workgroupBarrier();
     lane_gt[lid] = gt;
@@ -281,17 +320,15 @@ fn cooperative_select(row: u32, orow: u32, sampled: bool, lid: u32, lanes: u32) 
     workgroupBarrier();
     var g = lane_gt[lid];
     var e = lane_eq[lid];
-    for (var t = start; t < end; t++) {
-        let key = keys[row + t];
-        if (key > thr) {
-            out[orow + g + min(e, need)] = t;
-            g += 1u;
-        } else if (key == thr) {
-            if (e < need) {
-                out[orow + g + e] = t;
-            }
-            e += 1u;
-        }
+    t = start;
+    for (; t + 4u <= end; t += 4u) {
+        place(keys[row + t], t, thr, need, orow, &g, &e);
+        place(keys[row + t + 1u], t + 1u, thr, need, orow, &g, &e);
+        place(keys[row + t + 2u], t + 2u, thr, need, orow, &g, &e);
+        place(keys[row + t + 3u], t + 3u, thr, need, orow, &g, &e);
+    }
+    for (; t < end; t++) {
+        place(keys[row + t], t, thr, need, orow, &g, &e);
     }
     workgroupBarrier();
 }
@@ -344,21 +381,23 @@ fn list_select(lrow: u32, len: u32, rank: u32, lid: u32) -> vec2<u32> {
             lhist[hb + b] = 0u;
         }
         for (var i = 0u; i < len; i++) {
-            let key = lists[lrow + i].x;
+            let key = lists[2u * (lrow + i)];
             if ((key & mask) == prefix) {
                 let b = hb + ((key >> shift) & 0xffu);
                 lhist[b] = lhist[b] + 1u;
             }
         }
+        // No `break`: see radix_select.
         var acc = 0u;
         var chosen = 0u;
         var rem = remaining;
+        var found = false;
         for (var bin = 255i; bin >= 0; bin--) {
             let h = lhist[hb + u32(bin)];
-            if (acc + h >= remaining) {
+            if (!found && acc + h >= remaining) {
                 chosen = u32(bin);
                 rem = remaining - acc;
-                break;
+                found = true;
             }
             acc += h;
         }
@@ -367,6 +406,38 @@ fn list_select(lrow: u32, len: u32, rank: u32, lid: u32) -> vec2<u32> {
         mask |= 0xffu << shift;
     }
     return vec2<u32>(prefix, remaining);
+}
+
+// Writes the selected entries of list `lrow` (keys above `thr`, and the
+// first `need` equal to it) to `out[orow ..]`, in list (index) order.
+fn list_collect(lrow: u32, len: u32, thr: u32, need: u32, orow: u32) {
+    var pos = 0u;
+    var ties = 0u;
+    for (var i = 0u; i < len; i++) {
+        let key = lists[2u * (lrow + i)];
+        if (key > thr) {
+            out[orow + pos] = lists[2u * (lrow + i) + 1u];
+            pos += 1u;
+        } else if (key == thr) {
+            if (ties < need) {
+                out[orow + pos] = lists[2u * (lrow + i) + 1u];
+                pos += 1u;
+            }
+            ties += 1u;
+        }
+    }
+}
+
+// Token t into this invocation's list if its key reaches `floor`.
+fn visit(t: u32, floor: u32, live: bool, lrow: u32, len: ptr<function, u32>) {
+    let key = own_key(t);
+    if (key >= floor) {
+        if (live && *len < p.cap) {
+            lists[2u * (lrow + *len)] = key;
+            lists[2u * (lrow + *len) + 1u] = t;
+        }
+        *len += 1u;
+    }
 }
 
 @compute @workgroup_size(8)
@@ -387,13 +458,13 @@ fn select_fused(
     if (n <= k) {
         if (live) {
             take_all(c * k);
+            keys[local] = 0u;
         }
         return;
     }
     for (var j = 0u; j < WORDS; j++) {
         let w = cands[c * WORDS + j];
         cq[j >> 2u][j & 3u] = w;
-        cv[j] = unpack_i8(w);
     }
 
     // 1. Threshold: the rank-th largest key of the sample.
@@ -426,51 +497,58 @@ fn select_fused(
     // 2. Every token at or above the threshold, in index order.
     let lrow = min(local, p.b - 1u) * p.cap;
     var len = 0u;
-    for (var t = 0u; t < n; t++) {
-        let key = own_key(t);
-        if (key >= floor) {
-            if (live && len < p.cap) {
-                lists[lrow + len] = vec2<u32>(key, t);
-            }
-            len += 1u;
-        }
+    var t = 0u;
+    for (; t + 8u <= n; t += 8u) {
+        visit(t, floor, live, lrow, &len);
+        visit(t + 1u, floor, live, lrow, &len);
+        visit(t + 2u, floor, live, lrow, &len);
+        visit(t + 3u, floor, live, lrow, &len);
+        visit(t + 4u, floor, live, lrow, &len);
+        visit(t + 5u, floor, live, lrow, &len);
+        visit(t + 6u, floor, live, lrow, &len);
+        visit(t + 7u, floor, live, lrow, &len);
+    }
+    for (; t < n; t++) {
+        visit(t, floor, live, lrow, &len);
     }
 
     // 3. Exact select over the list, or the cooperative way below.
     let ok = len >= k && len <= p.cap;
     if (live && ok) {
         let sel = list_select(lrow, len, k, lid);
-        let thr = sel.x;
-        let need = sel.y;
-        let orow = c * k;
-        var pos = 0u;
-        var ties = 0u;
-        for (var i = 0u; i < len; i++) {
-            let e = lists[lrow + i];
-            if (e.x > thr) {
-                out[orow + pos] = e.y;
-                pos += 1u;
-            } else if (e.x == thr) {
-                if (ties < need) {
-                    out[orow + pos] = e.y;
-                    pos += 1u;
-                }
-                ties += 1u;
-            }
-        }
+        list_collect(lrow, len, sel.x, sel.y, c * k);
     }
-    failed[lid] = u32(live && !ok);
-    workgroupBarrier();
-    let row = g * n;
-    for (var f = 0u; f < FWG; f++) {
-        if (workgroupUniformLoad(&failed[f]) != 0u) {
-            let fc = p.cand_base + g * FWG + f;
-            for (var t = lid; t < n; t += FWG) {
-                keys[row + t] = code_key(t, fc);
-            }
-            storageBarrier();
-            cooperative_select(row, fc * k, false, lid, FWG);
-            storageBarrier();
-        }
+    // 4. Flag a candidate the list could not take for `select_codes`.
+    if (live) {
+        keys[local] = u32(!ok);
     }
+}
+
+// The candidates `select_fused` flagged (binding 6 holds the flags), one
+// workgroup of TWG invocations each: keys of every token into the `keys`
+// row, then the cooperative select over all of them. A workgroup whose
+// candidate is not flagged returns at once.
+@compute @workgroup_size(256)
+fn select_codes(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let local = wid.x + wid.y * p.groups_x;
+    if (local >= p.b) {
+        return;
+    }
+    if (lid == 0u) {
+        state[3] = lists[local];
+    }
+    if (workgroupUniformLoad(&state[3]) == 0u) {
+        return;
+    }
+    let c = p.cand_base + local;
+    let n = p.n;
+    let row = local * n;
+    for (var t = lid; t < n; t += TWG) {
+        keys[row + t] = code_key(t, c);
+    }
+    storageBarrier();
+    cooperative_select(row, c * p.k, false, lid, TWG);
 }

@@ -157,6 +157,20 @@ fn long_histories_take_the_sampled_threshold_and_still_match() {
 }
 
 #[test]
+fn histories_past_lavapipes_loop_budget_still_match() {
+    let Some(ctx) = test_context() else { return };
+    // lavapipe ends an invocation's loops after 65,535 iterations in all:
+    // 70,000 tokens, with the fast path and (all codes 0: every score tied)
+    // the fallback over all keys.
+    Case::random(70_000, 9, 16, 50, 255, 2, 7)
+        .check(&ctx)
+        .unwrap();
+    Case::random(70_000, 9, 16, 50, 1, 0, 8)
+        .check(&ctx)
+        .unwrap();
+}
+
+#[test]
 fn candidates_the_fast_path_cannot_take_are_selected_over_all_keys() {
     let Some(ctx) = test_context() else { return };
     // Every code 0: 3,000 equal scores, more than a candidate's list holds.

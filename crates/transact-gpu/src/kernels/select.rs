@@ -60,11 +60,16 @@ pub const INT8_TO_F32: Shader = Shader {
 /// `transact_embed::select::NO_TOKEN`).
 pub const NO_TOKEN: u32 = u32::MAX;
 
-/// Widest code row the kernel takes (the shader's `MAX_WORDS` × 4).
-pub const SELECT_MAX_DIM: usize = 256;
+/// Widest code row the kernels take (eight vec4s of codes in registers).
+pub const SELECT_MAX_DIM: usize = 128;
 
 /// Tokens in the sample a first threshold is taken from.
 const SAMPLE: usize = 1_024;
+/// Most history tokens of the fused path on a CPU adapter: lavapipe ends
+/// an invocation's loops after 65,535 iterations in all, and the fused
+/// kernel's invocation walks the whole history (eight tokens per
+/// iteration) besides its list work.
+pub const CPU_FUSED_MAX_TOKENS: usize = 262_144;
 /// Candidates per workgroup of the fused kernel (the shader's `FWG`).
 const FUSED_CANDIDATES: usize = 8;
 /// Largest sample rank the fused kernel keeps (the shader's `RMAX`).
@@ -91,9 +96,11 @@ pub struct SelectShape {
 }
 
 impl SelectShape {
-    /// u32 words per code row (`dim / 4`).
+    /// u32 words per code row on the device: `dim / 4` rounded up to whole
+    /// 16-byte vectors (rows are zero-padded; zeros add nothing to a dot
+    /// product).
     pub fn words(&self) -> usize {
-        self.dim / 4
+        self.dim.div_ceil(16) * 4
     }
 
     /// Length of the output, `candidates × k`.
@@ -147,35 +154,43 @@ impl From<Variant> for SelectOptions {
     }
 }
 
-/// The device buffers of one selection (contents as [`pack_i8`] and the
+/// The device buffers of one selection (contents as [`pack_codes`] and the
 /// host entry points write them).
 #[derive(Clone, Copy, Debug)]
 pub struct SelectBuffers<'a> {
-    /// History codes, `tokens × dim/4` u32 words (four codes each); the
-    /// buffer's size rounded up to whole 16-byte vectors (pooled buffers
-    /// are).
+    /// History codes, `tokens ×` [`SelectShape::words`] u32 words
+    /// ([`pack_codes`]).
     pub history: &'a wgpu::Buffer,
     /// Token scales, `tokens` f32 (finite, zero or normal).
     pub scales: &'a wgpu::Buffer,
-    /// Candidate codes, `candidates × dim/4` words.
+    /// Candidate codes, `candidates ×` [`SelectShape::words`] words.
     pub candidates: &'a wgpu::Buffer,
     /// Output, `candidates × k` u32 indices.
     pub out: &'a wgpu::Buffer,
 }
 
-/// int8 codes packed four per u32, code `4w + j` in byte `j` of word `w`
-/// (the layout the kernels read); the last word is zero-padded.
-pub fn pack_i8(codes: &[i8]) -> Vec<u32> {
-    codes
-        .chunks(4)
-        .map(|c| {
+/// Rows of `dim` int8 codes packed for the kernels: four codes per u32
+/// (code `4w + j` of a row in byte `j` of its word `w`), each row
+/// zero-padded to [`SelectShape::words`] words (whole 16-byte vectors).
+/// A partial last row is padded like the others.
+pub fn pack_codes(codes: &[i8], dim: usize) -> Vec<u32> {
+    if dim == 0 {
+        return Vec::new();
+    }
+    let words = dim.div_ceil(16) * 4;
+    let mut out = Vec::with_capacity(codes.len().div_ceil(dim) * words);
+    for row in codes.chunks(dim) {
+        let start = out.len();
+        out.extend(row.chunks(4).map(|c| {
             let mut b = [0u8; 4];
             for (o, &v) in b.iter_mut().zip(c) {
                 *o = v.cast_unsigned();
             }
             u32::from_le_bytes(b)
-        })
-        .collect()
+        }));
+        out.resize(start + words, 0);
+    }
+    out
 }
 
 /// Host inputs of one selection, as `select_nearest_i8` takes them.
@@ -260,9 +275,9 @@ impl SelectUpload {
         let shape = input.shape()?;
         Ok(Self {
             shape,
-            history: ctx.upload(&pack_i8(input.history))?,
+            history: ctx.upload(&pack_codes(input.history, shape.dim))?,
             scales: ctx.upload(input.scales)?,
-            candidates: ctx.upload(&pack_i8(input.candidates))?,
+            candidates: ctx.upload(&pack_codes(input.candidates, shape.dim))?,
         })
     }
 
@@ -367,13 +382,7 @@ pub fn record_select_nearest(
     shape.validate()?;
     let s = shape;
     let words = s.words();
-    // The kernels read the history as vec4<u32>: whole vec4s.
-    check_fits(
-        "select history",
-        bufs.history,
-        (s.tokens * words).next_multiple_of(4),
-        4,
-    )?;
+    check_fits("select history", bufs.history, s.tokens * words, 4)?;
     check_fits("select scales", bufs.scales, s.tokens, 4)?;
     check_fits(
         "select candidates",
@@ -421,15 +430,41 @@ pub fn record_select_nearest(
     };
 
     if options.variant == Variant::Fused {
-        let kernel = ctx.kernel(&spec("select_fused"))?;
-        let keys = ctx.storage((chunk.div_ceil(FUSED_CANDIDATES) * n * 4) as u64)?;
+        if ctx.adapter_info().device_type == wgpu::DeviceType::Cpu
+            && s.tokens > CPU_FUSED_MAX_TOKENS
+        {
+            return Err(GpuError::Unsupported(format!(
+                "{} history tokens: the fused selection on a CPU adapter (lavapipe ends an \
+                 invocation's loops after 65,535 iterations) takes up to {CPU_FUSED_MAX_TOKENS}",
+                s.tokens
+            )));
+        }
+        let fused = ctx.kernel(&spec("select_fused"))?;
+        let codes = ctx.kernel(&spec("select_codes"))?;
+        let flags = ctx.storage((chunk * 4) as u64)?;
         let lists = ctx.storage((chunk * LIST_CAP * 8) as u64)?;
+        let keys = ctx.storage((chunk * n * 4) as u64)?;
         let mut base = 0;
         while base < s.candidates {
             let bc = chunk.min(s.candidates - base);
             let (gx, gy) = grid(ctx, bc.div_ceil(FUSED_CANDIDATES))?;
             req.dispatch(
-                &kernel,
+                &fused,
+                &params(base, bc, gx, true)?,
+                &[
+                    bufs.history,
+                    bufs.scales,
+                    &flags,
+                    bufs.out,
+                    bufs.candidates,
+                    &lists,
+                ],
+                [gx, gy, 1],
+            )?;
+            // The candidates whose lists could not take them (rare).
+            let (gx, gy) = grid(ctx, bc)?;
+            req.dispatch(
+                &codes,
                 &params(base, bc, gx, true)?,
                 &[
                     bufs.history,
@@ -437,21 +472,24 @@ pub fn record_select_nearest(
                     &keys,
                     bufs.out,
                     bufs.candidates,
-                    &lists,
+                    &flags,
                 ],
                 [gx, gy, 1],
             )?;
             base += bc;
         }
-        req.keep(keys);
-        req.keep(lists);
+        for b in [flags, lists, keys] {
+            req.keep(b);
+        }
         return Ok(());
     }
 
     // Unfused: every code as f32 once, then per chunk a GEMM and the top-k.
     let kernel = ctx.kernel(&spec("select_scores"))?;
-    let hist_f = ctx.storage((s.tokens * s.dim).max(1) as u64 * 4)?;
-    let cand_f = ctx.storage((s.candidates * s.dim) as u64 * 4)?;
+    // Rows of `dimp` floats (the padded codes: zeros beyond `dim`).
+    let dimp = 4 * words;
+    let hist_f = ctx.storage((s.tokens * dimp).max(1) as u64 * 4)?;
+    let cand_f = ctx.storage((s.candidates * dimp) as u64 * 4)?;
     let dq = ctx.kernel(&KernelSpec::new(INT8_TO_F32, "int8_to_f32"))?;
     for (src, dst, rows) in [
         (bufs.history, &hist_f, s.tokens),
@@ -472,8 +510,8 @@ pub fn record_select_nearest(
         if s.tokens > s.k {
             // scores[c, t] = ⟨code_c, code_t⟩ for this chunk's candidates.
             let g = GemmShape {
-                a_off: base * s.dim,
-                ..GemmShape::dense(bc, s.tokens, s.dim, true)
+                a_off: base * dimp,
+                ..GemmShape::dense(bc, s.tokens, dimp, true)
             };
             let o = GemmOptions {
                 trans_b: true,
@@ -539,8 +577,13 @@ mod tests {
 
     #[test]
     fn codes_pack_lowest_byte_first() {
-        assert_eq!(pack_i8(&[1, -1, 2, -128]), vec![0x8002_ff01]);
-        assert_eq!(pack_i8(&[-2, 3]), vec![0x0000_03fe]);
+        assert_eq!(pack_codes(&[1, -1, 2, -128], 4), vec![0x8002_ff01, 0, 0, 0]);
+        // Two rows of 6 codes, each padded to four words.
+        let two = pack_codes(&[-2, 3, 0, 0, 5, 6, 1, 1, 1, 1, 1, 1], 6);
+        assert_eq!(
+            two,
+            vec![0x0000_03fe, 0x0605, 0, 0, 0x0101_0101, 0x0101, 0, 0]
+        );
     }
 
     #[test]
