@@ -14,19 +14,29 @@
 //!
 //! # Two paths, one result
 //!
-//! - [`Variant::Fused`]: one dispatch, one workgroup per candidate. The
-//!   user's history (four codes per u32) is uploaded once per request and
-//!   read by every candidate's workgroup (request-level de-duplication);
-//!   the workgroup computes its scores (`dot4I8Packed`, or shifts and an
-//!   i32 dot with [`SelectOptions::packed_dot`] off), turns them into
-//!   order-preserving u32 keys, finds the `k`-th largest by a radix select
-//!   (four 8-bit histogram passes in workgroup memory, after a threshold
-//!   taken from a sample of the history that only narrows the search), and
-//!   writes the selected indices in index order from prefix sums — no sort.
+//! - [`Variant::Fused`]: the work in one dispatch (`select_fused`). The
+//!   user's history (four codes per u32, rows padded to whole 16-byte
+//!   vectors, [`pack_codes`]) is uploaded once per request and read by
+//!   every workgroup (request-level de-duplication). Eight candidates per
+//!   workgroup, one per invocation, walk the history together, so each
+//!   history read is one address for the workgroup; each invocation dots the
+//!   token with its candidate's codes held in registers (`dot4I8Packed`, or
+//!   shifts and an i32 dot with [`SelectOptions::packed_dot`] off), turns
+//!   the score into an order-preserving u32 key, and lists the tokens whose
+//!   key reaches a threshold taken from a sample of the history (the
+//!   sample only narrows the search: about `2k` tokens reach it). A radix
+//!   select over the list (four 8-bit histogram passes) finds the `k`-th
+//!   largest key, and a walk of the list, which is in index order, writes
+//!   the selected indices — no sort. A candidate whose list is too short (a
+//!   bad sample) or overflows (ties) is flagged; a second dispatch
+//!   (`select_codes`, one 256-invocation workgroup per candidate, returning
+//!   at once for the others) selects it over all its keys.
 //! - [`Variant::Unfused`], for comparison on the same adapter: codes to f32
 //!   (`int8_to_f32`), the crate's tiled GEMM for the dot products (exact in
 //!   f32: integer products and sums stay below 2^24 for `dim ≤ 1040`), then
-//!   the same top-k on the GEMM's output (`v2_select.wgsl` with `FUSED` off).
+//!   a top-k dispatch over the GEMM's output (`select_scores`: one
+//!   workgroup per candidate, radix select with workgroup atomics, a
+//!   prefix-sum collect in index order).
 //!
 //! Both record into a [`Request`], so the `[candidates × k]` indices can
 //! stay on the device for the next kernels of the request;
@@ -38,6 +48,10 @@
 //! be finite and either zero or normal: GPUs (lavapipe among them) may flush
 //! subnormal floats to zero, which would change the order, so the host
 //! entry points reject subnormal scales rather than return a different set.
+//! On a CPU adapter the fused path takes up to [`CPU_FUSED_MAX_TOKENS`]
+//! history tokens (lavapipe ends an invocation's loops after 65,535
+//! iterations in all; the kernels take eight or four elements per
+//! iteration to stay within it).
 
 use super::gemm::{GemmOptions, GemmShape, record_gemm};
 use super::{check_fits, flat_groups, to_u32};
