@@ -31,7 +31,7 @@
 //      flagged, for `select_codes`.
 //
 // `select_codes` (the fused path's second dispatch, empty unless a
-// candidate was flagged): one workgroup of TWG invocations per candidate;
+// candidate was flagged): one workgroup of CWG invocations per candidate;
 // a flagged one computes all its keys into its `keys` row and runs the
 // cooperative select below.
 //
@@ -78,6 +78,9 @@ struct Params {
 const FWG: u32 = 8u;
 // Invocations per workgroup of `select_scores` (must match the host).
 const TWG: u32 = 256u;
+// Invocations per workgroup of `select_codes`: few, since most of its
+// workgroups only read a flag and return.
+const CWG: u32 = 64u;
 // Largest sample rank `select_fused` keeps per invocation.
 const RMAX: u32 = 64u;
 const NO_TOKEN: u32 = 0xffffffffu;
@@ -525,10 +528,10 @@ fn select_fused(
 }
 
 // The candidates `select_fused` flagged (binding 6 holds the flags), one
-// workgroup of TWG invocations each: keys of every token into the `keys`
+// workgroup of CWG invocations each: keys of every token into the `keys`
 // row, then the cooperative select over all of them. A workgroup whose
 // candidate is not flagged returns at once.
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn select_codes(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
@@ -546,9 +549,9 @@ fn select_codes(
     let c = p.cand_base + local;
     let n = p.n;
     let row = local * n;
-    for (var t = lid; t < n; t += TWG) {
+    for (var t = lid; t < n; t += CWG) {
         keys[row + t] = code_key(t, c);
     }
     storageBarrier();
-    cooperative_select(row, c * p.k, false, lid, TWG);
+    cooperative_select(row, c * p.k, false, lid, CWG);
 }
