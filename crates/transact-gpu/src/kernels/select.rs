@@ -74,6 +74,10 @@ pub const INT8_TO_F32: Shader = Shader {
 /// `transact_embed::select::NO_TOKEN`).
 pub const NO_TOKEN: u32 = u32::MAX;
 
+/// Most tokens kept per candidate (a loop over `k` stays within lavapipe's
+/// loop budget of 65,535 iterations per invocation).
+pub const SELECT_MAX_K: usize = 65_535;
+
 /// Widest code row the kernels take (eight vec4s of codes in registers).
 pub const SELECT_MAX_DIM: usize = 128;
 
@@ -123,12 +127,19 @@ impl SelectShape {
     }
 
     /// Checks that the kernel takes this shape: `dim` a multiple of 4 in
-    /// `4..=`[`SELECT_MAX_DIM`], and every count and offset within `u32`.
+    /// `4..=`[`SELECT_MAX_DIM`], `k` up to [`SELECT_MAX_K`], and every count
+    /// and offset within `u32`.
     pub fn validate(&self) -> Result<(), GpuError> {
         if self.dim == 0 || !self.dim.is_multiple_of(4) || self.dim > SELECT_MAX_DIM {
             return Err(GpuError::Unsupported(format!(
                 "selection width {} (the GPU kernel takes multiples of 4 up to {SELECT_MAX_DIM})",
                 self.dim
+            )));
+        }
+        if self.k > SELECT_MAX_K {
+            return Err(GpuError::Unsupported(format!(
+                "k = {} (the GPU kernels keep up to {SELECT_MAX_K} tokens per candidate)",
+                self.k
             )));
         }
         to_u32("tokens × dim", self.tokens * self.dim)?;
@@ -641,6 +652,10 @@ mod tests {
             },
             SelectInput {
                 scales: &[1.0, 1e-40],
+                ..ok
+            },
+            SelectInput {
+                k: 70_000,
                 ..ok
             },
             SelectInput {
