@@ -654,10 +654,7 @@ mod tests {
                 scales: &[1.0, 1e-40],
                 ..ok
             },
-            SelectInput {
-                k: 70_000,
-                ..ok
-            },
+            SelectInput { k: 70_000, ..ok },
             SelectInput {
                 history: &[0; 520],
                 scales: &[1.0; 2],
