@@ -199,6 +199,12 @@ impl NnCase {
     /// the fastest this CPU has, or the one named by `TRANSACT_SELECT_ISA`
     /// (`avx512vnni`, `avx2`, `portable`) to measure a slower path.
     pub fn new() -> Self {
+        Self::with_candidates(Self::CANDIDATES)
+    }
+
+    /// The same history with `candidates` candidates (the first 256 are
+    /// those of [`NnCase::new`]).
+    pub fn with_candidates(candidates: usize) -> Self {
         let isa = std::env::var("TRANSACT_SELECT_ISA")
             .ok()
             .and_then(|name| SelectIsa::from_name(&name))
@@ -211,19 +217,35 @@ impl NnCase {
             ((x % 255) as i64 - 127) as i8
         };
         let history: Vec<i8> = (0..LIFELONG * DIM).map(|_| code()).collect();
-        let candidates: Vec<i8> = (0..Self::CANDIDATES * DIM).map(|_| code()).collect();
+        let codes: Vec<i8> = (0..candidates * DIM).map(|_| code()).collect();
         Self {
             history,
             scales: vec![INT8_GLOBAL_SCALE; LIFELONG],
-            candidates,
+            candidates: codes,
             scratch: SelectScratch::with_isa(isa),
-            out: vec![0; Self::CANDIDATES * Self::K],
+            out: vec![0; candidates * Self::K],
         }
     }
 
     /// The kernel that runs.
     pub fn isa(&self) -> SelectIsa {
         self.scratch.isa()
+    }
+
+    /// History codes `[16,384 × 32]`, their scales, candidate codes
+    /// `[b × 32]`.
+    pub fn inputs(&self) -> (&[i8], &[f32], &[i8]) {
+        (&self.history, &self.scales, &self.candidates)
+    }
+
+    /// Codes per token.
+    pub fn dim(&self) -> usize {
+        DIM
+    }
+
+    /// The indices of the last [`NnCase::run`], `[b × K]`.
+    pub fn output(&self) -> &[u32] {
+        &self.out
     }
 
     /// One selection for every candidate.
