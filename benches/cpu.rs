@@ -5,6 +5,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use transact::bench::{BATCH, StoreReadCase, V1Case, V2Case};
 use transact::bench_lifelong::{GatherI8Case, InlineI8Case, LifelongReadCase, NnCase};
+use transact::bench_v2::V2RankCase;
 
 fn v1(c: &mut Criterion) {
     let mut case = V1Case::new().expect("V1 bench case");
@@ -69,5 +70,26 @@ fn nn(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, v1, v2, store, lifelong, nn);
+fn v2_rank(c: &mut Criterion) {
+    let mut case = V2RankCase::new().expect("V2 rank bench case");
+    let mut g = c.benchmark_group("cpu");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.sample_size(10);
+    g.measurement_time(std::time::Duration::from_secs(10));
+    {
+        let mut stages = case.stages().expect("V2 stages");
+        g.bench_function(V2RankCase::SELECT_NAME, |b| {
+            b.iter(|| stages.select().expect("selection"))
+        });
+        g.bench_function(V2RankCase::SCORE_NAME, |b| {
+            b.iter(|| stages.score().expect("model"))
+        });
+    }
+    g.bench_function(V2RankCase::NAME, |b| {
+        b.iter(|| case.run().expect("request"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, v1, v2, store, lifelong, nn, v2_rank);
 criterion_main!(benches);

@@ -1,6 +1,6 @@
 //! Criterion benches of the GPU paths (the same work as `transact bench
 //! kernels`): the V2 block variants, the GEMM naive and tiled, and the V1
-//! encoder.
+//! encoder, the V2 nearest-neighbour selection fused and unfused.
 //!
 //! `cargo bench --bench gpu`; `TRANSACT_BENCH_BATCH=32` shrinks the batch
 //! (default 256) for a software adapter such as lavapipe. Without an
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use transact::bench_gpu::{GemmGpuCase, V1GpuCase, V2GpuCase, batch_from_env};
+use transact::bench_gpu::{GemmGpuCase, NnGpuCase, V1GpuCase, V2GpuCase, batch_from_env};
 use transact::gpu::GpuContext;
 
 fn gpu(c: &mut Criterion) {
@@ -93,6 +93,25 @@ fn gpu(c: &mut Criterion) {
             }
         }
         Err(e) => eprintln!("V1 case not built: {e}"),
+    }
+    match NnGpuCase::new(ctx.clone(), batch) {
+        Ok(nn) => {
+            for (i, label) in NnGpuCase::LABELS.iter().enumerate() {
+                g.bench_function(format!("{}-b{batch}/{label}", NnGpuCase::NAME), |b| {
+                    // The whole call (packing, upload, selection, readback).
+                    b.iter_custom(|iters| {
+                        let t0 = std::time::Instant::now();
+                        for _ in 0..iters {
+                            if let Err(e) = nn.gpu_run(i) {
+                                eprintln!("NN {label}: {e}");
+                            }
+                        }
+                        t0.elapsed()
+                    })
+                });
+            }
+        }
+        Err(e) => eprintln!("NN case not built: {e}"),
     }
     g.finish();
 }

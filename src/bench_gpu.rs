@@ -9,7 +9,9 @@
 //! [`GpuContext::set_profiling`] every dispatch runs in its own compute pass
 //! bracketed by timestamp queries (when the adapter has them; wall time of
 //! the whole path otherwise). A GEMM case compares the naive kernel with
-//! the tiled one on V1's input-projection shape.
+//! the tiled one on V1's input-projection shape, and the nearest-neighbour
+//! case the fused selection kernel with the unfused path (int8 → f32, GEMM,
+//! top-k) on the CPU case `nn-16k-x256-top96`'s data.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use transact_gpu::kernels::gemm::{GemmOptions, GemmShape, record_gemm, record_gemm_naive};
+use transact_gpu::kernels::select::{SelectInput, SelectOptions, select_nearest_timed};
 use transact_gpu::timing::Clock;
 use transact_gpu::{GpuContext, GpuError, GpuRankingModel, GpuV2Blocks, Precision, Variant};
 use transact_model::v2::{V2Block, blocks_forward};
@@ -298,11 +301,75 @@ impl GemmGpuCase {
     }
 }
 
+/// TransAct V2's nearest-neighbour selection on the GPU: the CPU case
+/// [`NnCase`](crate::bench_lifelong::NnCase)'s user (16,384 int8 tokens of
+/// 32 codes) against `candidates` candidates, top 96, on the fused kernel
+/// and on the unfused path; both checked against the CPU when built.
+pub struct NnGpuCase {
+    ctx: Arc<GpuContext>,
+    cpu: crate::bench_lifelong::NnCase,
+}
+
+impl NnGpuCase {
+    /// Name used in reports.
+    pub const NAME: &'static str = "nn-16k-d32-top96";
+    /// The paths, in the order of [`NnGpuCase::gpu_run`]'s index.
+    pub const LABELS: [&'static str; 2] = ["fused", "unfused"];
+
+    /// Builds the case and checks that both GPU paths select what the CPU
+    /// selects.
+    pub fn new(ctx: Arc<GpuContext>, candidates: usize) -> Result<Self, BenchError> {
+        let mut cpu = crate::bench_lifelong::NnCase::with_candidates(candidates);
+        cpu.run()?;
+        let case = Self { ctx, cpu };
+        for i in 0..Self::LABELS.len() {
+            let got = select_nearest_timed(&case.ctx, &case.input(), Self::options(i), false)?;
+            if got.data != case.cpu.output() {
+                return Err(
+                    format!("GPU {} selection differs from the CPU's", Self::LABELS[i]).into(),
+                );
+            }
+        }
+        Ok(case)
+    }
+
+    fn options(i: usize) -> SelectOptions {
+        SelectOptions::from(if i == 0 {
+            Variant::Fused
+        } else {
+            Variant::Unfused
+        })
+    }
+
+    fn input(&self) -> SelectInput<'_> {
+        let (history, scales, candidates) = self.cpu.inputs();
+        SelectInput {
+            history,
+            scales,
+            candidates,
+            dim: self.cpu.dim(),
+            k: crate::bench_lifelong::NnCase::K,
+        }
+    }
+
+    /// One request (upload, selection, readback of the indices) on path
+    /// `i` of [`NnGpuCase::LABELS`]; wall time from submission to result.
+    pub fn gpu_run(&self, i: usize) -> Result<Duration, GpuError> {
+        Ok(select_nearest_timed(&self.ctx, &self.input(), Self::options(i), false)?.wall_time)
+    }
+
+    /// The same selection on the CPU (both cores).
+    pub fn cpu_run(&mut self) -> Result<(), transact_embed::EmbedError> {
+        self.cpu.run()
+    }
+}
+
 /// One line of `transact bench kernels`: a whole path or variant (`kernel`
 /// empty), or one kernel within it.
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelResult {
-    /// Shape family (`gemm-qkv-s100-d96`, `v1-s100-d96`, `v2-s192-d64`).
+    /// Shape family (`gemm-qkv-s100-d96`, `v1-s100-d96`, `v2-s192-d64`,
+    /// `nn-16k-d32-top96`).
     pub shape: String,
     /// Path or variant (`naive`, `tiled`, `encode`, `score`, `fused-f32`, ...).
     pub variant: String,
@@ -409,13 +476,28 @@ pub fn median_gpu(
 
 /// Runs every case on `ctx` with `batch` candidates, `runs` timed runs each
 /// after one warm-up (GPU and CPU alike): the GEMM naive vs tiled, V1
-/// encode and score, the V2 block variants; each path with its per-kernel
-/// breakdown when the device has timestamp queries.
+/// encode and score, the V2 block variants, the nearest-neighbour selection
+/// fused vs unfused; each path with its per-kernel
+/// breakdown when the device has timestamp queries. With `only`, just the
+/// case of that shape name (e.g. `nn-16k-d32-top96`).
 pub fn run_kernels(
     ctx: &Arc<GpuContext>,
     batch: usize,
     runs: usize,
+    only: Option<&str>,
 ) -> Result<Vec<KernelResult>, BenchError> {
+    let shapes = [
+        GemmGpuCase::NAME,
+        V1GpuCase::NAME,
+        V2GpuCase::NAME,
+        NnGpuCase::NAME,
+    ];
+    if let Some(o) = only
+        && !shapes.contains(&o)
+    {
+        return Err(format!("unknown shape {o}; the shapes are {}", shapes.join(", ")).into());
+    }
+    let wanted = |name: &str| only.is_none_or(|o| o == name);
     let adapter = ctx.adapter_name();
     let round = |ms: f64| (ms * 1e3).round() / 1e3;
     let mut out = Vec::new();
@@ -439,43 +521,56 @@ pub fn run_kernels(
         }
     };
 
-    let gemm = GemmGpuCase::new(ctx.clone(), batch)?;
-    for (naive, name) in [(true, "naive"), (false, "tiled")] {
-        let p = profile_path(ctx, runs, || gemm.run(naive))?;
-        push(GemmGpuCase::NAME, name, &p, None);
+    if wanted(GemmGpuCase::NAME) {
+        let gemm = GemmGpuCase::new(ctx.clone(), batch)?;
+        for (naive, name) in [(true, "naive"), (false, "tiled")] {
+            let p = profile_path(ctx, runs, || gemm.run(naive))?;
+            push(GemmGpuCase::NAME, name, &p, None);
+        }
     }
-    drop(gemm);
 
-    let mut v1 = V1GpuCase::new(ctx.clone(), batch)?;
-    let cpu_encode = crate::bench::median_ms(runs, 1, || v1.cpu_encode())?;
-    let cpu_score = crate::bench::median_ms(runs, 1, || v1.cpu_score())?;
-    for (i, label) in v1.labels().iter().enumerate() {
-        let p = profile_path(ctx, runs, || v1.gpu_encode(i))?;
+    if wanted(V1GpuCase::NAME) {
+        let mut v1 = V1GpuCase::new(ctx.clone(), batch)?;
+        let cpu_encode = crate::bench::median_ms(runs, 1, || v1.cpu_encode())?;
+        let cpu_score = crate::bench::median_ms(runs, 1, || v1.cpu_score())?;
+        for (i, label) in v1.labels().iter().enumerate() {
+            let p = profile_path(ctx, runs, || v1.gpu_encode(i))?;
+            push(
+                V1GpuCase::NAME,
+                &format!("encode {label}"),
+                &p,
+                Some(cpu_encode),
+            );
+        }
+        // The full score (encoder + heads) on the default variant (fused f32
+        // where it fits).
+        let labels = v1.labels();
+        let default = labels.iter().position(|l| l == "fused-f32").unwrap_or(0);
+        let p = profile_path(ctx, runs, || v1.gpu_score(default))?;
         push(
             V1GpuCase::NAME,
-            &format!("encode {label}"),
+            &format!("score {}", labels[default]),
             &p,
-            Some(cpu_encode),
+            Some(cpu_score),
         );
     }
-    // The full score (encoder + heads) on the default variant (fused f32
-    // where it fits).
-    let labels = v1.labels();
-    let default = labels.iter().position(|l| l == "fused-f32").unwrap_or(0);
-    let p = profile_path(ctx, runs, || v1.gpu_score(default))?;
-    push(
-        V1GpuCase::NAME,
-        &format!("score {}", labels[default]),
-        &p,
-        Some(cpu_score),
-    );
-    drop(v1);
 
-    let v2 = V2GpuCase::new(ctx.clone(), batch)?;
-    let cpu = crate::bench::median_ms(runs, 1, || v2.cpu_run())?;
-    for (i, label) in v2.labels().iter().enumerate() {
-        let p = profile_path(ctx, runs, || v2.gpu_run(i).map(|(t, _)| t))?;
-        push(V2GpuCase::NAME, label, &p, Some(cpu));
+    if wanted(V2GpuCase::NAME) {
+        let v2 = V2GpuCase::new(ctx.clone(), batch)?;
+        let cpu = crate::bench::median_ms(runs, 1, || v2.cpu_run())?;
+        for (i, label) in v2.labels().iter().enumerate() {
+            let p = profile_path(ctx, runs, || v2.gpu_run(i).map(|(t, _)| t))?;
+            push(V2GpuCase::NAME, label, &p, Some(cpu));
+        }
+    }
+
+    if wanted(NnGpuCase::NAME) {
+        let mut nn = NnGpuCase::new(ctx.clone(), batch)?;
+        let cpu = crate::bench::median_ms(runs, 1, || nn.cpu_run())?;
+        for (i, label) in NnGpuCase::LABELS.iter().enumerate() {
+            let p = profile_path(ctx, runs, || nn.gpu_run(i))?;
+            push(NnGpuCase::NAME, label, &p, Some(cpu));
+        }
     }
     Ok(out)
 }

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use transact_embed::select::{SelectScratch, select_nearest_i8};
+use transact_embed::select::{SelectIsa, SelectScratch, select_nearest_i8};
 use transact_embed::{EmbedError, INT8_GLOBAL_SCALE, ItemTable, Precision};
 use transact_seq::{
     Action, ActionType, EmbeddedStore, SeqError, SequenceLimits, SequenceStore, StoreConfig,
@@ -195,8 +195,20 @@ impl NnCase {
     /// Tokens kept per candidate.
     pub const K: usize = 96;
 
-    /// Random codes (a fixed xorshift stream), global scale.
+    /// Random codes (a fixed xorshift stream), global scale. The kernel is
+    /// the fastest this CPU has, or the one named by `TRANSACT_SELECT_ISA`
+    /// (`avx512vnni`, `avx2`, `portable`) to measure a slower path.
     pub fn new() -> Self {
+        Self::with_candidates(Self::CANDIDATES)
+    }
+
+    /// The same history with `candidates` candidates (the first 256 are
+    /// those of [`NnCase::new`]).
+    pub fn with_candidates(candidates: usize) -> Self {
+        let isa = std::env::var("TRANSACT_SELECT_ISA")
+            .ok()
+            .and_then(|name| SelectIsa::from_name(&name))
+            .unwrap_or_default();
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         let mut code = move || {
             x ^= x << 13;
@@ -205,14 +217,35 @@ impl NnCase {
             ((x % 255) as i64 - 127) as i8
         };
         let history: Vec<i8> = (0..LIFELONG * DIM).map(|_| code()).collect();
-        let candidates: Vec<i8> = (0..Self::CANDIDATES * DIM).map(|_| code()).collect();
+        let codes: Vec<i8> = (0..candidates * DIM).map(|_| code()).collect();
         Self {
             history,
             scales: vec![INT8_GLOBAL_SCALE; LIFELONG],
-            candidates,
-            scratch: SelectScratch::default(),
-            out: vec![0; Self::CANDIDATES * Self::K],
+            candidates: codes,
+            scratch: SelectScratch::with_isa(isa),
+            out: vec![0; candidates * Self::K],
         }
+    }
+
+    /// The kernel that runs.
+    pub fn isa(&self) -> SelectIsa {
+        self.scratch.isa()
+    }
+
+    /// History codes `[16,384 × 32]`, their scales, candidate codes
+    /// `[b × 32]`.
+    pub fn inputs(&self) -> (&[i8], &[f32], &[i8]) {
+        (&self.history, &self.scales, &self.candidates)
+    }
+
+    /// Codes per token.
+    pub fn dim(&self) -> usize {
+        DIM
+    }
+
+    /// The indices of the last [`NnCase::run`], `[b × K]`.
+    pub fn output(&self) -> &[u32] {
+        &self.out
     }
 
     /// One selection for every candidate.

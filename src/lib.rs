@@ -25,6 +25,7 @@ pub mod backend;
 pub mod bench;
 pub mod bench_gpu;
 pub mod bench_lifelong;
+pub mod bench_v2;
 pub mod world;
 
 pub use transact_embed as embed;

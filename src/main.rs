@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use transact::bench::{self, BenchResult, RankCase, StoreReadCase, V1Case, V2Case};
 use transact::bench_lifelong::{GatherI8Case, InlineI8Case, LifelongReadCase, NnCase};
+use transact::bench_v2::V2RankCase;
 use transact::model::parity;
 
 mod demo;
@@ -78,7 +79,7 @@ enum BenchWhat {
         #[arg(long)]
         case: Option<String>,
     },
-    /// The GPU paths on the chosen adapter (GEMM naive/tiled, V1 encode and score, V2 block variants), whole and per kernel, with CPU times.
+    /// The GPU paths on the chosen adapter (GEMM naive/tiled, V1 encode and score, V2 block variants, V2 nearest-neighbour selection fused/unfused), whole and per kernel, with CPU times.
     Kernels {
         /// Timed runs per case (after one warm-up).
         #[arg(long, default_value_t = 3)]
@@ -89,6 +90,9 @@ enum BenchWhat {
         /// Candidates per request (shrink it on a software adapter).
         #[arg(long, default_value_t = bench::BATCH)]
         batch: usize,
+        /// Run only the case of this shape (gemm-qkv-s100-d96, v1-s100-d96, v2-s192-d64, nn-16k-d32-top96).
+        #[arg(long)]
+        shape: Option<String>,
     },
 }
 
@@ -106,8 +110,14 @@ fn main() -> ExitCode {
             what: BenchWhat::Cpu { json, runs, case },
         } => bench_cpu(json, runs, case.as_deref()),
         Command::Bench {
-            what: BenchWhat::Kernels { runs, json, batch },
-        } => bench_kernels(json, runs, batch),
+            what:
+                BenchWhat::Kernels {
+                    runs,
+                    json,
+                    batch,
+                    shape,
+                },
+        } => bench_kernels(json, runs, batch, shape.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -161,13 +171,13 @@ fn round3(x: f64) -> f64 {
     (x * 1e3).round() / 1e3
 }
 
-fn bench_kernels(json: bool, runs: usize, batch: usize) -> Result<ExitCode> {
+fn bench_kernels(json: bool, runs: usize, batch: usize, shape: Option<&str>) -> Result<ExitCode> {
     if batch == 0 {
         return Err("--batch must be at least 1".into());
     }
     let ctx = Arc::new(transact::gpu::GpuContext::new_from_env()?);
-    let results =
-        transact::bench_gpu::run_kernels(&ctx, batch, runs).map_err(|e| -> Box<dyn Error> { e })?;
+    let results = transact::bench_gpu::run_kernels(&ctx, batch, runs, shape)
+        .map_err(|e| -> Box<dyn Error> { e })?;
     if json {
         for r in &results {
             say!("{}", serde_json::to_string(r)?);
@@ -195,6 +205,8 @@ fn bench_kernels(json: bool, runs: usize, batch: usize) -> Result<ExitCode> {
                 match shape {
                     "v1-s100-d96" => "V1: S 100, d 96, L 2, h 2, K 10",
                     "v2-s192-d64" => "V2 blocks: S 192, d 64, FFN 32, L 2, causal",
+                    "nn-16k-d32-top96" =>
+                        "V2 NN selection: 16,384 int8 tokens × 32, B candidates, top 96",
                     _ => "GEMM of V1's input projection: M = B·100, N 288, K 96",
                 }
             );
@@ -285,8 +297,34 @@ fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {
         let ms = bench::median_ms(runs, 3, || case.run())?;
         results.push(model_result(V2Case::NAME, ms));
     }
+    if [
+        V2RankCase::NAME,
+        V2RankCase::SELECT_NAME,
+        V2RankCase::SCORE_NAME,
+    ]
+    .iter()
+    .any(|n| wanted(n))
+    {
+        let mut case = V2RankCase::new()?;
+        {
+            let mut stages = case.stages()?;
+            if wanted(V2RankCase::SELECT_NAME) {
+                let ms = bench::median_ms(runs, 3, || stages.select())?;
+                results.push(model_result(V2RankCase::SELECT_NAME, ms));
+            }
+            if wanted(V2RankCase::SCORE_NAME) {
+                let ms = bench::median_ms(runs, 3, || stages.score())?;
+                results.push(model_result(V2RankCase::SCORE_NAME, ms));
+            }
+        }
+        if wanted(V2RankCase::NAME) {
+            let ms = bench::median_ms(runs, 3, || case.run())?;
+            results.push(model_result(V2RankCase::NAME, ms));
+        }
+    }
     if wanted(NnCase::NAME) {
         let mut case = NnCase::new();
+        eprintln!("{}: selection path {:?}", NnCase::NAME, case.isa());
         let ms = bench::median_ms(runs, 3, || case.run())?;
         results.push(model_result(NnCase::NAME, ms));
     }

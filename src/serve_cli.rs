@@ -45,6 +45,9 @@ pub struct IngestArgs {
     /// Synthetic world: items.
     #[arg(long)]
     items: Option<usize>,
+    /// Synthetic world: sessions per user before the logged ones.
+    #[arg(long)]
+    history_sessions: Option<usize>,
     /// Synthetic world: seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -60,6 +63,7 @@ pub fn ingest_cmd(args: IngestArgs) -> Result<ExitCode> {
         item_embeddings: None,
         users: args.users,
         items: args.items,
+        history_sessions: args.history_sessions,
         seed: args.seed,
         test_fraction: 0.2,
     };

@@ -47,6 +47,10 @@ pub struct DataArgs {
     /// Synthetic world: items.
     #[arg(long)]
     pub(crate) items: Option<usize>,
+    /// Synthetic world: sessions per user before the logged ones (a long
+    /// history, the regime of TransAct V2's lifelong sequence; 0 = none).
+    #[arg(long)]
+    pub(crate) history_sessions: Option<usize>,
     /// Seed of the synthetic world, of the negatives of the SASRec protocol,
     /// and of the model.
     #[arg(long, default_value_t = 1)]
@@ -129,6 +133,20 @@ pub struct ModelArgs {
     /// sequences; needs pretrained item embeddings for its int8 tokens).
     #[arg(long, value_enum)]
     model: Option<ModelKind>,
+    /// With `--model v2`: what a token's item embedding is — the frozen
+    /// int8 codes selection scores, or the model's item table (the default
+    /// when the run trains its item table).
+    #[arg(long, value_enum, requires = "model")]
+    v2_tokens: Option<V2Tokens>,
+}
+
+/// `--v2-tokens`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum V2Tokens {
+    /// The dequantised int8 codes (frozen).
+    Codes,
+    /// The model's item table.
+    ItemTable,
 }
 
 /// Which TransAct encoder a run trains.
@@ -242,6 +260,9 @@ pub(crate) fn load(args: &DataArgs, want_sasrec: bool) -> Result<Loaded> {
         }
         if let Some(i) = args.items {
             cfg.items = i;
+        }
+        if let Some(h) = args.history_sessions {
+            cfg.history_sessions = h;
         }
         let (data, truth) = generate_with_truth(&cfg, args.seed)?;
         let cut = data.time_split_index(args.test_fraction);
@@ -376,7 +397,19 @@ fn config(data: &Dataset, args: &ModelArgs, seed: u64, synthetic: bool) -> Resul
         cfg.v1.time_window_ms = cfg.features.time_window_ms;
     }
     match args.model {
-        Some(ModelKind::V2) => cfg = cfg.with_v2(),
+        Some(ModelKind::V2) => {
+            if let Some(t) = args.v2_tokens {
+                cfg.features
+                    .sequence
+                    .lifelong
+                    .get_or_insert_with(Default::default)
+                    .token_embeddings = match t {
+                    V2Tokens::Codes => transact::features::TokenEmbeddings::Codes,
+                    V2Tokens::ItemTable => transact::features::TokenEmbeddings::ItemTable,
+                };
+            }
+            cfg = cfg.with_v2();
+        }
         Some(ModelKind::V1) => {
             cfg.v2 = None;
             cfg.features.sequence.lifelong = None;

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use transact::features::raw_id_key;
+use transact::features::{TokenEmbeddings, raw_id_key};
 use transact::rank::{Backend, Bundle, Candidate, Provenance, RankRequest, Ranker, RankerConfig};
 use transact::seq::{Action, ActionType, EmbeddedStore, StoreConfig, Surface};
 use transact::train::batch::Batch;
@@ -257,6 +257,11 @@ fn the_synthetic_world_serves_what_it_trained() {
 
 #[test]
 fn a_v2_model_serves_what_it_trained() {
+    v2_contract(TokenEmbeddings::Codes);
+    v2_contract(TokenEmbeddings::ItemTable);
+}
+
+fn v2_contract(tokens: TokenEmbeddings) {
     // Longer histories than the realtime sequence, so each part of the
     // selection (lifelong, realtime, impressions) holds tokens.
     let world = SyntheticConfig {
@@ -273,6 +278,7 @@ fn a_v2_model_serves_what_it_trained() {
     let mut cfg = cfg.with_v2();
     if let Some(l) = cfg.features.sequence.lifelong.as_mut() {
         (l.rt_keep, l.k_lifelong, l.k_realtime, l.k_impression) = (4, 6, 3, 5);
+        l.token_embeddings = tokens;
     }
     let cfg = cfg.with_v2();
     assert_eq!(cfg.v2.as_ref().map(|v| v.seq_len), Some(18));

@@ -119,6 +119,24 @@ pub struct LifelongConfig {
     pub k_impression: usize,
     /// Surfaces the model has rows for.
     pub num_surfaces: u16,
+    /// What a token's (and the candidate's) item embedding is in the
+    /// encoder; selection always scores the int8 codes.
+    #[serde(default)]
+    pub token_embeddings: TokenEmbeddings,
+}
+
+/// Where a V2 token's item embedding comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenEmbeddings {
+    /// The dequantised int8 codes of the token table, frozen (Pinterest's
+    /// setup: the sequence stores int8 pretrained embeddings).
+    #[default]
+    Codes,
+    /// The model's own item table (the row the heads read for a
+    /// candidate, trained with the model), zeros for an item without a
+    /// row.
+    ItemTable,
 }
 
 impl Default for LifelongConfig {
@@ -131,6 +149,7 @@ impl Default for LifelongConfig {
             k_realtime: 32,
             k_impression: 32,
             num_surfaces: 8,
+            token_embeddings: TokenEmbeddings::Codes,
         }
     }
 }

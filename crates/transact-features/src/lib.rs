@@ -38,7 +38,8 @@ mod select;
 
 pub use builder::{FeatureBuilder, SequenceFeatures};
 pub use config::{
-    FeatureConfig, LifelongConfig, TimeRule, UnknownAction, UnknownItem, UserFeature,
+    FeatureConfig, LifelongConfig, TimeRule, TokenEmbeddings, UnknownAction, UnknownItem,
+    UserFeature,
 };
 pub use ids::{RawIdKeys, raw_id_key};
 pub use select::{SelectScratch, SelectedTokens, TokenPart, dequantize};

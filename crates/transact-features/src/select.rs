@@ -124,7 +124,28 @@ impl SelectedTokens {
         action_masks: &mut Vec<u32>,
         surfaces: &mut Vec<u16>,
     ) {
-        let (b, s, d) = (self.candidates(), self.slots, self.dim);
+        let d = self.dim;
+        self.expand_with(
+            d,
+            |p, out| dequantize(&self.codes[p * d..(p + 1) * d], self.scales[p], out),
+            item_embeddings,
+            action_masks,
+            surfaces,
+        );
+    }
+
+    /// [`SelectedTokens::expand`] with each slot's embedding (`width`
+    /// values) written by `embed(pool index, out)` instead of the
+    /// dequantised codes (e.g. the rows of a learned item table).
+    pub fn expand_with(
+        &self,
+        width: usize,
+        mut embed: impl FnMut(usize, &mut [f32]),
+        item_embeddings: &mut Vec<f32>,
+        action_masks: &mut Vec<u32>,
+        surfaces: &mut Vec<u16>,
+    ) {
+        let (b, s, d) = (self.candidates(), self.slots, width);
         item_embeddings.clear();
         item_embeddings.resize(b * s * d, 0.0);
         action_masks.clear();
@@ -134,11 +155,7 @@ impl SelectedTokens {
         for c in 0..b {
             for (t, &p) in self.row(c).iter().enumerate() {
                 let (p, slot) = (p as usize, c * s + t);
-                dequantize(
-                    &self.codes[p * d..(p + 1) * d],
-                    self.scales[p],
-                    &mut item_embeddings[slot * d..(slot + 1) * d],
-                );
+                embed(p, &mut item_embeddings[slot * d..(slot + 1) * d]);
                 action_masks[slot] = self.action_masks[p];
                 surfaces[slot] = self.surfaces[p];
             }
@@ -566,6 +583,7 @@ mod tests {
                     k_realtime: ks.2,
                     k_impression: ks.3,
                     num_surfaces: 2,
+                    ..LifelongConfig::default()
                 }),
                 ..FeatureConfig::new(6)
             };

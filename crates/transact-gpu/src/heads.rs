@@ -21,8 +21,9 @@ use std::sync::Arc;
 
 use transact_model::{RankingHeads, RankingModel, TensorMap, V1Request};
 
+use crate::kernels::flat_groups;
 use crate::v1::{
-    BiasRows, DCN_HEADS, DcnParams, GpuTransActV1, OutTarget, check_finite, flat_groups, model_err,
+    BiasRows, DCN_HEADS, DcnParams, GpuTransActV1, OutTarget, check_finite, model_err,
     record_bias_rows, record_linear,
 };
 use crate::{GpuContext, GpuError, KernelSpec, PooledBuffer, Precision, Request, Storage, Variant};

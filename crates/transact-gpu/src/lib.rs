@@ -10,7 +10,7 @@
 //!   a buffer pool and [`Request`], which records the dispatches of one
 //!   request into one command buffer and reads back only its result.
 //! - [`kernels`]: launchers for the shaders in `shaders/` (GEMM, LayerNorm,
-//!   attention).
+//!   attention, V2's nearest-neighbour selection in [`kernels::select`]).
 //! - [`v2`]: the TransAct V2 encoder blocks ([`GpuV2Blocks`]), unfused or
 //!   fused into one dispatch per layer, f32 or f16 storage.
 //! - [`timing`]: GPU or wall time of one forward.

@@ -60,7 +60,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ingest(&data, &store, 1_000, |_| {})?;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("features.parquet");
-    let inner = Arc::new(ParquetFeatureLogger::create(&path, WriterOptions::default())?);
+    let inner = Arc::new(ParquetFeatureLogger::create(
+        &path,
+        WriterOptions::default(),
+    )?);
     let timed = Arc::new(Timed {
         inner: inner.clone(),
         spent: Mutex::new(Duration::ZERO),

@@ -595,6 +595,7 @@ impl V2TokenSource for FeatureLog {
     fn find(&self, user: u64, request_ms: i64, candidate: u64) -> Option<LoggedTokens<'_>> {
         let r = FeatureLog::find(self, user, request_ms, candidate)?;
         Some(LoggedTokens {
+            item_ids: r.token_item_ids,
             codes: r.token_codes,
             scales: r.token_scales,
             action_masks: r.token_action_masks,

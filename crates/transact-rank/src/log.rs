@@ -184,6 +184,7 @@ mod tests {
             k_realtime: 1,
             k_impression: 1,
             num_surfaces: 2,
+            ..LifelongConfig::default()
         };
         let v2 = V2Config {
             seq_len: lifelong.max_tokens(),

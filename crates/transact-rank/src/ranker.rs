@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use transact_features::{
-    FeatureBuilder, SelectScratch, SelectedTokens, SequenceFeatures, UserFeature,
+    FeatureBuilder, SelectScratch, SelectedTokens, SequenceFeatures, TokenEmbeddings, UserFeature,
 };
 use transact_model::{RankingModel, V1Request, V2Request};
 use transact_seq::{ItemId, SequenceBuf, SequenceLimits, SequenceStore, UserId, UserSequences};
@@ -173,6 +173,7 @@ struct V2Scratch {
     codes: Vec<i8>,
     scales: Vec<f32>,
     token_candidates: Vec<f32>,
+    pool: Vec<f32>,
     masks: Vec<u32>,
     surfaces: Vec<u16>,
 }
@@ -534,8 +535,37 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
                 &mut v.tokens,
             )
             .map_err(|e| RankError::Config(e.to_string()))?;
-        v.tokens
-            .expand(&mut s.item_embeddings, &mut v.masks, &mut v.surfaces);
+        let learned = self
+            .features
+            .config()
+            .lifelong
+            .as_ref()
+            .is_some_and(|l| l.token_embeddings == TokenEmbeddings::ItemTable);
+        if learned {
+            // The model's item table, once per pool token; the candidates'
+            // half of each token is the row the heads read.
+            let items = &self.bundle.items;
+            v.pool.clear();
+            v.pool.resize(v.tokens.pool_len() * d, 0.0);
+            for (row, &id) in v.pool.chunks_exact_mut(d).zip(&v.tokens.item_ids) {
+                if items.contains(id) {
+                    items.get_into(id, row)?;
+                }
+            }
+            let pool = &v.pool;
+            v.tokens.expand_with(
+                d,
+                |p, out| out.copy_from_slice(&pool[p * d..(p + 1) * d]),
+                &mut s.item_embeddings,
+                &mut v.masks,
+                &mut v.surfaces,
+            );
+            v.token_candidates.clear();
+            v.token_candidates.extend_from_slice(&s.candidates);
+        } else {
+            v.tokens
+                .expand(&mut s.item_embeddings, &mut v.masks, &mut v.surfaces);
+        }
         let user_embedding = self.user_embedding(req, &v.seqs.realtime, &mut s.user)?;
         let v2_req = V2Request {
             batch: req.candidates.len(),

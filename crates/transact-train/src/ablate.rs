@@ -68,11 +68,18 @@ pub fn variants(base: &TrainConfig) -> Vec<(String, TrainConfig)> {
     ]
 }
 
+/// Label of the TransAct V2 row.
+pub const V2_ROW: &str = "TransAct V2 (selected lifelong + realtime + impression tokens, NAL)";
+
 /// [`variants`] fitted to `data`: on data without impressions (a rating
 /// log), NAL at every position cannot take impression negatives alone (the
 /// positions inside the sequence would have none), so the last row adds the
 /// in-batch negatives, and is labelled so; at the newest position the
 /// impression negatives are then the slate's unengaged candidates.
+///
+/// When the data has pretrained item embeddings (V2 selects by their int8
+/// codes), a last row is TransAct V2: the last realtime row's training
+/// with the V2 encoder ([`TrainConfig::with_v2`]).
 pub fn variants_for(base: &TrainConfig, data: &Dataset) -> Vec<(String, TrainConfig)> {
     let mut v = variants(base);
     if !data.has_impressions() {
@@ -82,6 +89,12 @@ pub fn variants_for(base: &TrainConfig, data: &Dataset) -> Vec<(String, TrainCon
                 *name = MIXED_ROW.into();
             }
         }
+    }
+    if data.items.embeddings.is_some()
+        && let Some((_, last)) = v.last()
+    {
+        let v2 = last.clone().with_v2();
+        v.push((V2_ROW.into(), v2));
     }
     v
 }
@@ -451,6 +464,25 @@ mod tests {
         // At the newest position only, the slate's candidates serve: as is.
         let newest = TrainConfig::new(&["repin".into()], 8);
         assert_eq!(variants_for(&newest, &empty), variants(&newest));
+    }
+
+    #[test]
+    fn with_pretrained_embeddings_the_last_row_is_v2() {
+        let base = TrainConfig::new(&["repin".into()], 8);
+        let mut data = Dataset::default();
+        data.items.embeddings = Some(crate::data::ItemEmbeddings {
+            dim: 8,
+            data: Vec::new(),
+        });
+        let v = variants_for(&base, &data);
+        assert_eq!(v.len(), 5);
+        assert_eq!(v[4].0, V2_ROW);
+        assert!(v[4].1.v2.is_some() && v[4].1.features.sequence.lifelong.is_some());
+        // The V2 row is the last realtime row's training with the V2 encoder.
+        let mut back = v[4].1.clone();
+        back.v2 = None;
+        back.features.sequence.lifelong = None;
+        assert_eq!(back, v[3].1);
     }
 
     #[test]

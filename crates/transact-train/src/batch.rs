@@ -69,6 +69,12 @@ pub struct Batch {
     /// TransAct V2: `B × d_item` the candidates' dequantised int8 embeddings
     /// (the `e_c` half of every token).
     pub v2_cand: Vec<f32>,
+    /// TransAct V2 with tokens from the item table
+    /// ([`crate::net::NetConfig::v2_item_tokens`]): `B × v2_seq` item-table
+    /// rows of the tokens (the zero padding row past the length and for an
+    /// item without a row); the candidates' half is [`Batch::cand_items`].
+    /// Empty otherwise.
+    pub v2_rows: Vec<u32>,
 }
 
 impl Batch {

@@ -193,6 +193,8 @@ struct LoggedSource<'a> {
     user_keys: Vec<u64>,
     /// Per item index, its key.
     item_keys: Vec<u64>,
+    /// Per item key, its index (item-table tokens name their rows by it).
+    item_index: std::collections::HashMap<u64, u32>,
 }
 
 impl LoggedSource<'_> {
@@ -220,7 +222,13 @@ impl LoggedSource<'_> {
         let t = self
             .source
             .find(self.user_keys[r], req.time_ms, self.item_keys[item])
-            .ok_or_else(|| format!("{} is not in the feature log", what()))?;
+            .ok_or_else(|| {
+                format!(
+                    "{} is not in the feature log (it holds the requests it was served: rank \
+                     every training request of this data with the log on)",
+                    what()
+                )
+            })?;
         t.check(dim, slots)
             .map_err(|e| format!("{}: {e}", what()))?;
         Ok(t)
@@ -309,8 +317,12 @@ impl<'a> Featurizer<'a> {
                 d => d,
             },
         };
-        let v2 = match cfg.sequence.lifelong {
-            Some(_) => Some(V2Features::new(data)?),
+        let v2 = match &cfg.sequence.lifelong {
+            Some(l) => Some(V2Features::new(
+                data,
+                l.token_embeddings == transact_features::TokenEmbeddings::ItemTable,
+                pad_row,
+            )?),
             None => None,
         };
         let logged = match (source, &v2) {
@@ -340,10 +352,12 @@ impl<'a> Featurizer<'a> {
                     .iter()
                     .map(|r| transact_features::raw_id_key(&data.users[r.user as usize].raw_id))
                     .collect();
+                let item_index = item_keys.iter().zip(0u32..).map(|(&k, i)| (k, i)).collect();
                 Some(LoggedSource {
                     source,
                     user_keys,
                     item_keys,
+                    item_index,
                 })
             }
         };
@@ -515,7 +529,7 @@ impl<'a> Featurizer<'a> {
                     f.tokens.dim(),
                     batch.v2_seq,
                 )?;
-                V2Features::fill_logged(&t, b, batch);
+                f.fill_logged(&t, |key| l.item_index.get(&key).copied(), b, batch);
             } else if let Some(f) = &self.v2 {
                 f.fill(
                     &self.builder,

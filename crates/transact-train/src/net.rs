@@ -134,6 +134,11 @@ pub struct NetConfig {
     /// its `item_emb_dim` is `v1.item_emb_dim` (the `v1` config still gives
     /// the realtime sequence's length and the vocabulary).
     pub v2: Option<V2Config>,
+    /// With V2: a token's item embedding (and the candidate's half) is the
+    /// item table's row ([`Batch::v2_rows`], [`Batch::cand_items`]; trained
+    /// with it when `learn_items`), not the dequantised int8 codes.
+    #[serde(default)]
+    pub v2_item_tokens: bool,
 }
 
 impl Default for NetConfig {
@@ -150,6 +155,7 @@ impl Default for NetConfig {
             nal_every_position: false,
             dropout: 0.0,
             v2: None,
+            v2_item_tokens: false,
         }
     }
 }

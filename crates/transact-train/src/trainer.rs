@@ -153,13 +153,24 @@ impl TrainConfig {
 
     /// The same run with a TransAct V2 encoder (model-spec §3 defaults,
     /// item width and action types from this config) and the contract's
-    /// default lifelong selection; NAL on the newest row.
+    /// default lifelong selection (kept if already set); NAL on the newest
+    /// row. When the run trains its item table, the tokens embed it
+    /// ([`transact_features::TokenEmbeddings::ItemTable`]) — a set
+    /// selection keeps its own choice.
     pub fn with_v2(mut self) -> Self {
+        let learn = self.learn_items;
         let l = self
             .features
             .sequence
             .lifelong
-            .get_or_insert_with(transact_features::LifelongConfig::default)
+            .get_or_insert_with(|| transact_features::LifelongConfig {
+                token_embeddings: if learn {
+                    transact_features::TokenEmbeddings::ItemTable
+                } else {
+                    transact_features::TokenEmbeddings::Codes
+                },
+                ..transact_features::LifelongConfig::default()
+            })
             .clone();
         self.v2 = Some(V2Config {
             seq_len: l.max_tokens(),
@@ -578,6 +589,11 @@ fn net_config(cfg: &TrainConfig, item_rows: usize) -> NetConfig {
         nal_every_position: cfg.features.nal_every_position,
         dropout: cfg.dropout,
         v2: cfg.v2.clone(),
+        v2_item_tokens: cfg
+            .feature_config()
+            .sequence
+            .lifelong
+            .is_some_and(|l| l.token_embeddings == transact_features::TokenEmbeddings::ItemTable),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Launchers for the shaders in `shaders/`.
+//! Launchers for the shaders in `shaders/`: GEMM, LayerNorm, attention and
+//! V2's nearest-neighbour selection ([`select`]).
 //!
 //! Each kernel has a `record_*` function that adds one dispatch to a
 //! [`Request`](crate::Request) (buffers already on the GPU; used to chain kernels in one
@@ -11,6 +12,7 @@
 pub mod attention;
 pub mod gemm;
 pub mod layer_norm;
+pub mod select;
 
 use crate::GpuError;
 use crate::context::Shader;
@@ -18,6 +20,10 @@ use crate::context::Shader;
 pub use attention::{AttentionShape, attention, record_attention};
 pub use gemm::{GemmOptions, GemmShape, gemm, record_gemm};
 pub use layer_norm::{LayerNormShape, layer_norm, record_add_layer_norm_masked, record_layer_norm};
+pub use select::{
+    SelectBuffers, SelectInput, SelectOptions, SelectShape, SelectUpload, record_select_nearest,
+    select_nearest,
+};
 
 /// `shaders/gemm.wgsl`.
 pub const GEMM: Shader = Shader {
@@ -69,6 +75,20 @@ pub(crate) fn check_fits(
         ));
     }
     Ok(())
+}
+
+/// Threads per workgroup of the flat element-wise kernels.
+pub(crate) const FLAT_WG: usize = 64;
+
+/// Workgroups for `total` threads of a flat element-wise kernel
+/// ([`FLAT_WG`] per workgroup): split over x and y so that neither exceeds
+/// the per-dimension limit.
+pub(crate) fn flat_groups(ctx: &crate::GpuContext, total: usize) -> Result<[u32; 3], GpuError> {
+    let g = total.div_ceil(FLAT_WG);
+    let max = (ctx.limits().max_compute_workgroups_per_dimension as usize).max(1);
+    let x = g.min(max);
+    let y = if x == 0 { 0 } else { g.div_ceil(x) };
+    Ok([to_u32("workgroups", x)?, to_u32("workgroups", y)?, 1])
 }
 
 /// Workgroups to cover `n` items with `per` items each.

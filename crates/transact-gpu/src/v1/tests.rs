@@ -598,7 +598,7 @@ fn dispatches(ctx: &Arc<GpuContext>, m: &RankingModel, case: &Case, variant: Var
     let data = Data::new(case);
     let plan = gpu.plan(&data.request()).unwrap();
     assert!(
-        plan.batch * plan.se > super::SMALL_M,
+        plan.batch * plan.se > super::rows::SMALL_M,
         "the case must take the GEMM path"
     );
     let od = gpu.output_dim();
@@ -643,7 +643,7 @@ fn fused_layers_take_one_dispatch_each() {
 /// to 64 invocations that covers a candidate's rows (four each).
 #[test]
 fn fused_workgroups_fit_the_sequence() {
-    let lanes = |se| super::fused_lanes(se);
+    let lanes = |se| super::forward::fused_lanes(se);
     assert_eq!(
         [1, 32, 33, 64, 65, 100, 128, 129, 256, 257, 1000].map(lanes),
         [8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64]

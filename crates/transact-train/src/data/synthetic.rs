@@ -111,6 +111,11 @@ pub struct SyntheticConfig {
     pub disliked: usize,
     /// Sessions per user.
     pub sessions: usize,
+    /// Sessions per user before the logged ones: the same behaviour, no
+    /// logged requests — a longer history than the realtime sequence holds
+    /// (0 by default; [`SyntheticConfig::lifelong`] sets it).
+    #[serde(default)]
+    pub history_sessions: usize,
     /// Impressions per session, inclusive range.
     pub session_len: (usize, usize),
     /// Probability, after each impression, that the session topic drifts to
@@ -174,6 +179,7 @@ impl Default for SyntheticConfig {
             interests: 3,
             disliked: 3,
             sessions: 14,
+            history_sessions: 0,
             session_len: (8, 20),
             drift: 0.08,
             lifelong_session: 0.04,
@@ -193,6 +199,18 @@ impl Default for SyntheticConfig {
 }
 
 impl SyntheticConfig {
+    /// The defaults with 60 history sessions before the 14 logged ones:
+    /// about 1,000 actions per user before the first request, so a
+    /// lifelong interest (a topic browsed in 4% of sessions) is in the
+    /// history far more often than in its newest 50 actions — the regime
+    /// TransAct V2 is for. The logged requests are as many as the defaults'.
+    pub fn lifelong() -> Self {
+        Self {
+            history_sessions: 60,
+            ..Self::default()
+        }
+    }
+
     /// Checks that the world can be built.
     pub fn validate(&self) -> Result<(), String> {
         let need = 1 + self.interests + self.disliked;
@@ -704,7 +722,8 @@ pub fn generate_with_truth(
         let p = Persona::draw(cfg, &mut rng);
         let mut t = cfg.start_ms + rng.random_range(0..48 * HOUR);
         let mut actions = Vec::new();
-        for _ in 0..cfg.sessions {
+        for session in 0..cfg.history_sessions + cfg.sessions {
+            let logged = session >= cfg.history_sessions;
             let mut topic = if rng.random_bool(cfg.lifelong_session) {
                 p.lifelong
             } else {
@@ -712,7 +731,11 @@ pub fn generate_with_truth(
             };
             let mut focus = catalog.focus(topic, cfg.focus_noise, &mut rng);
             let len = rng.random_range(cfg.session_len.0..=cfg.session_len.1);
-            let n_req = rng.random_range(cfg.requests_per_session.0..=cfg.requests_per_session.1);
+            let n_req = if logged {
+                rng.random_range(cfg.requests_per_session.0..=cfg.requests_per_session.1)
+            } else {
+                0
+            };
             // Requests come after a few actions of the session.
             let mut at: Vec<usize> = (0..n_req)
                 .map(|_| rng.random_range(len.min(3)..=len))

@@ -46,6 +46,10 @@ pub(crate) struct V2Features {
     /// Keyed by item index.
     pub(crate) tokens: ItemTable,
     pub(crate) store: StoreConfig,
+    /// Tokens embed the item table's rows (`v2_rows`), not the codes.
+    item_rows: bool,
+    /// The item table's zero padding row.
+    pad_row: u32,
 }
 
 /// Reusable buffers of one fill.
@@ -61,10 +65,12 @@ pub(crate) struct V2Scratch {
 }
 
 impl V2Features {
-    pub(crate) fn new(data: &Dataset) -> Result<Self, String> {
+    pub(crate) fn new(data: &Dataset, item_rows: bool, pad_row: u32) -> Result<Self, String> {
         Ok(Self {
             tokens: token_table(data, |i| i as u64)?,
             store: replay_store_config(),
+            item_rows,
+            pad_row,
         })
     }
 
@@ -92,6 +98,10 @@ impl V2Features {
         batch.v2_surfaces.resize(n * s, 0);
         batch.v2_cand.clear();
         batch.v2_cand.resize(n * di, 0.0);
+        batch.v2_rows.clear();
+        if self.item_rows {
+            batch.v2_rows.resize(n * s, self.pad_row);
+        }
     }
 
     /// Fills examples `first..first + candidates.len()` of `batch` (after
@@ -145,6 +155,18 @@ impl V2Features {
         batch.v2_items[first * s * di..(first + n) * s * di].copy_from_slice(&sc.items);
         batch.v2_masks[first * s..(first + n) * s].copy_from_slice(&sc.masks);
         batch.v2_surfaces[first * s..(first + n) * s].copy_from_slice(&sc.surfaces);
+        if self.item_rows {
+            for c in 0..n {
+                let rows = &mut batch.v2_rows[(first + c) * s..(first + c + 1) * s];
+                for (r, &p) in rows.iter_mut().zip(sc.sel.row(c)) {
+                    let item = sc.sel.item_ids[p as usize];
+                    *r = u32::try_from(item)
+                        .ok()
+                        .filter(|&i| i < self.pad_row)
+                        .unwrap_or(self.pad_row);
+                }
+            }
+        }
         for (j, &c) in candidates.iter().enumerate() {
             let out = &mut batch.v2_cand[(first + j) * di..(first + j + 1) * di];
             match self.tokens.row_i8(u64::from(c)) {
@@ -158,8 +180,17 @@ impl V2Features {
     /// Fills example `b` of `batch` (after [`V2Features::reset`]) from
     /// logged tokens (checked against the batch's shapes): dequantised as
     /// [`transact_features::SelectedTokens::expand`] does, so the example
-    /// equals the one the selection would have built.
-    pub(crate) fn fill_logged(t: &super::LoggedTokens<'_>, b: usize, batch: &mut Batch) {
+    /// equals the one the selection would have built. With item-table
+    /// tokens, each token's row is its item's index (`item_index` maps the
+    /// logged store key; the padding row for an item the dataset lacks, as
+    /// the ranker embeds zeros for an item without a row).
+    pub(crate) fn fill_logged(
+        &self,
+        t: &super::LoggedTokens<'_>,
+        item_index: impl Fn(u64) -> Option<u32>,
+        b: usize,
+        batch: &mut Batch,
+    ) {
         let (s, di) = (batch.v2_seq, t.candidate_codes.len());
         batch.v2_lens[b] = t.len();
         for (j, (&scale, codes)) in t.scales.iter().zip(t.codes.chunks_exact(di)).enumerate() {
@@ -171,6 +202,14 @@ impl V2Features {
             );
             batch.v2_masks[slot] = t.action_masks[j];
             batch.v2_surfaces[slot] = t.surfaces[j];
+            if self.item_rows {
+                batch.v2_rows[slot] = t
+                    .item_ids
+                    .get(j)
+                    .and_then(|&key| item_index(key))
+                    .filter(|&i| i < self.pad_row)
+                    .unwrap_or(self.pad_row);
+            }
         }
         transact_features::dequantize(
             t.candidate_codes,

@@ -12,6 +12,8 @@
 /// first, as the ranker built them.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LoggedTokens<'a> {
+    /// Per token, its item's store key ([`crate::serving::item_key`]).
+    pub item_ids: &'a [u64],
     /// `[tokens × dim]` int8 item codes.
     pub codes: &'a [i8],
     /// Per token, its codes' scale (value = `code · scale / 127`).
@@ -47,13 +49,15 @@ impl LoggedTokens<'_> {
             return Err(format!("{n} tokens, the contract has {slots} slots"));
         }
         if self.codes.len() != n * dim
+            || self.item_ids.len() != n
             || self.action_masks.len() != n
             || self.surfaces.len() != n
             || self.candidate_codes.len() != dim
         {
             return Err(format!(
-                "{n} tokens with {} codes, {} action masks, {} surfaces and {} candidate codes \
-                 (codes are {dim} wide)",
+                "{n} tokens with {} item ids, {} codes, {} action masks, {} surfaces and {} \
+                 candidate codes (codes are {dim} wide)",
+                self.item_ids.len(),
                 self.codes.len(),
                 self.action_masks.len(),
                 self.surfaces.len(),

@@ -120,6 +120,28 @@ impl Net {
                 return bad(format!("`{name}` has {got} values, expected {want}"));
             }
         }
+        if self.cfg.v2_item_tokens {
+            if batch.v2_rows.len() != b * s {
+                return bad(format!(
+                    "`v2_rows` has {} values, expected {}",
+                    batch.v2_rows.len(),
+                    b * s
+                ));
+            }
+            let rows = self.cfg.item_rows as u64;
+            for e in range.clone() {
+                let len = batch.v2_lens[e].min(s);
+                if let Some(t) = batch.v2_rows[e * s..e * s + len]
+                    .iter()
+                    .position(|&r| u64::from(r) >= rows)
+                {
+                    return bad(format!(
+                        "example {e}, token {t}: item row {} is outside the item table ({rows} rows)",
+                        batch.v2_rows[e * s + t]
+                    ));
+                }
+            }
+        }
         let allowed = if cfg.num_action_types >= 32 {
             u32::MAX
         } else {
@@ -180,15 +202,30 @@ impl Net {
             &p[lay.surface.clone()],
             &p[lay.position.clone()],
         );
+        let items = &p[self.layout.items.clone()];
+        let from_items = self.cfg.v2_item_tokens;
         let x = sized(&mut w.xs[0], m * s * d);
         x.fill(0.0);
         for (j, e) in chunk.clone().enumerate() {
             let n = w.lens[j].max(1);
-            let cvec = &batch.v2_cand[e * di..(e + 1) * di];
+            let cvec = if from_items {
+                let c = batch.cand_items[e] as usize;
+                &items[c * di..(c + 1) * di]
+            } else {
+                &batch.v2_cand[e * di..(e + 1) * di]
+            };
             for t in 0..n {
                 let slot = e * s + t;
                 let tok = &mut x[(j * s + t) * d..(j * s + t + 1) * d];
-                tok[..di].copy_from_slice(&batch.v2_items[slot * di..(slot + 1) * di]);
+                if from_items {
+                    // An empty row's one token has no item: the zero row.
+                    if t < w.lens[j] {
+                        let r = batch.v2_rows[slot] as usize;
+                        tok[..di].copy_from_slice(&items[r * di..(r + 1) * di]);
+                    }
+                } else {
+                    tok[..di].copy_from_slice(&batch.v2_items[slot * di..(slot + 1) * di]);
+                }
                 tok[di..].copy_from_slice(cvec);
                 let mut mask = batch.v2_masks[slot];
                 while mask != 0 {
@@ -381,8 +418,25 @@ impl Net {
             )?;
             std::mem::swap(&mut w.dy, &mut w.dx);
         }
-        // Token gradients into the action, surface and position tables.
+        // Token gradients into the item table (tokens from it), then the
+        // action, surface and position tables.
         let dtok = &w.dy[..m * s * d];
+        if self.cfg.v2_item_tokens && self.cfg.learn_items {
+            let di = cfg.item_emb_dim;
+            let gi = &mut grads[self.layout.items.clone()];
+            for (j, e) in chunk.clone().enumerate() {
+                let n = w.lens[j].max(1);
+                let c = batch.cand_items[e] as usize;
+                for t in 0..n {
+                    let g = &dtok[(j * s + t) * d..(j * s + t + 1) * d];
+                    if t < w.lens[j] {
+                        let r = batch.v2_rows[e * s + t] as usize;
+                        add(&mut gi[r * di..(r + 1) * di], &g[..di]);
+                    }
+                    add(&mut gi[c * di..(c + 1) * di], &g[di..]);
+                }
+            }
+        }
         let (ga, rest) = grads.split_at_mut(lay.surface.start);
         let ga = &mut ga[lay.action.clone()];
         let (gs, gp) = rest.split_at_mut(lay.position.start - lay.surface.start);
