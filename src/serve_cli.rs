@@ -320,6 +320,18 @@ fn response_line(req: &JsonRequest, resp: &RankResponse, top: Option<usize>) -> 
 /// `transact rank`.
 pub fn rank_cmd(args: RankArgs) -> Result<ExitCode> {
     let (ranker, logger) = open_ranker(&args)?;
+    let served = serve(&ranker, &args);
+    // Finished whatever happened: what was ranked is in a readable file.
+    let log_failed = finish_log(&ranker, &logger);
+    if served? || log_failed {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ranks the request of the flags, or every JSON line of stdin; whether
+/// a line failed.
+fn serve(ranker: &Ranker<EmbeddedStore>, args: &RankArgs) -> Result<bool> {
     let mut stdout = std::io::stdout().lock();
     if let Some(user) = &args.user {
         let time_ms = match args.time_ms {
@@ -344,10 +356,7 @@ pub fn rank_cmd(args: RankArgs) -> Result<ExitCode> {
             .rank(&to_request(&req))
             .map_err(|e| format!("--user {user}: {e}"))?;
         writeln!(stdout, "{}", response_line(&req, &resp, args.top)?)?;
-        if finish_log(&ranker, &logger) {
-            return Ok(ExitCode::from(1));
-        }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(false);
     }
     let mut failed = 0usize;
     let mut resp = RankResponse::default();
@@ -373,13 +382,8 @@ pub fn rank_cmd(args: RankArgs) -> Result<ExitCode> {
         }
     }
     stdout.flush()?;
-    let log_failed = finish_log(&ranker, &logger);
     if failed > 0 {
         eprintln!("{failed} request line(s) failed");
-        return Ok(ExitCode::from(1));
     }
-    if log_failed {
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(failed > 0)
 }

@@ -193,11 +193,12 @@ pub struct TrainArgs {
     #[arg(long)]
     sasrec: bool,
     /// A TransAct V2 model (`--model v2`): take the training requests'
-    /// tokens and user features from this feature log (written by `transact
-    /// rank --feature-log`) instead of replaying the histories; every
-    /// training request must be in it. See docs/feature-log.md.
-    #[arg(long, value_name = "FILE")]
-    from_log: Option<PathBuf>,
+    /// selected tokens and user features from this Parquet feature log
+    /// (written by `transact rank --feature-log`) instead of replaying the
+    /// histories; every training request must be in it, with the contract's
+    /// code width and token slots. See docs/feature-log.md.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_sequence")]
+    feature_log: Option<PathBuf>,
 }
 
 /// `transact eval`.
@@ -526,9 +527,16 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         sasrec: loaded.sasrec.clone().map(|s| (s, args.data.seed)),
         eval_every_epoch: true,
     };
-    let log = match &args.from_log {
+    let log = match &args.feature_log {
+        Some(_) if spec.config.v2.is_none() && !matches!(spec.start, Start::Resume(_)) => {
+            return Err(
+                "--feature-log holds TransAct V2 tokens, and this run trains a V1 \
+                        model: add --model v2 (with the selection the log was served with)"
+                    .into(),
+            );
+        }
         Some(p) => {
-            Some(transact::log::FeatureLog::open(p).map_err(|e| format!("--from-log: {e}"))?)
+            Some(transact::log::FeatureLog::open(p).map_err(|e| format!("--feature-log: {e}"))?)
         }
         None => None,
     };
