@@ -82,3 +82,33 @@ pub trait V2TokenSource: Send + Sync {
     /// Names the source in errors (e.g. the file).
     fn describe(&self) -> String;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::LoggedTokens;
+
+    #[test]
+    fn check_names_what_does_not_fit_the_contract() {
+        let t = LoggedTokens {
+            item_ids: &[1, 2],
+            codes: &[1, 2, 3, 4],
+            scales: &[0.5, 0.25],
+            action_masks: &[1, 2],
+            surfaces: &[0, 1],
+            candidate_codes: &[5, 6],
+            candidate_scale: 0.1,
+            user_feature: None,
+        };
+        assert_eq!(t.check(2, 2), Ok(()));
+        let e = t.check(2, 1).expect_err("too many tokens");
+        assert!(e.contains("2 tokens, the contract has 1 slots"), "{e}");
+        let e = t.check(3, 4).expect_err("other width");
+        assert!(e.contains("codes are 3 wide"), "{e}");
+        let short = LoggedTokens {
+            item_ids: &[1],
+            ..t
+        };
+        let e = short.check(2, 2).expect_err("an item id short");
+        assert!(e.contains("1 item ids"), "{e}");
+    }
+}
