@@ -44,6 +44,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         users: 200,
         items: 2_000,
         sessions: 8,
+        // A lifelong history past the logged sessions.
+        history_sessions: 16,
         ..SyntheticConfig::default()
     };
     let data = generate_with_truth(&world, 8)?.0;
