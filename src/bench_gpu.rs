@@ -71,8 +71,7 @@ impl V1GpuCase {
         for p in precisions {
             for v in [Variant::Unfused, Variant::Fused] {
                 let g = GpuRankingModel::with_options(ctx.clone(), &cpu, v, p)?;
-                let label =
-                    format!("{:?}-{:?}", g.v1().variant(), g.v1().precision()).to_lowercase();
+                let label = format!("{:?}-{:?}", g.variant(), g.precision()).to_lowercase();
                 if !gpus.iter().any(|(l, _)| *l == label) {
                     gpus.push((label, g));
                 }
