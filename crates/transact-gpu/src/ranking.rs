@@ -5,14 +5,13 @@
 //!   heads in one upload and one command buffer; only the logits are read
 //!   back.
 //! - **V2** ([`GpuRankingModel::score_v2`]): the tokens of the selected
-//!   rows are built on the CPU ([`V2Encoder::block_input`]: a gather and
-//!   a few adds per token), the causal blocks run on the GPU
-//!   ([`GpuV2Blocks`], the same fused kernel the benchmarks time), the
-//!   output compression (max-pool, newest rows, `W_o`) on the CPU
-//!   ([`V2Encoder::compress`]) and the heads on the GPU. The blocks are
-//!   where V2 spends its arithmetic (`L` layers over `B × S` tokens); the
-//!   rest is `O(B·S·d)` memory traffic the CPU does at copy speed. The
-//!   nearest-neighbour selection that produced the rows runs before this
+//!   rows are built on the CPU ([`V2Encoder::block_input`], the one token
+//!   builder: a gather and a few adds per token) and uploaded; then in one
+//!   command buffer the causal blocks ([`GpuV2Blocks`], the same kernels
+//!   the benchmarks time), the output compression
+//!   (`shaders/v2_compress.wgsl`: max-pool and newest rows, then `W_o` as a
+//!   GEMM), the feature assembly and the heads; only the logits are read
+//!   back. The nearest-neighbour selection that produced the rows runs before this
 //!   (`transact-features` on the CPU, or
 //!   [`crate::kernels::select::select_nearest`] on the device, which
 //!   selects the same set).
@@ -21,21 +20,26 @@ use std::sync::Arc;
 
 use transact_model::{RankingModel, V1Request, V2Encoder, V2Request};
 
-use crate::kernels::flat_groups;
-use crate::v1::{DCN_HEADS, DcnParams, OutTarget, check_finite, model_err};
+use crate::kernels::attention::lens_u32;
+use crate::kernels::{CompressShape, flat_groups, record_compress};
+use crate::v1::{DCN_HEADS, DcnParams, OutTarget, check_finite, model_err, record_linear};
 use crate::{
     GpuContext, GpuError, GpuRankingHeads, GpuTransActV1, GpuV2Blocks, KernelSpec, Precision,
-    Variant,
+    Storage, Variant,
 };
 
 /// The encoder half of a [`GpuRankingModel`].
 enum GpuEncoder {
     V1(Box<GpuTransActV1>),
     V2 {
-        /// The CPU weights for token building and output compression.
+        /// The CPU weights for token building.
         encoder: Box<V2Encoder>,
         /// The blocks on the device.
         blocks: GpuV2Blocks,
+        /// `W_o [d × d]` (`[out × in]`) of the output compression.
+        out_weight: wgpu::Buffer,
+        /// `b_o [d]`.
+        out_bias: wgpu::Buffer,
     },
 }
 
@@ -85,10 +89,18 @@ impl GpuRankingModel {
                 variant,
                 precision,
             )?)),
-            (None, Some(v2)) => GpuEncoder::V2 {
-                blocks: GpuV2Blocks::new(ctx.clone(), v2.blocks(), variant, precision)?,
-                encoder: Box::new(v2.clone()),
-            },
+            (None, Some(v2)) => {
+                let d = v2.config().d_model();
+                let map = v2.to_tensors();
+                let w = map.f32("v2.out.weight", &[d, d]).map_err(model_err)?;
+                let b = map.f32("v2.out.bias", &[d]).map_err(model_err)?;
+                GpuEncoder::V2 {
+                    blocks: GpuV2Blocks::new(ctx.clone(), v2.blocks(), variant, precision)?,
+                    out_weight: ctx.persistent("v2.out.weight", w)?,
+                    out_bias: ctx.persistent("v2.out.bias", b)?,
+                    encoder: Box::new(v2.clone()),
+                }
+            }
             (None, None) => {
                 return Err(GpuError::Unsupported(format!(
                     "no GPU path for a {} encoder",
@@ -242,7 +254,13 @@ impl GpuRankingModel {
         user_emb: Option<&[f32]>,
         context: Option<&[f32]>,
     ) -> Result<Vec<f32>, GpuError> {
-        let GpuEncoder::V2 { encoder, blocks } = &self.encoder else {
+        let GpuEncoder::V2 {
+            encoder,
+            blocks,
+            out_weight,
+            out_bias,
+        } = &self.encoder
+        else {
             return Err(GpuError::bad(
                 "request",
                 "a TransAct V2 request was given to a TransAct V1 model",
@@ -250,7 +268,7 @@ impl GpuRankingModel {
         };
         let user = optional_feature("user_embedding", user_emb, self.user_dim)?;
         let cx = optional_feature("context", context, self.context_dim)?;
-        let (batch, di) = (req.batch, self.item_dim);
+        let (batch, seq, di) = (req.batch, req.seq, self.item_dim);
         if head_candidates.len() != batch * di {
             return Err(GpuError::len(
                 "head_candidates",
@@ -259,7 +277,8 @@ impl GpuRankingModel {
             ));
         }
         check_finite("head_candidates", head_candidates)?;
-        let od = encoder.output_dim();
+        let cfg = encoder.config();
+        let (d, od) = (cfg.d_model(), encoder.output_dim());
         let n = self.heads.input_dim();
         if od + di + user.len() + cx.len() != n {
             return Err(GpuError::bad(
@@ -271,27 +290,71 @@ impl GpuRankingModel {
         if batch == 0 {
             return Ok(Vec::new());
         }
-        let cfg = encoder.config();
-        let y = blocks.forward(&x, batch, req.seq, req.lens, cfg.causal, cfg.layer_norm_eps)?;
-        let mut encoded = x;
-        encoded.clear();
-        encoded.resize(batch * od, 0.0);
-        encoder
-            .compress(&y, req.seq, req.lens, &mut encoded)
-            .map_err(model_err)?;
-        let mut features = y;
-        features.clear();
-        features.reserve(batch * n);
-        for (e, c) in encoded
-            .chunks_exact(od)
-            .zip(head_candidates.chunks_exact(di))
-        {
-            features.extend_from_slice(e);
-            features.extend_from_slice(c);
-            features.extend_from_slice(user);
-            features.extend_from_slice(cx);
-        }
-        self.heads.forward(&features, batch)
+        let ctx = &*self.ctx;
+        let to = crate::kernels::to_u32;
+        let lens = lens_u32(req.lens, batch, seq)?;
+        let mut aux = Vec::with_capacity(head_candidates.len() + user.len() + cx.len());
+        aux.extend_from_slice(head_candidates);
+        aux.extend_from_slice(user);
+        aux.extend_from_slice(cx);
+
+        let mut rq = ctx.request("v2 score");
+        let xa = blocks.upload(&x)?;
+        let lb = ctx.upload(&lens)?;
+        let ab = ctx.upload(&aux)?;
+        let mut held = Vec::new();
+        let y = blocks.record(
+            &mut rq,
+            xa,
+            &lb,
+            batch,
+            seq,
+            cfg.causal,
+            cfg.layer_norm_eps,
+            &mut held,
+        )?;
+        let pool = ctx.storage((batch * d * 4) as u64)?;
+        let feats = ctx.storage((batch * n * 4) as u64)?;
+        let shape = CompressShape {
+            batch,
+            seq,
+            d,
+            k: od / d - 1,
+            kept: cfg.latest_n_emb.min(cfg.seq_len),
+            n,
+            storage: blocks.precision().storage(),
+        };
+        record_compress(ctx, &mut rq, shape, &y, &lb, &pool, &feats)?;
+        // feats[:, ..d] = W_o · pool + b_o.
+        record_linear(
+            ctx,
+            &mut rq,
+            (batch, d, d),
+            (&pool, d, 0),
+            (out_weight, d, 0),
+            Some(out_bias),
+            (&feats, n, 0),
+            false,
+            false,
+            Storage::F32,
+        )?;
+        let total = batch * (n - od);
+        let p = DcnParams {
+            n: to("n", n)?,
+            od: to("od", od)?,
+            cand_off: 0,
+            user_off: to("user_off", batch * di)?,
+            ctx_off: to("ctx_off", batch * di + user.len())?,
+            di: to("di", di)?,
+            ue: to("user", user.len())?,
+            total: to("total", total)?,
+            ..DcnParams::default()
+        };
+        let k = ctx.kernel(&KernelSpec::new(DCN_HEADS, "assemble"))?;
+        rq.dispatch(&k, &p, &[&ab, &feats], flat_groups(ctx, total)?)?;
+        let logits = self.heads.record(&mut rq, &feats, batch, &mut held)?;
+        let r = rq.finish_read::<f32>(&logits, batch * self.heads.num_heads())?;
+        Ok(r.data)
     }
 }
 
