@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use transact_gpu::{GpuContext, GpuError, GpuRankingModel};
-use transact_model::{ModelError, RankingModel, V1Request};
+use transact_model::{ModelError, RankingModel, V1Request, V2Request};
 use transact_rank::{Backend, CpuBackend};
 
 /// Which backend [`auto_backend`] chose, and why.
@@ -53,9 +53,8 @@ impl GpuBackend {
     /// uploads the model.
     pub fn new(model: Arc<RankingModel>) -> Result<Self, GpuError> {
         let state = Self::open(&model)?;
-        let adapter = state.model.v1().context().adapter_name();
-        let software =
-            state.model.v1().context().adapter_info().device_type == wgpu::DeviceType::Cpu;
+        let adapter = state.model.context().adapter_name();
+        let software = state.model.context().adapter_info().device_type == wgpu::DeviceType::Cpu;
         Ok(Self {
             inner: Arc::new(Inner {
                 name: format!("gpu: {adapter}"),
@@ -90,12 +89,60 @@ impl GpuBackend {
     /// recreates it).
     pub fn context(&self) -> Option<Arc<GpuContext>> {
         let state = self.inner.state.lock();
-        state.as_ref().map(|s| s.model.v1().context().clone())
+        state.as_ref().map(|s| s.model.context().clone())
     }
 
     /// Devices opened so far: 1, plus one per recreation after a loss.
     pub fn devices_opened(&self) -> usize {
         self.inner.devices_opened.load(Ordering::SeqCst)
+    }
+}
+
+impl GpuBackend {
+    /// Runs `gpu` on the device (recreating it first if it was lost); on a
+    /// device failure other than bad input, marks a lost device and runs
+    /// `cpu` instead.
+    fn run(
+        &self,
+        logits: &mut [f32],
+        gpu: impl FnOnce(&GpuRankingModel) -> Result<Vec<f32>, GpuError>,
+        cpu: impl FnOnce(&mut [f32]) -> Result<(), ModelError>,
+    ) -> Result<(), ModelError> {
+        let inner = &*self.inner;
+        let mut state = inner.state.lock();
+        if state.is_none() {
+            // The device was lost earlier: try to recreate it.
+            *state = Self::open(&inner.weights).ok();
+            if state.is_some() {
+                inner.devices_opened.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let outcome = match state.as_ref() {
+            Some(s) => gpu(&s.model),
+            None => Err(GpuError::DeviceLost(
+                "the device could not be recreated".into(),
+            )),
+        };
+        match outcome {
+            Ok(v) => {
+                ModelError::check_len("logits", logits.len(), v.len())?;
+                logits.copy_from_slice(&v);
+                *inner.last_fallback.lock() = None;
+                Ok(())
+            }
+            Err(GpuError::BadInput { name, detail }) => Err(ModelError::BadInput { name, detail }),
+            Err(e) => {
+                let lost = matches!(e, GpuError::DeviceLost(_))
+                    || state.as_ref().is_some_and(|s| s.model.context().is_lost());
+                if lost {
+                    *state = None;
+                }
+                drop(state);
+                eprintln!("transact: GPU request failed ({e}); scoring this request on the CPU");
+                *inner.last_fallback.lock() = Some(e.to_string());
+                cpu(logits)
+            }
+        }
     }
 }
 
@@ -112,43 +159,27 @@ impl Backend for GpuBackend {
         context: Option<&[f32]>,
         logits: &mut [f32],
     ) -> Result<(), ModelError> {
-        let inner = &*self.inner;
-        let mut state = inner.state.lock();
-        if state.is_none() {
-            // The device was lost earlier: try to recreate it.
-            *state = Self::open(&inner.weights).ok();
-            if state.is_some() {
-                inner.devices_opened.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let outcome = match state.as_ref() {
-            Some(s) => s.model.score(req, user_emb, context),
-            None => Err(GpuError::DeviceLost(
-                "the device could not be recreated".into(),
-            )),
-        };
-        match outcome {
-            Ok(v) => {
-                ModelError::check_len("logits", logits.len(), v.len())?;
-                logits.copy_from_slice(&v);
-                *inner.last_fallback.lock() = None;
-                Ok(())
-            }
-            Err(GpuError::BadInput { name, detail }) => Err(ModelError::BadInput { name, detail }),
-            Err(e) => {
-                let lost = matches!(e, GpuError::DeviceLost(_))
-                    || state
-                        .as_ref()
-                        .is_some_and(|s| s.model.v1().context().is_lost());
-                if lost {
-                    *state = None;
-                }
-                drop(state);
-                eprintln!("transact: GPU request failed ({e}); scoring this request on the CPU");
-                *inner.last_fallback.lock() = Some(e.to_string());
-                CpuBackend.score(model, req, user_emb, context, logits)
-            }
-        }
+        self.run(
+            logits,
+            |g| g.score(req, user_emb, context),
+            |l| CpuBackend.score(model, req, user_emb, context, l),
+        )
+    }
+
+    fn score_v2(
+        &self,
+        model: &RankingModel,
+        req: &V2Request<'_>,
+        head_candidates: &[f32],
+        user_emb: Option<&[f32]>,
+        context: Option<&[f32]>,
+        logits: &mut [f32],
+    ) -> Result<(), ModelError> {
+        self.run(
+            logits,
+            |g| g.score_v2(req, head_candidates, user_emb, context),
+            |l| CpuBackend.score_v2(model, req, head_candidates, user_emb, context, l),
+        )
     }
 }
 

@@ -21,6 +21,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use transact_gpu::kernels::gemm::{GemmOptions, GemmShape, record_gemm, record_gemm_naive};
 use transact_gpu::kernels::select::{SelectInput, SelectOptions, select_nearest_timed};
+
+use crate::bench::BATCH;
+use crate::bench_v2::V2RankCase;
 use transact_gpu::timing::Clock;
 use transact_gpu::{GpuContext, GpuError, GpuRankingModel, GpuV2Blocks, Precision, Variant};
 use transact_model::v2::{V2Block, blocks_forward};
@@ -71,8 +74,7 @@ impl V1GpuCase {
         for p in precisions {
             for v in [Variant::Unfused, Variant::Fused] {
                 let g = GpuRankingModel::with_options(ctx.clone(), &cpu, v, p)?;
-                let label =
-                    format!("{:?}-{:?}", g.v1().variant(), g.v1().precision()).to_lowercase();
+                let label = format!("{:?}-{:?}", g.variant(), g.precision()).to_lowercase();
                 if !gpus.iter().any(|(l, _)| *l == label) {
                     gpus.push((label, g));
                 }
@@ -369,7 +371,7 @@ impl NnGpuCase {
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelResult {
     /// Shape family (`gemm-qkv-s100-d96`, `v1-s100-d96`, `v2-s192-d64`,
-    /// `nn-16k-d32-top96`).
+    /// `nn-16k-d32-top96`, `v2-rank-b256-16k`).
     pub shape: String,
     /// Path or variant (`naive`, `tiled`, `encode`, `score`, `fused-f32`, ...).
     pub variant: String,
@@ -477,7 +479,9 @@ pub fn median_gpu(
 /// Runs every case on `ctx` with `batch` candidates, `runs` timed runs each
 /// after one warm-up (GPU and CPU alike): the GEMM naive vs tiled, V1
 /// encode and score, the V2 block variants, the nearest-neighbour selection
-/// fused vs unfused; each path with its per-kernel
+/// fused vs unfused, a whole V2 request (`v2-rank-b256-16k`, B = 256
+/// whatever `batch`: the model's command buffer per kernel, and the whole
+/// request through a GPU-backed `Ranker`); each path with its per-kernel
 /// breakdown when the device has timestamp queries. With `only`, just the
 /// case of that shape name (e.g. `nn-16k-d32-top96`).
 pub fn run_kernels(
@@ -491,6 +495,7 @@ pub fn run_kernels(
         V1GpuCase::NAME,
         V2GpuCase::NAME,
         NnGpuCase::NAME,
+        V2RankCase::NAME,
     ];
     if let Some(o) = only
         && !shapes.contains(&o)
@@ -501,7 +506,7 @@ pub fn run_kernels(
     let adapter = ctx.adapter_name();
     let round = |ms: f64| (ms * 1e3).round() / 1e3;
     let mut out = Vec::new();
-    let mut push = |shape: &str, variant: &str, p: &Profiled, cpu: Option<f64>| {
+    let mut push = |shape: &str, variant: &str, p: &Profiled, cpu: Option<f64>, batch: usize| {
         let line = |kernel: &str, dispatches: usize, ms: f64, cpu: Option<f64>| KernelResult {
             shape: shape.into(),
             variant: variant.into(),
@@ -525,7 +530,7 @@ pub fn run_kernels(
         let gemm = GemmGpuCase::new(ctx.clone(), batch)?;
         for (naive, name) in [(true, "naive"), (false, "tiled")] {
             let p = profile_path(ctx, runs, || gemm.run(naive))?;
-            push(GemmGpuCase::NAME, name, &p, None);
+            push(GemmGpuCase::NAME, name, &p, None, batch);
         }
     }
 
@@ -540,6 +545,7 @@ pub fn run_kernels(
                 &format!("encode {label}"),
                 &p,
                 Some(cpu_encode),
+                batch,
             );
         }
         // The full score (encoder + heads) on the default variant (fused f32
@@ -552,6 +558,7 @@ pub fn run_kernels(
             &format!("score {}", labels[default]),
             &p,
             Some(cpu_score),
+            batch,
         );
     }
 
@@ -560,7 +567,7 @@ pub fn run_kernels(
         let cpu = crate::bench::median_ms(runs, 1, || v2.cpu_run())?;
         for (i, label) in v2.labels().iter().enumerate() {
             let p = profile_path(ctx, runs, || v2.gpu_run(i).map(|(t, _)| t))?;
-            push(V2GpuCase::NAME, label, &p, Some(cpu));
+            push(V2GpuCase::NAME, label, &p, Some(cpu), batch);
         }
     }
 
@@ -569,8 +576,51 @@ pub fn run_kernels(
         let cpu = crate::bench::median_ms(runs, 1, || nn.cpu_run())?;
         for (i, label) in NnGpuCase::LABELS.iter().enumerate() {
             let p = profile_path(ctx, runs, || nn.gpu_run(i))?;
-            push(NnGpuCase::NAME, label, &p, Some(cpu));
+            push(NnGpuCase::NAME, label, &p, Some(cpu), batch);
         }
+    }
+
+    if wanted(V2RankCase::NAME) {
+        // A whole V2 request (B = 256 fixed): store read of a 16k lifelong
+        // + realtime + impression history, selection and token building on
+        // the CPU, then blocks, compression and heads in one GPU command
+        // buffer; the per-kernel lines are that command buffer's.
+        let err = |e: Box<dyn std::error::Error>| -> BenchError { e.to_string().into() };
+        let mut cpu_case = V2RankCase::new().map_err(err)?;
+        let cpu_rank = crate::bench::median_ms(runs, 1, || cpu_case.run())?;
+        let mut stages = cpu_case.stages().map_err(err)?;
+        let cpu_score = crate::bench::median_ms(runs, 1, || stages.score())?;
+        let gpu = GpuRankingModel::new(ctx.clone(), cpu_case.model())?;
+        let label = format!("{:?}-{:?}", gpu.variant(), gpu.precision()).to_lowercase();
+        let p = profile_path(ctx, runs, || stages.score_gpu(&gpu))?;
+        push(
+            V2RankCase::NAME,
+            &format!("score {label}"),
+            &p,
+            Some(cpu_score),
+            BATCH,
+        );
+        drop(stages);
+        drop(cpu_case);
+        // The same request through a `Ranker` on the GPU backend: wall time
+        // of the whole request (its kernels are the score line's).
+        let mut watch = None;
+        let mut gpu_case = V2RankCase::with_backend(|m| {
+            let g = crate::backend::GpuBackend::new(m)?;
+            watch = Some(g.clone());
+            Ok(Box::new(g))
+        })
+        .map_err(err)?;
+        let gpu_rank = crate::bench::median_ms(runs, 1, || gpu_case.run())?;
+        if let Some(f) = watch.as_ref().and_then(|w| w.last_fallback()) {
+            return Err(format!("the GPU request fell back to the CPU: {f}").into());
+        }
+        let whole = Profiled {
+            total_ms: gpu_rank,
+            clock: "wall",
+            kernels: Vec::new(),
+        };
+        push(V2RankCase::NAME, "request", &whole, Some(cpu_rank), BATCH);
     }
     Ok(out)
 }

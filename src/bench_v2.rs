@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use transact_embed::{ItemTable, Precision};
 use transact_features::{FeatureBuilder, FeatureConfig, SelectScratch, SelectedTokens};
+use transact_gpu::{GpuError, GpuRankingModel};
 use transact_model::{HeadsConfig, ModelError, RankingModel, V2Config, V2Request};
 use transact_rank::{
     Bundle, Candidate, RankError, RankRequest, RankResponse, Ranker, RankerConfig,
@@ -45,8 +46,19 @@ impl V2RankCase {
     /// The model alone (encoder + heads) on the selected tokens.
     pub const SCORE_NAME: &'static str = "v2-score-b256-16k";
 
-    /// Builds the case.
+    /// Builds the case, scored on the CPU.
     pub fn new() -> Result<Self, Box<dyn std::error::Error>> {
+        Self::with_backend(|_| Ok(Box::new(transact_rank::CpuBackend)))
+    }
+
+    /// Builds the case with the backend `backend` makes for its model
+    /// (e.g. [`crate::backend::GpuBackend`]).
+    pub fn with_backend(
+        backend: impl FnOnce(
+            Arc<RankingModel>,
+        )
+            -> Result<Box<dyn transact_rank::Backend>, Box<dyn std::error::Error>>,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
         let mut rng = ChaCha8Rng::seed_from_u64(21);
         let v2 = V2Config {
             item_emb_dim: DIM,
@@ -82,7 +94,13 @@ impl V2RankCase {
         store.append(1, &actions)?;
         let bundle = Bundle::new(model, Arc::new(items), FeatureConfig::lifelong(100))?
             .with_tokens(Some(Arc::new(tokens)))?;
-        let ranker = Ranker::new(Arc::new(store), Arc::new(bundle), RankerConfig::default())?;
+        let backend = backend(bundle.model.clone())?;
+        let ranker = Ranker::with_backend(
+            Arc::new(store),
+            Arc::new(bundle),
+            RankerConfig::default(),
+            backend,
+        )?;
         let request = RankRequest::new(
             1,
             now,
@@ -95,6 +113,11 @@ impl V2RankCase {
             request,
             response: RankResponse::default(),
         })
+    }
+
+    /// The case's model.
+    pub fn model(&self) -> &RankingModel {
+        self.ranker.model()
     }
 
     /// One whole request.
@@ -194,9 +217,8 @@ impl V2Stages<'_> {
         )
     }
 
-    /// The model: encoder and heads on the selected tokens.
-    pub fn score(&mut self) -> Result<(), ModelError> {
-        let req = V2Request {
+    fn request(&self) -> V2Request<'_> {
+        V2Request {
             batch: BATCH,
             seq: self.selected.slots,
             lens: &self.selected.lens,
@@ -204,9 +226,26 @@ impl V2Stages<'_> {
             action_masks: &self.masks,
             surfaces: &self.surfaces,
             candidates: &self.cands,
-        };
-        self.ranker
+        }
+    }
+
+    /// The model: encoder and heads on the selected tokens.
+    pub fn score(&mut self) -> Result<(), ModelError> {
+        let mut logits = std::mem::take(&mut self.logits);
+        let req = self.request();
+        let r = self
+            .ranker
             .model()
-            .score_v2(&req, &self.heads, None, None, &mut self.logits)
+            .score_v2(&req, &self.heads, None, None, &mut logits);
+        self.logits = logits;
+        r
+    }
+
+    /// The model on the GPU ([`GpuRankingModel::score_v2`], one command
+    /// buffer); the wall time from the token building to the logits.
+    pub fn score_gpu(&self, gpu: &GpuRankingModel) -> Result<std::time::Duration, GpuError> {
+        let t = std::time::Instant::now();
+        gpu.score_v2(&self.request(), &self.heads, None, None)?;
+        Ok(t.elapsed())
     }
 }

@@ -90,7 +90,7 @@ enum BenchWhat {
         /// Candidates per request (shrink it on a software adapter).
         #[arg(long, default_value_t = bench::BATCH)]
         batch: usize,
-        /// Run only the case of this shape (gemm-qkv-s100-d96, v1-s100-d96, v2-s192-d64, nn-16k-d32-top96).
+        /// Run only the case of this shape (gemm-qkv-s100-d96, v1-s100-d96, v2-s192-d64, nn-16k-d32-top96, v2-rank-b256-16k).
         #[arg(long)]
         shape: Option<String>,
     },
@@ -207,6 +207,9 @@ fn bench_kernels(json: bool, runs: usize, batch: usize, shape: Option<&str>) -> 
                     "v2-s192-d64" => "V2 blocks: S 192, d 64, FFN 32, L 2, causal",
                     "nn-16k-d32-top96" =>
                         "V2 NN selection: 16,384 int8 tokens × 32, B candidates, top 96",
+                    "v2-rank-b256-16k" =>
+                        "V2 request, B 256: 16k lifelong + realtime + impressions, \
+                         S 192, d 64, L 2 (selection on the CPU)",
                     _ => "GEMM of V1's input projection: M = B·100, N 288, K 96",
                 }
             );

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use transact::features::{TokenEmbeddings, raw_id_key};
-use transact::rank::{Backend, Bundle, Candidate, Provenance, RankRequest, Ranker, RankerConfig};
+use transact::rank::{Bundle, Candidate, Provenance, RankRequest, Ranker, RankerConfig};
 use transact::seq::{Action, ActionType, EmbeddedStore, StoreConfig, Surface};
 use transact::train::batch::Batch;
 use transact::train::data::import::{
@@ -163,9 +163,9 @@ fn assert_parity(
     seen
 }
 
-fn gpu_backend(bundle: &Bundle) -> Option<Box<dyn Backend>> {
+fn gpu_backend(bundle: &Bundle) -> Option<transact::backend::GpuBackend> {
     match transact::backend::GpuBackend::new(bundle.model.clone()) {
-        Ok(g) => Some(Box::new(g)),
+        Ok(g) => Some(g),
         Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
             eprintln!("skipping the GPU half: no GPU adapter ({e})");
             None
@@ -226,11 +226,20 @@ fn contract(
     assert_eq!(trained.per_head, served.per_head);
     assert_eq!(trained.requests, served.requests);
 
-    if let Some(gpu) = gpu_backend(&bundle).filter(|_| bundle.model.v2().is_none()) {
-        let gpu = Ranker::with_backend(store.clone(), bundle.clone(), RankerConfig::default(), gpu)
-            .expect("gpu ranker");
+    if let Some(backend) = gpu_backend(&bundle) {
+        let watch = backend.clone();
+        let gpu = Ranker::with_backend(
+            store.clone(),
+            bundle.clone(),
+            RankerConfig::default(),
+            Box::new(backend),
+        )
+        .expect("gpu ranker");
         let few = &check[check.len().saturating_sub(8)..];
         assert_parity(&data, few, &mut trainer, &gpu, 1e-5);
+        // Every request ran on the device, none fell back to the CPU.
+        assert_eq!(watch.last_fallback(), None);
+        assert_eq!(watch.devices_opened(), 1);
     }
     (data, bundle, store, trainer)
 }

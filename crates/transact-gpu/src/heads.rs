@@ -1,5 +1,5 @@
-//! The ranking heads on the GPU and the whole ranking model
-//! ([`GpuRankingModel`]: V1 encoder + heads in one command buffer).
+//! The ranking heads on the GPU (the whole model, encoder and heads, is
+//! [`crate::GpuRankingModel`]).
 //!
 //! The heads compute what [`transact_model::RankingHeads::forward`] does:
 //!
@@ -19,14 +19,13 @@
 
 use std::sync::Arc;
 
-use transact_model::{RankingHeads, RankingModel, TensorMap, V1Request};
+use transact_model::{RankingHeads, TensorMap};
 
 use crate::kernels::flat_groups;
 use crate::v1::{
-    BiasRows, DCN_HEADS, DcnParams, GpuTransActV1, OutTarget, check_finite, model_err,
-    record_bias_rows, record_linear,
+    BiasRows, DCN_HEADS, DcnParams, check_finite, model_err, record_bias_rows, record_linear,
 };
-use crate::{GpuContext, GpuError, KernelSpec, PooledBuffer, Precision, Request, Storage, Variant};
+use crate::{GpuContext, GpuError, KernelSpec, PooledBuffer, Request, Storage};
 
 /// One dense layer on the device, weight `[d_out × d_in]`.
 struct Dense {
@@ -166,7 +165,7 @@ impl GpuRankingHeads {
     /// Records the heads over `features [batch × n]`; returns the logits
     /// buffer. Pooled buffers go to `held` (keep them until the request has
     /// finished).
-    fn record(
+    pub(crate) fn record(
         &self,
         rq: &mut Request<'_>,
         features: &wgpu::Buffer,
@@ -226,157 +225,5 @@ impl GpuRankingHeads {
         self.out.record(ctx, rq, batch, src, &logits, false)?;
         held.extend(cur);
         Ok(logits)
-    }
-}
-
-/// The ranking model on the GPU: TransAct V1 and the ranking heads, weights
-/// uploaded once; [`GpuRankingModel::score`] runs a request in one upload
-/// and one command buffer and reads back only the logits.
-pub struct GpuRankingModel {
-    v1: GpuTransActV1,
-    heads: GpuRankingHeads,
-    user_dim: usize,
-    context_dim: usize,
-}
-
-impl std::fmt::Debug for GpuRankingModel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GpuRankingModel")
-            .field("v1", &self.v1)
-            .field("heads", &self.heads)
-            .finish_non_exhaustive()
-    }
-}
-
-impl GpuRankingModel {
-    /// Uploads the weights of `model` (encoder and heads): the fused
-    /// encoder where it fits, f32 storage (see
-    /// [`GpuRankingModel::with_options`]).
-    pub fn new(ctx: Arc<GpuContext>, model: &RankingModel) -> Result<Self, GpuError> {
-        Self::with_options(ctx, model, Variant::Fused, Precision::F32)
-    }
-
-    /// Uploads the weights of `model` with the encoder's `variant` and
-    /// storage `precision` (preferences, with the fallbacks of
-    /// [`GpuTransActV1::with_options`]); the heads always run in f32.
-    pub fn with_options(
-        ctx: Arc<GpuContext>,
-        model: &RankingModel,
-        variant: Variant,
-        precision: Precision,
-    ) -> Result<Self, GpuError> {
-        let v1 = model.v1().ok_or_else(|| {
-            GpuError::Unsupported(format!(
-                "GpuRankingModel runs TransAct V1 models; this one has a {} encoder",
-                model.encoder().kind()
-            ))
-        })?;
-        let v1 = GpuTransActV1::with_options(ctx.clone(), v1, variant, precision)?;
-        let heads = GpuRankingHeads::new(ctx, model.heads())?;
-        let hc = model.heads().config();
-        Ok(Self {
-            v1,
-            heads,
-            user_dim: hc.user_emb_dim,
-            context_dim: hc.context_dim,
-        })
-    }
-
-    /// The encoder.
-    pub fn v1(&self) -> &GpuTransActV1 {
-        &self.v1
-    }
-
-    /// The heads.
-    pub fn heads(&self) -> &GpuRankingHeads {
-        &self.heads
-    }
-
-    /// Encoder output, `B × output_dim` (as
-    /// [`transact_model::TransActV1::forward_request`]); for tests and for
-    /// running the heads on the CPU.
-    pub fn encode(&self, req: &V1Request<'_>) -> Result<Vec<f32>, GpuError> {
-        self.v1.encode(req)
-    }
-
-    /// Head logits, `B × H` (as [`RankingModel::score`]): features
-    /// `[encoded ; e_c ; user ; context]` are built on the device, so only
-    /// the logits are read back.
-    ///
-    /// `user_emb` and `context` must be given exactly when the heads have a
-    /// non-zero width for them. Fails on the inputs the CPU model rejects
-    /// and on a device error.
-    pub fn score(
-        &self,
-        req: &V1Request<'_>,
-        user_emb: Option<&[f32]>,
-        context: Option<&[f32]>,
-    ) -> Result<Vec<f32>, GpuError> {
-        let user = optional_feature("user_embedding", user_emb, self.user_dim)?;
-        let cx = optional_feature("context", context, self.context_dim)?;
-        let mut plan = self.v1.plan(req)?;
-        let user_off = plan.push_f32(user);
-        let ctx_off = plan.push_f32(cx);
-        let batch = plan.batch;
-        let n = self.heads.input_dim();
-        let od = self.v1.output_dim();
-        let di = self.v1.config().item_emb_dim;
-        if od + di + user.len() + cx.len() != n {
-            return Err(GpuError::bad(
-                "model",
-                format!("heads read {n} features, the encoder and features give a different width"),
-            ));
-        }
-        let ctx = &**self.v1.context();
-        let mut rq = ctx.request("v1 score");
-        let input = ctx.upload(&plan.words)?;
-        let feats = ctx.storage((batch * n * 4) as u64)?;
-        let mut held = Vec::new();
-        self.v1.record(
-            &mut rq,
-            &plan,
-            &input,
-            OutTarget { buf: &feats, ld: n },
-            &mut held,
-        )?;
-        let to = crate::kernels::to_u32;
-        let total = batch * (n - od);
-        let p = DcnParams {
-            n: to("n", n)?,
-            od: to("od", od)?,
-            cand_off: to("cand_off", plan.cand_off)?,
-            user_off: to("user_off", user_off)?,
-            ctx_off: to("ctx_off", ctx_off)?,
-            di: to("di", di)?,
-            ue: to("user", user.len())?,
-            total: to("total", total)?,
-            ..DcnParams::default()
-        };
-        let k = ctx.kernel(&KernelSpec::new(DCN_HEADS, "assemble"))?;
-        rq.dispatch(&k, &p, &[&input, &feats], flat_groups(ctx, total)?)?;
-        let logits = self.heads.record(&mut rq, &feats, batch, &mut held)?;
-        let r = rq.finish_read::<f32>(&logits, batch * self.heads.num_heads())?;
-        Ok(r.data)
-    }
-}
-
-fn optional_feature<'a>(
-    name: &str,
-    value: Option<&'a [f32]>,
-    width: usize,
-) -> Result<&'a [f32], GpuError> {
-    match value {
-        None if width == 0 => Ok(&[]),
-        None => Err(GpuError::bad(
-            name,
-            format!("the model needs {width} values and none were given"),
-        )),
-        Some(v) => {
-            if v.len() != width {
-                return Err(GpuError::len(name, width, v.len()));
-            }
-            check_finite(name, v)?;
-            Ok(v)
-        }
     }
 }

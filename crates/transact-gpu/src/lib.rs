@@ -13,6 +13,9 @@
 //!   attention, V2's nearest-neighbour selection in [`kernels::select`]).
 //! - [`v2`]: the TransAct V2 encoder blocks ([`GpuV2Blocks`]), unfused or
 //!   fused into one dispatch per layer, f32 or f16 storage.
+//! - [`heads`]: the ranking heads ([`GpuRankingHeads`]).
+//! - [`ranking`]: the whole model, a V1 or V2 encoder and the heads
+//!   ([`GpuRankingModel`]).
 //! - [`timing`]: GPU or wall time of one forward.
 //! - [`testing`]: the shared test context (skip without a GPU, fail under
 //!   `CI=true`).
@@ -25,6 +28,7 @@ pub mod device;
 mod error;
 pub mod heads;
 pub mod kernels;
+pub mod ranking;
 pub mod testing;
 pub mod timing;
 pub mod v1;
@@ -35,6 +39,7 @@ pub use context::{
 };
 pub use device::AdapterRequest;
 pub use error::GpuError;
-pub use heads::{GpuRankingHeads, GpuRankingModel};
+pub use heads::GpuRankingHeads;
+pub use ranking::GpuRankingModel;
 pub use v1::GpuTransActV1;
 pub use v2::{GpuV2Blocks, Precision, Variant};

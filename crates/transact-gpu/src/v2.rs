@@ -37,7 +37,7 @@ use crate::kernels::layer_norm::LayerNormShape;
 use crate::kernels::{
     V2_BLOCK_FUSED, groups, record_add_layer_norm_masked, record_attention, record_gemm, to_u32,
 };
-use crate::{GpuContext, GpuError, KernelSpec, Readback, Storage};
+use crate::{GpuContext, GpuError, KernelSpec, PooledBuffer, Readback, Storage};
 
 /// How the blocks are dispatched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,7 +71,7 @@ impl Precision {
         }
     }
 
-    fn storage(self) -> Storage {
+    pub(crate) fn storage(self) -> Storage {
         match self {
             Precision::F32 => Storage::F32,
             Precision::F16 => Storage::F16,
@@ -305,26 +305,61 @@ impl GpuV2Blocks {
             return Ok(empty);
         }
         let ctx = &*self.ctx;
+        let mut req = ctx.request("v2 forward").with_timing(timing);
+        let xa = self.upload(x)?;
+        let lb = ctx.upload(&lens32)?;
+        let mut held = Vec::new();
+        let out = self.record(&mut req, xa, &lb, batch, seq, causal, eps, &mut held)?;
+        match self.precision {
+            Precision::F32 => req.finish_read::<f32>(&out, n),
+            Precision::F16 => {
+                let r = req.finish_read::<u16>(&out, n)?;
+                Ok(Readback {
+                    data: r
+                        .data
+                        .iter()
+                        .map(|&b| half::f16::from_bits(b).to_f32())
+                        .collect(),
+                    gpu_time: r.gpu_time,
+                    wall_time: r.wall_time,
+                })
+            }
+        }
+    }
+
+    /// Records every block over `xa [batch × seq × d]` (in the blocks'
+    /// storage precision; overwritten) with `lens` (`u32`, checked by the
+    /// caller) into `req`, and returns the buffer holding the output.
+    /// Scratch buffers go to `held` (keep them until the request has
+    /// finished). `eps` must have been checked.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record(
+        &self,
+        req: &mut crate::Request<'_>,
+        xa: PooledBuffer,
+        lb: &wgpu::Buffer,
+        batch: usize,
+        seq: usize,
+        causal: bool,
+        eps: f32,
+        held: &mut Vec<PooledBuffer>,
+    ) -> Result<PooledBuffer, GpuError> {
+        let d = self.d;
+        let ctx = &*self.ctx;
         let st = self.precision.storage();
         let eb = st.bytes();
         let rows = batch * seq;
-        let mut req = ctx.request("v2 forward").with_timing(timing);
-        let xa = match self.precision {
-            Precision::F32 => ctx.upload(x)?,
-            Precision::F16 => ctx.upload(&to_f16(x))?,
-        };
-        let lb = ctx.upload(&lens32)?;
+        let n = rows * d;
         let xb = ctx.storage(n as u64 * eb)?;
-        let out = match self.variant {
+        match self.variant {
             Variant::Fused => {
-                let mut bufs = [&xa, &xb];
+                let (mut cur, mut next) = (xa, xb);
                 for layer in &self.layers {
-                    self.record_fused(
-                        &mut req, layer, bufs[0], &lb, bufs[1], seq, batch, causal, eps,
-                    )?;
-                    bufs.swap(0, 1);
+                    self.record_fused(req, layer, &cur, lb, &next, seq, batch, causal, eps)?;
+                    std::mem::swap(&mut cur, &mut next);
                 }
-                bufs[0]
+                held.push(next);
+                Ok(cur)
             }
             Variant::Unfused => {
                 let fmax = self.layers.iter().map(|l| l.f).max().unwrap_or(0);
@@ -355,7 +390,7 @@ impl GpuV2Blocks {
                             c_off,
                             ..GemmShape::dense(rows, d, d, false)
                         };
-                        record_gemm(ctx, &mut req, s, opts, &xa, w, &qv)?;
+                        record_gemm(ctx, req, s, opts, &xa, w, &qv)?;
                     }
                     let a = AttentionShape {
                         batch,
@@ -367,40 +402,34 @@ impl GpuV2Blocks {
                         causal,
                         storage: st,
                     };
-                    record_attention(ctx, &mut req, a, &xa, &qv, &lb, &att)?;
+                    record_attention(ctx, req, a, &xa, &qv, lb, &att)?;
                     // x1 (in xb) = LN(x + att), padded rows zero.
-                    record_add_layer_norm_masked(ctx, &mut req, ln(()), &xa, &att, &lb, &xb)?;
+                    record_add_layer_norm_masked(ctx, req, ln(()), &xa, &att, lb, &xb)?;
                     let s1 = GemmShape {
                         b_off: 2 * d * d,
                         ..GemmShape::dense(rows, f, d, false)
                     };
                     let relu = GemmOptions { relu: true, ..opts };
-                    record_gemm(ctx, &mut req, s1, relu, &xb, w, &h)?;
+                    record_gemm(ctx, req, s1, relu, &xb, w, &h)?;
                     let s2 = GemmShape {
                         b_off: 2 * d * d + d * f,
                         ..GemmShape::dense(rows, d, f, false)
                     };
-                    record_gemm(ctx, &mut req, s2, opts, &h, w, &ff)?;
+                    record_gemm(ctx, req, s2, opts, &h, w, &ff)?;
                     // x (back in xa) = LN(x1 + ff).
-                    record_add_layer_norm_masked(ctx, &mut req, ln(()), &xb, &ff, &lb, &xa)?;
+                    record_add_layer_norm_masked(ctx, req, ln(()), &xb, &ff, lb, &xa)?;
                 }
-                &xa
+                held.extend([xb, qv, att, h, ff]);
+                Ok(xa)
             }
-        };
+        }
+    }
+
+    /// Uploads `x` in the blocks' storage precision.
+    pub(crate) fn upload(&self, x: &[f32]) -> Result<PooledBuffer, GpuError> {
         match self.precision {
-            Precision::F32 => req.finish_read::<f32>(out, n),
-            Precision::F16 => {
-                let r = req.finish_read::<u16>(out, n)?;
-                Ok(Readback {
-                    data: r
-                        .data
-                        .iter()
-                        .map(|&b| half::f16::from_bits(b).to_f32())
-                        .collect(),
-                    gpu_time: r.gpu_time,
-                    wall_time: r.wall_time,
-                })
-            }
+            Precision::F32 => self.ctx.upload(x),
+            Precision::F16 => self.ctx.upload(&to_f16(x)),
         }
     }
 

@@ -200,15 +200,41 @@ impl V2Encoder {
         s: &mut block::Scratch,
     ) -> Result<(), transact_embed::EmbedError> {
         let cfg = &self.cfg;
-        let (d, di, seq) = (cfg.d_model(), cfg.item_emb_dim, req.seq);
-        let od = self.output_dim();
-        let cand = out.len() / od;
+        let (d, seq) = (cfg.d_model(), req.seq);
+        let cand = out.len() / self.output_dim();
         let lens = &req.lens[b0..b0 + cand];
         let mut xbuf = std::mem::take(&mut s.x);
         let x = grow(&mut xbuf, cand * seq * d);
+        self.tokens_into(req, b0, x);
+        let mut result = run_chunk(
+            &self.blocks,
+            x,
+            seq,
+            lens,
+            cfg.causal,
+            cfg.layer_norm_eps,
+            s,
+            false,
+        );
+        if result.is_ok() {
+            let mut pool = std::mem::take(&mut s.pool);
+            result = self.compress_into(x, seq, lens, out, grow(&mut pool, 2 * cand * d));
+            s.pool = pool;
+        }
+        s.x = xbuf;
+        result
+    }
+
+    /// Builds the block input of candidates `b0..b0 + x.len() / (S·d)`:
+    /// per valid slot `[e_t ; e_c] + Σ E_act + E_surf + E_pos` (padded
+    /// slots are left as they are; the blocks zero them). The request must
+    /// have been checked.
+    fn tokens_into(&self, req: &V2Request<'_>, b0: usize, x: &mut [f32]) {
+        let cfg = &self.cfg;
+        let (d, di, seq) = (cfg.d_model(), cfg.item_emb_dim, req.seq);
         for (j, xc) in x.chunks_exact_mut(seq * d).enumerate() {
             let b = b0 + j;
-            let n = lens[j].max(1);
+            let n = req.lens[b].max(1);
             let cvec = &req.candidates[b * di..(b + 1) * di];
             for (t, tok) in xc[..n * d].chunks_exact_mut(d).enumerate() {
                 let slot = b * seq + t;
@@ -225,68 +251,125 @@ impl V2Encoder {
                 let p = n - 1 - t;
                 add(tok, &self.position_emb[p * d..(p + 1) * d]);
             }
-            // Padded rows are zeroed by the block driver.
         }
-        let result = run_chunk(
-            &self.blocks,
-            x,
-            seq,
-            lens,
-            cfg.causal,
-            cfg.layer_norm_eps,
-            s,
-            false,
-        );
-        if result.is_ok() {
-            let k_out = cfg.latest_n_emb.min(cfg.seq_len);
-            let pool = grow(&mut s.pool, cand * d);
-            for (j, (xc, o)) in x
-                .chunks_exact(seq * d)
-                .zip(out.chunks_exact_mut(od))
-                .enumerate()
-            {
-                let n = lens[j].max(1);
-                let pj = &mut pool[j * d..(j + 1) * d];
-                pj.copy_from_slice(&xc[..d]);
-                for row in xc.chunks_exact(d).skip(1) {
-                    for (p, &v) in pj.iter_mut().zip(row) {
-                        *p = if v > *p { v } else { *p };
-                    }
-                }
-                let kept = &mut o[d..];
-                kept.fill(0.0);
-                for (kk, dst) in kept.chunks_exact_mut(d).take(k_out.min(n)).enumerate() {
-                    let t = n - 1 - kk;
-                    dst.copy_from_slice(&xc[t * d..(t + 1) * d]);
+    }
+
+    /// The output compression of `lens.len()` candidates from the blocks'
+    /// output `y [cand × S × d]` (padded rows zero): per candidate
+    /// `[W_o · maxpool + b_o ; y_newest ; …]` into `out`. `scratch` holds
+    /// `2·cand·d` floats.
+    fn compress_into(
+        &self,
+        y: &[f32],
+        seq: usize,
+        lens: &[usize],
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<(), transact_embed::EmbedError> {
+        let cfg = &self.cfg;
+        let d = cfg.d_model();
+        let od = self.output_dim();
+        let cand = lens.len();
+        let k_out = cfg.latest_n_emb.min(cfg.seq_len);
+        let (pool, proj) = scratch.split_at_mut(cand * d);
+        for (j, (yc, o)) in y
+            .chunks_exact(seq * d)
+            .zip(out.chunks_exact_mut(od))
+            .enumerate()
+        {
+            let n = lens[j].max(1);
+            let pj = &mut pool[j * d..(j + 1) * d];
+            pj.copy_from_slice(&yc[..d]);
+            for row in yc.chunks_exact(d).skip(1) {
+                for (p, &v) in pj.iter_mut().zip(row) {
+                    *p = if v > *p { v } else { *p };
                 }
             }
-            // The pooled projection, for the whole chunk at once (x is free now).
-            let proj = &mut x[..cand * d];
-            let r = linear(
-                cand,
-                d,
-                d,
-                pool,
-                &self.out_weight,
-                Some(&self.out_bias),
-                proj,
-                Par::Seq,
-            );
-            if r.is_ok() {
-                for (o, p) in out.chunks_exact_mut(od).zip(proj.chunks_exact(d)) {
-                    o[..d].copy_from_slice(p);
-                }
+            let kept = &mut o[d..];
+            kept.fill(0.0);
+            for (kk, dst) in kept.chunks_exact_mut(d).take(k_out.min(n)).enumerate() {
+                let t = n - 1 - kk;
+                dst.copy_from_slice(&yc[t * d..(t + 1) * d]);
             }
-            s.x = xbuf;
-            return r;
         }
-        s.x = xbuf;
-        result
+        // The pooled projection, for the whole chunk at once.
+        linear(
+            cand,
+            d,
+            d,
+            pool,
+            &self.out_weight,
+            Some(&self.out_bias),
+            &mut proj[..cand * d],
+            Par::Seq,
+        )?;
+        for (o, p) in out.chunks_exact_mut(od).zip(proj.chunks_exact(d)) {
+            o[..d].copy_from_slice(p);
+        }
+        Ok(())
+    }
+
+    /// The blocks' input for a whole request, `[B × S × d]` (padded slots
+    /// zero): what [`V2Encoder::forward`] feeds its blocks, for a backend
+    /// that runs the blocks elsewhere (e.g. on a GPU) and then calls
+    /// [`V2Encoder::compress`].
+    ///
+    /// Fails on the inputs [`V2Encoder::forward`] rejects.
+    pub fn block_input(&self, req: &V2Request<'_>) -> Result<Vec<f32>, ModelError> {
+        self.check_input(req)?;
+        let mut x = vec![0.0; req.batch * req.seq * self.cfg.d_model()];
+        if !x.is_empty() {
+            self.tokens_into(req, 0, &mut x);
+        }
+        Ok(x)
+    }
+
+    /// The output compression over the blocks' output `y [B × S × d]`
+    /// (`lens` as in the request, padded rows zero, as the blocks leave
+    /// them): `out [B × output_dim]`, what [`V2Encoder::forward`] returns.
+    ///
+    /// Fails on a wrong length, a `lens` entry above `seq` or a non-finite
+    /// value in `y`.
+    pub fn compress(
+        &self,
+        y: &[f32],
+        seq: usize,
+        lens: &[usize],
+        out: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let (b, d) = (lens.len(), self.cfg.d_model());
+        ModelError::check_len("y", b * seq * d, y.len())?;
+        ModelError::check_len("out", b * self.output_dim(), out.len())?;
+        if let Some(row) = lens.iter().position(|&l| l > seq) {
+            return Err(ModelError::BadInput {
+                name: "lens".into(),
+                detail: format!("lens[{row}] = {} exceeds the {seq} token slots", lens[row]),
+            });
+        }
+        if b > 0 && seq == 0 {
+            return Err(ModelError::BadInput {
+                name: "seq".into(),
+                detail: "must be at least 1".into(),
+            });
+        }
+        ModelError::check_finite("y", y)?;
+        if b == 0 {
+            return Ok(());
+        }
+        let mut scratch = vec![0.0; 2 * b * d];
+        self.compress_into(y, seq, lens, out, &mut scratch)
+            .map_err(kernel_err)
     }
 
     /// Checks every input of a request against the config (used by both
     /// forwards).
     pub(crate) fn check_request(&self, req: &V2Request<'_>, out: &[f32]) -> Result<(), ModelError> {
+        ModelError::check_len("out", req.batch * self.output_dim(), out.len())?;
+        self.check_input(req)
+    }
+
+    /// Checks every input of a request against the config.
+    fn check_input(&self, req: &V2Request<'_>) -> Result<(), ModelError> {
         let cfg = &self.cfg;
         let (b, s, di) = (req.batch, req.seq, cfg.item_emb_dim);
         let bad = |name: &str, detail: String| {
@@ -309,7 +392,6 @@ impl V2Encoder {
         ModelError::check_len("action_masks", b * s, req.action_masks.len())?;
         ModelError::check_len("surfaces", b * s, req.surfaces.len())?;
         ModelError::check_len("candidates", b * di, req.candidates.len())?;
-        ModelError::check_len("out", b * self.output_dim(), out.len())?;
         ModelError::check_finite("candidates", req.candidates)?;
         let allowed: u32 = if cfg.num_action_types >= 32 {
             u32::MAX

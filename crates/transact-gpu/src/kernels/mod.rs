@@ -1,5 +1,6 @@
-//! Launchers for the shaders in `shaders/`: GEMM, LayerNorm, attention and
-//! V2's nearest-neighbour selection ([`select`]).
+//! Launchers for the shaders in `shaders/`: GEMM, LayerNorm, attention,
+//! V2's output compression ([`compress`]) and V2's nearest-neighbour
+//! selection ([`select`]).
 //!
 //! Each kernel has a `record_*` function that adds one dispatch to a
 //! [`Request`](crate::Request) (buffers already on the GPU; used to chain kernels in one
@@ -10,6 +11,7 @@
 //! fail.
 
 pub mod attention;
+pub mod compress;
 pub mod gemm;
 pub mod layer_norm;
 pub mod select;
@@ -18,6 +20,7 @@ use crate::GpuError;
 use crate::context::Shader;
 
 pub use attention::{AttentionShape, attention, record_attention};
+pub use compress::{CompressShape, record_compress};
 pub use gemm::{GemmOptions, GemmShape, gemm, record_gemm};
 pub use layer_norm::{LayerNormShape, layer_norm, record_add_layer_norm_masked, record_layer_norm};
 pub use select::{

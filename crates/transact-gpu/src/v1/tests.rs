@@ -220,7 +220,7 @@ fn check_all_runs(ctx: &Arc<GpuContext>, case: &Case) -> Result<(), String> {
         } else {
             Precision::F32
         };
-        let ran = (gpu.v1().variant(), gpu.v1().precision());
+        let ran = (gpu.variant(), gpu.precision());
         if ran != (want_v, want_p) {
             return Err(format!(
                 "asked {variant:?} {precision:?}, ran {ran:?} for {case:?}"

@@ -458,3 +458,39 @@ fn bad_inputs_are_reported_by_name() {
         .is_err()
     );
 }
+
+#[test]
+fn block_input_blocks_and_compress_are_the_forward() {
+    // The split a GPU backend uses: tokens here, blocks anywhere, compression here.
+    for (causal, seed) in [(true, 3), (false, 4)] {
+        let cfg = small_cfg(8, 24, 2, 12, 3, causal);
+        let c = EncCase::new(cfg.clone(), 9, 12, seed);
+        let req = c.req();
+        let mut y = c.enc.block_input(&req).unwrap();
+        blocks_forward(
+            c.enc.blocks(),
+            &mut y,
+            c.batch,
+            c.seq,
+            &c.lens,
+            cfg.causal,
+            cfg.layer_norm_eps,
+        )
+        .unwrap();
+        let mut out = vec![0.0; c.batch * c.enc.output_dim()];
+        c.enc.compress(&y, c.seq, &c.lens, &mut out).unwrap();
+        assert!(max_diff(&out, &c.run().unwrap()) < 1e-5);
+        assert!(max_diff(&out, &c.run_naive()) < 1e-4);
+    }
+    let c = EncCase::new(small_cfg(4, 8, 1, 6, 2, true), 2, 6, 5);
+    let mut out = vec![0.0; 2 * c.enc.output_dim()];
+    let err = c
+        .enc
+        .compress(&[0.0; 10], 6, &c.lens, &mut out)
+        .unwrap_err();
+    assert!(err.to_string().contains('y'), "{err}");
+    let mut bad = c.req();
+    let lens = [7, 1];
+    bad.lens = &lens;
+    assert!(c.enc.block_input(&bad).is_err());
+}
