@@ -4,45 +4,12 @@
 //! byte for byte) as `transact train` replaying the histories; a log that
 //! does not fit the run is refused by name.
 
-use std::io::Write;
+mod common;
+
+use common::{Out, transact};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use transact::train::data::synthetic::{SyntheticConfig, generate_with_truth};
-
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn transact(args: &[&str], stdin: Option<&str>) -> Out {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_transact"))
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run transact");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("wait");
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 const USERS: usize = 6;
 const ITEMS: usize = 80;

@@ -4,49 +4,14 @@
 //! store from the same log, eval through the serving path reports exactly
 //! what training reported, and rank serves the bundle from the store.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod common;
+
+use common::transact;
 
 const LOG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/ratings-small.csv"
 );
-
-struct Out {
-    ok: bool,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn transact(args: &[&str], stdin: Option<&str>) -> Out {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_transact"))
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run transact");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("wait");
-    Out {
-        ok: out.status.success(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn hit_line(text: &str) -> String {
     text.lines()
