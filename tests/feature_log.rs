@@ -33,7 +33,7 @@ use transact::train::trainer::{TrainConfig, Trainer};
 /// A small V2 setup (the shapes of `tests/contract.rs`'s V2 test, smaller),
 /// with histories longer than the logged sessions and the tokens embedded
 /// as `tokens` says.
-fn world(tokens: TokenEmbeddings) -> (Dataset, TrainConfig) {
+fn world(tokens: TokenEmbeddings, every_position: bool) -> (Dataset, TrainConfig) {
     let world = SyntheticConfig {
         users: 16,
         items: 160,
@@ -52,6 +52,7 @@ fn world(tokens: TokenEmbeddings) -> (Dataset, TrainConfig) {
     cfg.epochs = 2;
     cfg.batch_size = 64;
     cfg.threads = 2;
+    cfg.features.nal_every_position = every_position;
     cfg.features.sequence.lifelong = Some(transact::features::LifelongConfig {
         rt_keep: 4,
         k_lifelong: 6,
@@ -134,6 +135,8 @@ impl V2TokenSource for DropOldest<'_> {
             scales: &t.scales[n..],
             action_masks: &t.action_masks[n..],
             surfaces: &t.surfaces[n..],
+            times_ms: &t.times_ms[n..],
+            parts: &t.parts[n..],
             ..t
         })
     }
@@ -161,9 +164,11 @@ fn assert_same_batches(a: &Batch, b: &Batch) {
     assert!(a == b, "the batches differ outside the V2 and user fields");
 }
 
-/// The whole check for one token mode.
-fn trained_from_the_log_equals_trained_from_histories(tokens: TokenEmbeddings) {
-    let (data, cfg) = world(tokens);
+/// The whole check for one token mode, with the Next Action Loss on the
+/// newest rows or at every realtime token (whose targets the featurizer
+/// finds from the logged tokens' times and parts).
+fn trained_from_the_log_equals_trained_from_histories(tokens: TokenEmbeddings, every: bool) {
+    let (data, cfg) = world(tokens, every);
     let features = cfg.feature_config();
     assert_eq!(
         features
@@ -212,6 +217,11 @@ fn trained_from_the_log_equals_trained_from_histories(tokens: TokenEmbeddings) {
     replayed.fill(&all, 0, &mut a).expect("fill");
     logged.fill(&all, 0, &mut b).expect("fill");
     assert!(a.v2_lens.iter().any(|&n| n > 0));
+    assert_eq!(
+        a.nal_seq.iter().any(|&t| t != transact::train::NO_ITEM),
+        every,
+        "per-slot NAL targets exactly at every position"
+    );
     assert_eq!(
         a.v2_rows.is_empty(),
         tokens == TokenEmbeddings::Codes,
@@ -272,12 +282,12 @@ fn trained_from_the_log_equals_trained_from_histories(tokens: TokenEmbeddings) {
 
 #[test]
 fn a_v2_model_trained_from_the_log_equals_one_trained_from_histories_codes() {
-    trained_from_the_log_equals_trained_from_histories(TokenEmbeddings::Codes);
+    trained_from_the_log_equals_trained_from_histories(TokenEmbeddings::Codes, false);
 }
 
 #[test]
 fn a_v2_model_trained_from_the_log_equals_one_trained_from_histories_item_table() {
-    trained_from_the_log_equals_trained_from_histories(TokenEmbeddings::ItemTable);
+    trained_from_the_log_equals_trained_from_histories(TokenEmbeddings::ItemTable, true);
 }
 
 /// A served log cut short, a Parquet file of another schema and a file
@@ -286,7 +296,7 @@ fn a_v2_model_trained_from_the_log_equals_one_trained_from_histories_item_table(
 /// trainer's view of a real log).
 #[test]
 fn a_truncated_or_foreign_file_is_a_clear_error() {
-    let (data, cfg) = world(TokenEmbeddings::Codes);
+    let (data, cfg) = world(TokenEmbeddings::Codes, false);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("features.parquet");
     let fresh = Trainer::new(cfg, &data).expect("trainer");

@@ -18,6 +18,28 @@ pub enum TokenPart {
     Impression,
 }
 
+impl TokenPart {
+    /// The part's stable one-byte code (0 lifelong, 1 realtime, 2
+    /// impression), as feature logs store it.
+    pub const fn code(self) -> u8 {
+        match self {
+            TokenPart::Lifelong => 0,
+            TokenPart::Realtime => 1,
+            TokenPart::Impression => 2,
+        }
+    }
+
+    /// The part of a [`TokenPart::code`]; `None` for an unknown code.
+    pub const fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(TokenPart::Lifelong),
+            1 => Some(TokenPart::Realtime),
+            2 => Some(TokenPart::Impression),
+            _ => None,
+        }
+    }
+}
+
 /// The selected tokens of one request: a pool of the request's distinct
 /// tokens (the user's sequences, sent once) and, per candidate, the pool
 /// indices of its row, oldest first. Buffers are reused across requests.

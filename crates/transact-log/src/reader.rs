@@ -47,7 +47,7 @@ pub struct ExampleRecord<'a> {
     pub token_surfaces: &'a [u16],
     /// Per token, its time, ms.
     pub token_times_ms: &'a [i64],
-    /// Per token, its part code (0 lifelong, 1 realtime, 2 impression; see
+    /// Per token, its part's code ([`TokenPart::code`]; see
     /// [`ExampleRecord::part`]).
     pub token_parts: &'a [u8],
     /// `[tokens × dim]` int8 codes.
@@ -77,12 +77,7 @@ impl ExampleRecord<'_> {
 
     /// Where token `i` came from.
     pub fn part(&self, i: usize) -> Option<TokenPart> {
-        match self.token_parts.get(i)? {
-            0 => Some(TokenPart::Lifelong),
-            1 => Some(TokenPart::Realtime),
-            2 => Some(TokenPart::Impression),
-            _ => None,
-        }
+        TokenPart::from_code(*self.token_parts.get(i)?)
     }
 }
 
@@ -600,6 +595,8 @@ impl V2TokenSource for FeatureLog {
             scales: r.token_scales,
             action_masks: r.token_action_masks,
             surfaces: r.token_surfaces,
+            times_ms: r.token_times_ms,
+            parts: r.token_parts,
             candidate_codes: r.candidate_codes,
             candidate_scale: r.candidate_scale,
             user_feature: r.user_feature,

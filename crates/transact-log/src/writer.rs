@@ -16,7 +16,6 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
-use transact_features::TokenPart;
 use transact_rank::{FeatureLogEntry, FeatureLogError, FeatureLogger};
 
 use crate::LogError;
@@ -136,15 +135,6 @@ impl Columns {
         debug_assert!(self.user_id.is_empty());
         self.rows = 0;
         RecordBatch::try_new(schema.clone(), columns)
-    }
-}
-
-/// The part code of a token ([`schema::col::TOKEN_PARTS`]).
-pub(crate) fn part_code(p: TokenPart) -> u8 {
-    match p {
-        TokenPart::Lifelong => 0,
-        TokenPart::Realtime => 1,
-        TokenPart::Impression => 2,
     }
 }
 
@@ -287,7 +277,7 @@ impl FeatureLogWriter {
                     .append_value(t.action_masks[p]);
                 c.token_surfaces.values().append_value(t.surfaces[p]);
                 c.token_times_ms.values().append_value(t.times_ms[p]);
-                c.token_parts.values().append_value(part_code(t.parts[p]));
+                c.token_parts.values().append_value(t.parts[p].code());
                 c.token_codes
                     .values()
                     .append_slice(&t.codes[p * d..(p + 1) * d]);

@@ -501,10 +501,13 @@ impl<'a> Featurizer<'a> {
         batch.nal_seq.clear();
         batch.nal_seq_neg.clear();
         let every = self.cfg.nal_every_position;
+        // Per-position targets: per V1 position, or per V2 slot.
+        let sp = if self.v2.is_some() { batch.v2_seq } else { s };
         if every {
-            batch.nal_seq.resize(n * s, NO_ITEM);
-            batch.nal_seq_neg.resize(n * s * nn, NO_ITEM);
+            batch.nal_seq.resize(n * sp, NO_ITEM);
+            batch.nal_seq_neg.resize(n * sp * nn, NO_ITEM);
         }
+        let mut rt_slots: Vec<(usize, i64, u64)> = Vec::new();
         for (b, e) in examples.iter().enumerate() {
             let req = &self.requests[e.request as usize];
             let cand = req.candidates[usize::from(e.candidate)];
@@ -530,6 +533,12 @@ impl<'a> Featurizer<'a> {
                     batch.v2_seq,
                 )?;
                 f.fill_logged(&t, |key| l.item_index.get(&key).copied(), b, batch);
+                if every {
+                    rt_slots.clear();
+                    rt_slots.extend(t.realtime_slots().filter_map(|(slot, ms, key)| {
+                        Some((slot, ms, u64::from(*l.item_index.get(&key)?)))
+                    }));
+                }
             } else if let Some(f) = &self.v2 {
                 f.fill(
                     &self.builder,
@@ -540,6 +549,10 @@ impl<'a> Featurizer<'a> {
                     batch,
                     &mut v2,
                 )?;
+                if every {
+                    rt_slots.clear();
+                    rt_slots.extend(V2Features::realtime_slots(&v2));
+                }
             }
             let r = e.request as usize;
             batch
@@ -582,12 +595,13 @@ impl<'a> Featurizer<'a> {
                 batch.nal_neg.resize(start + nn, NO_ITEM);
             }
             if every {
-                self.fill_position_targets(
-                    history,
-                    &seq,
-                    &mut batch.nal_seq[b * s..(b + 1) * s],
-                    &mut batch.nal_seq_neg[b * s * nn..(b + 1) * s * nn],
-                );
+                let targets = &mut batch.nal_seq[b * sp..(b + 1) * sp];
+                let negs = &mut batch.nal_seq_neg[b * sp * nn..(b + 1) * sp * nn];
+                if self.v2.is_some() {
+                    self.fill_slot_targets(history, &rt_slots, targets, negs);
+                } else {
+                    self.fill_position_targets(history, &seq, targets, negs);
+                }
             }
         }
         Ok(())
@@ -606,7 +620,6 @@ impl<'a> Featurizer<'a> {
     ) {
         let s = targets.len();
         let nn = negs.len().checked_div(s).unwrap_or(0);
-        let horizon = self.cfg.nal_horizon_ms;
         for (q, (&src, &action)) in seq
             .sources
             .iter()
@@ -622,28 +635,66 @@ impl<'a> Featurizer<'a> {
             if action < 0 {
                 continue;
             }
-            let a = &history[j];
-            let later = &history[j + 1..];
-            let within = |x: &&Action| horizon <= 0 || x.timestamp_ms - a.timestamp_ms <= horizon;
-            let target = later.iter().take_while(within).find(|x| is_positive(x));
-            if let Some(t) = target {
-                targets[q] = self.row_of(t.item_id);
-                let out = &mut negs[q * nn..(q + 1) * nn];
-                let shown = later
-                    .iter()
-                    .filter(|x| x.action_type == ActionType::IMPRESSION && x.item_id != t.item_id)
-                    .map(|x| self.row_of(x.item_id))
-                    .filter(|&r| r != self.pad_row)
-                    .take(nn);
-                for (o, r) in out.iter_mut().zip(shown) {
-                    *o = r;
-                }
+            self.next_action(history, j, &mut targets[q], &mut negs[q * nn..(q + 1) * nn]);
+        }
+    }
+
+    /// Per V2 slot of `slots` — `(slot, time ms, item index)` of each
+    /// realtime token before the row's newest — the same target and
+    /// negatives as [`Self::fill_position_targets`] gives the token's
+    /// action in `history` (the newest action there of that item at that
+    /// time; a token not found there gets none).
+    fn fill_slot_targets(
+        &self,
+        history: &[Action],
+        slots: &[(usize, i64, u64)],
+        targets: &mut [u32],
+        negs: &mut [u32],
+    ) {
+        let nn = negs.len().checked_div(targets.len()).unwrap_or(0);
+        for &(slot, ms, item) in slots {
+            if slot >= targets.len() {
+                continue;
+            }
+            let end = history.partition_point(|a| a.timestamp_ms <= ms);
+            let found = (0..end)
+                .rev()
+                .take_while(|&j| history[j].timestamp_ms == ms)
+                .find(|&j| {
+                    history[j].item_id == item && history[j].action_type != ActionType::IMPRESSION
+                });
+            if let Some(j) = found {
+                let out = &mut negs[slot * nn..(slot + 1) * nn];
+                self.next_action(history, j, &mut targets[slot], out);
             }
         }
-        for t in targets.iter_mut() {
-            if *t == self.pad_row {
-                *t = NO_ITEM;
-            }
+    }
+
+    /// The Next Action Loss target of `history[j]`: the next positive after
+    /// it within the horizon, before the request (`target`, left as is
+    /// without one or when its item has no row), and the first impressions
+    /// after it other than the target (`negs`).
+    fn next_action(&self, history: &[Action], j: usize, target: &mut u32, negs: &mut [u32]) {
+        let horizon = self.cfg.nal_horizon_ms;
+        let a = &history[j];
+        let later = &history[j + 1..];
+        let within = |x: &&Action| horizon <= 0 || x.timestamp_ms - a.timestamp_ms <= horizon;
+        let Some(t) = later.iter().take_while(within).find(|x| is_positive(x)) else {
+            return;
+        };
+        let row = self.row_of(t.item_id);
+        if row == self.pad_row {
+            return;
+        }
+        *target = row;
+        let shown = later
+            .iter()
+            .filter(|x| x.action_type == ActionType::IMPRESSION && x.item_id != t.item_id)
+            .map(|x| self.row_of(x.item_id))
+            .filter(|&r| r != self.pad_row)
+            .take(negs.len());
+        for (o, r) in negs.iter_mut().zip(shown) {
+            *o = r;
         }
     }
 
@@ -921,6 +972,37 @@ mod tests {
         let f = Featurizer::new(&d, &d.requests, cfg).expect("featurizer");
         f.fill(&f.examples()[..1], 0, &mut b).expect("fill");
         assert_eq!(b.nal_seq, vec![NO_ITEM; 4]);
+    }
+
+    #[test]
+    fn v2_slot_nal_targets_are_the_next_positive_after_each_realtime_token() {
+        let mut d = data();
+        d.items.embeddings = Some(crate::data::ItemEmbeddings {
+            dim: 2,
+            data: (0..20).map(|i| ((i * 7) % 5) as f32 * 0.25 - 0.5).collect(),
+        });
+        let mut cfg = FeatureConfig::new(4, 3);
+        cfg.nal_negatives = 3;
+        cfg.nal_every_position = true;
+        cfg.sequence.lifelong = Some(transact_features::LifelongConfig::default());
+        let f = Featurizer::new(&d, &d.requests, cfg).expect("featurizer");
+        let mut b = Batch::default();
+        f.fill(&f.examples()[..1], 0, &mut b).expect("fill");
+        let s = b.v2_seq;
+        assert!(s > 4);
+        // Slots, oldest first: repin 1 (t 100), impression 2 (t 150), click
+        // 3 (t 200), hide 4 (t 300, the newest: its target is `nal_pos`).
+        assert_eq!(b.v2_lens, vec![4]);
+        assert_eq!(b.nal_seq.len(), s);
+        assert_eq!(b.nal_seq_neg.len(), s * 3);
+        // The repin predicts the click on 3 with the impression of 2 as a
+        // negative; the impression token predicts nothing; after the click
+        // only the hide (not a positive) comes before the request.
+        assert_eq!(&b.nal_seq[..4], &[3, NO_ITEM, NO_ITEM, NO_ITEM]);
+        assert!(b.nal_seq[4..].iter().all(|&t| t == NO_ITEM));
+        assert_eq!(&b.nal_seq_neg[..3], &[2, NO_ITEM, NO_ITEM]);
+        assert!(b.nal_seq_neg[3..].iter().all(|&t| t == NO_ITEM));
+        assert_eq!(b.nal_pos, vec![6]);
     }
 
     #[test]

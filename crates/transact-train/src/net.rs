@@ -123,9 +123,11 @@ pub struct NetConfig {
     pub learn_items: bool,
     /// Whether the Next Action Loss projection exists (needs the sequence).
     pub nal: bool,
-    /// The Next Action Loss at every position, on a causal pass of the
-    /// encoder (the same weights), instead of on the newest row of the
-    /// serving pass only; needs [`Batch::nal_seq`].
+    /// The Next Action Loss at every position, instead of on the newest
+    /// row of the serving pass only; needs [`Batch::nal_seq`]. V1: on a
+    /// causal pass of the encoder (the same weights). V2 (whose encoder is
+    /// causal already): on the serving pass's rows at the realtime tokens
+    /// the featurizer gave a target.
     pub nal_every_position: bool,
     /// Dropout probability of the encoder layers in training (V1 only).
     pub dropout: f32,
@@ -205,9 +207,6 @@ impl NetConfig {
             v2.validate()?;
             if v2.item_emb_dim != self.v1.item_emb_dim {
                 return bad("the V2 encoder's item_emb_dim must equal v1.item_emb_dim");
-            }
-            if self.nal_every_position {
-                return bad("the Next Action Loss at every position is V1 only");
             }
         }
         Ok(())
@@ -545,7 +544,9 @@ impl Net {
         let nal_on = self.cfg.nal && opts.nal_weight != 0.0;
         let n_nal = if nal_on {
             let mut n = batch.nal_pos.iter().filter(|&&p| p != NO_ITEM).count();
-            if self.cfg.nal_every_position {
+            if self.cfg.nal_every_position && self.cfg.v2.is_some() {
+                n += v2::v2_position_targets(batch, 0..batch.len).count();
+            } else if self.cfg.nal_every_position {
                 let s = batch.seq_len.max(1);
                 n += batch
                     .nal_seq
@@ -761,7 +762,11 @@ impl Net {
                 check("nal_neg", &batch.nal_neg[range.start * k..range.end * k])?;
             }
             if cfg.nal_every_position {
-                let s = cfg.v1.seq_len;
+                let s = if cfg.v2.is_some() {
+                    batch.v2_seq
+                } else {
+                    cfg.v1.seq_len
+                };
                 len("nal_seq", batch.nal_seq.len(), b * s)?;
                 check("nal_seq", &batch.nal_seq[range.start * s..range.end * s])?;
                 if !opts.in_batch_negatives {

@@ -153,8 +153,9 @@ impl TrainConfig {
 
     /// The same run with a TransAct V2 encoder (model-spec §3 defaults,
     /// item width and action types from this config) and the contract's
-    /// default lifelong selection (kept if already set); NAL on the newest
-    /// row. When the run trains its item table, the tokens embed it
+    /// default lifelong selection (kept if already set); the Next Action
+    /// Loss as this config has it (at every position: on the realtime
+    /// tokens' rows, as model-spec §3 puts it). When the run trains its item table, the tokens embed it
     /// ([`transact_features::TokenEmbeddings::ItemTable`]) — a set
     /// selection keeps its own choice.
     pub fn with_v2(mut self) -> Self {
@@ -179,7 +180,6 @@ impl TrainConfig {
             num_surfaces: usize::from(l.num_surfaces),
             ..V2Config::default()
         });
-        self.features.nal_every_position = false;
         self
     }
 

@@ -9,7 +9,7 @@
 //! ranker's tokens are the trainer's.
 
 use transact_embed::{ItemTable, Precision};
-use transact_features::{FeatureBuilder, SelectScratch, SelectedTokens};
+use transact_features::{FeatureBuilder, SelectScratch, SelectedTokens, TokenPart};
 use transact_seq::{Action, SequenceLimits, SequenceReplay, StoreConfig, UserSequences};
 
 use crate::batch::Batch;
@@ -175,6 +175,24 @@ impl V2Features {
             }
         }
         Ok(())
+    }
+
+    /// The realtime tokens before the newest of the first candidate of the
+    /// last [`V2Features::fill`], as `(slot, time ms, item index)`: the
+    /// positions that predict a next action at every position.
+    pub(crate) fn realtime_slots(sc: &V2Scratch) -> impl Iterator<Item = (usize, i64, u64)> + '_ {
+        let sel = &sc.sel;
+        let row: &[u32] = if sel.candidates() > 0 {
+            sel.row(0)
+        } else {
+            &[]
+        };
+        let inner = row.len().saturating_sub(1);
+        row[..inner]
+            .iter()
+            .enumerate()
+            .filter(|&(_, &p)| sel.parts[p as usize] == TokenPart::Realtime)
+            .map(|(t, &p)| (t, sel.times_ms[p as usize], sel.item_ids[p as usize]))
     }
 
     /// Fills example `b` of `batch` (after [`V2Features::reset`]) from

@@ -8,6 +8,8 @@
 //! the keys being the store's ([`crate::serving::user_key`],
 //! [`crate::serving::item_key`]).
 
+use transact_features::TokenPart;
+
 /// One logged (request, candidate): the candidate's selected tokens, oldest
 /// first, as the ranker built them.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -22,6 +24,10 @@ pub struct LoggedTokens<'a> {
     pub action_masks: &'a [u32],
     /// Per token, the surface.
     pub surfaces: &'a [u16],
+    /// Per token, its time, ms.
+    pub times_ms: &'a [i64],
+    /// Per token, its part's code ([`transact_features::TokenPart::code`]).
+    pub parts: &'a [u8],
     /// The candidate's `dim` int8 codes.
     pub candidate_codes: &'a [i8],
     /// The candidate codes' scale.
@@ -52,19 +58,42 @@ impl LoggedTokens<'_> {
             || self.item_ids.len() != n
             || self.action_masks.len() != n
             || self.surfaces.len() != n
+            || self.times_ms.len() != n
+            || self.parts.len() != n
             || self.candidate_codes.len() != dim
         {
             return Err(format!(
-                "{n} tokens with {} item ids, {} codes, {} action masks, {} surfaces and {} \
-                 candidate codes (codes are {dim} wide)",
+                "{n} tokens with {} item ids, {} codes, {} action masks, {} surfaces, {} times, \
+                 {} parts and {} candidate codes (codes are {dim} wide)",
                 self.item_ids.len(),
                 self.codes.len(),
                 self.action_masks.len(),
                 self.surfaces.len(),
+                self.times_ms.len(),
+                self.parts.len(),
                 self.candidate_codes.len()
             ));
         }
+        if let Some(i) = self
+            .parts
+            .iter()
+            .position(|&c| TokenPart::from_code(c).is_none())
+        {
+            return Err(format!(
+                "token {i} has part code {}, not one of 0, 1, 2",
+                self.parts[i]
+            ));
+        }
         Ok(())
+    }
+
+    /// The realtime tokens before the newest, as `(slot, time ms, item
+    /// key)`: the positions that predict a next action at every position.
+    pub fn realtime_slots(&self) -> impl Iterator<Item = (usize, i64, u64)> + '_ {
+        let inner = self.len().saturating_sub(1);
+        (0..inner)
+            .filter(|&t| self.parts[t] == TokenPart::Realtime.code())
+            .map(|t| (t, self.times_ms[t], self.item_ids[t]))
     }
 }
 
@@ -95,6 +124,8 @@ mod tests {
             scales: &[0.5, 0.25],
             action_masks: &[1, 2],
             surfaces: &[0, 1],
+            times_ms: &[10, 20],
+            parts: &[1, 1],
             candidate_codes: &[5, 6],
             candidate_scale: 0.1,
             user_feature: None,
@@ -110,5 +141,24 @@ mod tests {
         };
         let e = short.check(2, 2).expect_err("an item id short");
         assert!(e.contains("1 item ids"), "{e}");
+        let foreign = LoggedTokens {
+            parts: &[1, 7],
+            ..t
+        };
+        let e = foreign.check(2, 2).expect_err("an unknown part");
+        assert!(e.contains("token 1 has part code 7"), "{e}");
+        // Only realtime tokens before the newest predict a next action.
+        let mixed = LoggedTokens {
+            item_ids: &[1, 2, 3],
+            codes: &[1, 2, 3, 4, 5, 6],
+            scales: &[0.5, 0.25, 0.5],
+            action_masks: &[1, 2, 1],
+            surfaces: &[0, 1, 0],
+            times_ms: &[10, 20, 30],
+            parts: &[0, 1, 1],
+            ..t
+        };
+        assert_eq!(mixed.check(2, 3), Ok(()));
+        assert_eq!(mixed.realtime_slots().collect::<Vec<_>>(), vec![(1, 20, 2)]);
     }
 }

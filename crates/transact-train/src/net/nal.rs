@@ -69,8 +69,9 @@ impl Net {
     }
 
     /// Next Action Loss terms of a chunk on the encoder rows in `ws.u`
-    /// (`every`: every token row of the chunk, else the newest row of each
-    /// example): adds the loss to `acc`, the rows' gradient to `ws.du`, the
+    /// (`every`: the packed rows of `ws.offsets`, each example's newest row
+    /// first, then rows at the positions `ws.positions` names — V1
+    /// positions or V2 slots; else the newest row of each example): adds the loss to `acc`, the rows' gradient to `ws.du`, the
     /// projection's and the item table's to `grads`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn nal_terms(
@@ -104,7 +105,12 @@ impl Net {
         let items = &p[self.layout.items.clone()];
         let k = batch.nal_negatives;
         let np = batch.nal_per_example();
-        let s = batch.seq_len;
+        // Per-position targets are per V1 position or per V2 slot.
+        let s = if self.cfg.v2.is_some() {
+            batch.v2_seq
+        } else {
+            batch.seq_len
+        };
         let mut terms = std::mem::take(&mut ws.nterms);
         terms.clear();
         for (i, e) in chunk.clone().enumerate() {

@@ -710,22 +710,150 @@ fn v2_network_gradients_match_finite_differences() {
     check_v2_network(cfg, SEED_ITEM_TOKENS);
 }
 
+/// [`random_v2_batch`] with per-slot NAL targets and negatives
+/// (`nal_seq`, `nal_seq_neg` are `B × v2_seq` then).
+fn random_v2_batch_every(cfg: &NetConfig, b: usize, seed: u64) -> Batch {
+    let mut batch = random_v2_batch(cfg, b, seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x3333);
+    let rows = cfg.item_rows as u32;
+    let (s, k) = (batch.v2_seq, batch.nal_negatives);
+    let mut item = |p: f64| {
+        if rng.random_bool(p) {
+            rng.random_range(0..rows)
+        } else {
+            NO_ITEM
+        }
+    };
+    batch.nal_seq = (0..b * s).map(|_| item(0.6)).collect();
+    batch.nal_seq_neg = (0..b * s * k).map(|_| item(0.8)).collect();
+    batch
+}
+
+#[test]
+fn v2_network_gradients_match_finite_differences_with_nal_at_every_position() {
+    for (in_batch, item_tokens) in [(false, false), (true, true)] {
+        let mut cfg = tiny_v2_cfg(true);
+        cfg.nal_every_position = true;
+        cfg.v2_item_tokens = item_tokens;
+        let seed = if item_tokens { SEED_ITEM_TOKENS } else { 5 };
+        let batch = random_v2_batch_every(&cfg, 6, seed + 1);
+        let opts = StepOptions {
+            nal_weight: 0.5,
+            in_batch_negatives: in_batch,
+            ..StepOptions::default()
+        };
+        check_v2_network_on(cfg, seed, &batch, &opts);
+    }
+}
+
+#[test]
+fn v2_nal_at_every_position_counts_the_realtime_slots_with_a_target() {
+    let mut cfg = tiny_v2_cfg(true);
+    cfg.nal_every_position = true;
+    let (net, params) = Net::new(cfg.clone(), 3).unwrap();
+    let batch = random_v2_batch_every(&cfg, 6, 4);
+    let s = batch.v2_seq;
+    // Slots before each row's newest with a target; the newest row's own
+    // targets are `nal_pos`.
+    let inner: usize = (0..6)
+        .map(|e| {
+            (0..batch.v2_lens[e].saturating_sub(1))
+                .filter(|&t| batch.nal_seq[e * s + t] != NO_ITEM)
+                .count()
+        })
+        .sum();
+    let newest = batch.nal_pos.iter().filter(|&&t| t != NO_ITEM).count();
+    assert!(inner > 3, "too few inner targets to test: {inner}");
+    let opts = StepOptions {
+        nal_weight: 0.5,
+        in_batch_negatives: false,
+        ..StepOptions::default()
+    };
+    let mut g = vec![0.0; params.len()];
+    let st = net
+        .forward_backward(
+            &params,
+            &batch,
+            0..6,
+            &opts,
+            &mut g,
+            &mut Workspace::default(),
+        )
+        .unwrap();
+    assert_eq!(st.nal_targets, newest + inner);
+    // Chunked the same: the split's counts add up.
+    let (a, b) = (
+        net.forward_backward(
+            &params,
+            &batch,
+            0..2,
+            &opts,
+            &mut g,
+            &mut Workspace::default(),
+        )
+        .unwrap(),
+        net.forward_backward(
+            &params,
+            &batch,
+            2..6,
+            &opts,
+            &mut g,
+            &mut Workspace::default(),
+        )
+        .unwrap(),
+    );
+    assert_eq!(a.nal_targets + b.nal_targets, newest + inner);
+    // Without the flag only the newest rows' targets count.
+    cfg.nal_every_position = false;
+    let (net1, params1) = Net::new(cfg, 3).unwrap();
+    let st1 = net1
+        .forward_backward(
+            &params1,
+            &batch,
+            0..6,
+            &opts,
+            &mut g,
+            &mut Workspace::default(),
+        )
+        .unwrap();
+    assert_eq!(st1.nal_targets, newest);
+    // A short per-slot target list is a named error, not a panic.
+    let mut short = batch.clone();
+    short.nal_seq.pop();
+    let e = net
+        .forward_backward(
+            &params,
+            &short,
+            0..6,
+            &opts,
+            &mut g,
+            &mut Workspace::default(),
+        )
+        .expect_err("short nal_seq")
+        .to_string();
+    assert!(e.contains("nal_seq"), "{e}");
+}
+
 /// A seed whose sampled item-table coordinates sit off the max-pool's kinks.
 const SEED_ITEM_TOKENS: u64 = 11;
 
 fn check_v2_network(cfg: NetConfig, seed: u64) {
-    let (net, mut params) = Net::new(cfg.clone(), seed).unwrap();
     let batch = random_v2_batch(&cfg, 6, seed + 1);
     let opts = StepOptions {
         nal_weight: 0.5,
         ..StepOptions::default()
     };
+    check_v2_network_on(cfg, seed, &batch, &opts);
+}
+
+fn check_v2_network_on(cfg: NetConfig, seed: u64, batch: &Batch, opts: &StepOptions) {
+    let (net, mut params) = Net::new(cfg.clone(), seed).unwrap();
     let mut grads = vec![0.0; params.len()];
     net.forward_backward(
         &params,
-        &batch,
+        batch,
         0..6,
-        &opts,
+        opts,
         &mut grads,
         &mut Workspace::default(),
     )
@@ -746,7 +874,7 @@ fn check_v2_network(cfg: NetConfig, seed: u64) {
             |x| {
                 let mut q = base.clone();
                 q.data_mut().copy_from_slice(x);
-                loss_of(&net, &q, &batch, &opts)
+                loss_of(&net, &q, batch, opts)
             },
         )
         .unwrap_or_else(|e| panic!("{e}"));

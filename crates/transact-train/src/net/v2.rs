@@ -8,14 +8,16 @@
 //! (`e_t`, `e_c` the dequantised int8 codes, not trained); blocks over the
 //! `S = v2_seq` slots; output `[W_o·maxpool_{all S rows}(y) + b_o ; y_{n−1} ;
 //! y_{n−2} ; … ]` (`K` rows, zero past `n`). The Next Action Loss reads the
-//! newest row `y_{n−1}`.
+//! newest row `y_{n−1}` and, at every position, the rows of the realtime
+//! tokens the featurizer gave a target (the causal mask lets row `t` see
+//! only tokens up to `t`).
 
 use std::ops::Range;
 
 use transact_model::V2Config;
 
 use super::{Acc, Net, StepOptions, TrainError, Workspace, pair_mut};
-use crate::batch::Batch;
+use crate::batch::{Batch, NO_ITEM};
 use crate::layers::linear::{linear_backward, linear_forward};
 use crate::layers::sized;
 use crate::layers::v2::{
@@ -70,6 +72,23 @@ pub(super) struct V2Workspace {
     dpooled: Vec<f32>,
     dy: Vec<f32>,
     dx: Vec<f32>,
+}
+
+/// The `(example, slot)` pairs of `examples` whose token predicts a next
+/// action (V2, at every position): a slot before the row's newest whose
+/// [`Batch::nal_seq`] target is set (the newest row's targets are
+/// [`Batch::nal_pos`]). Nothing for a batch without per-slot targets.
+pub(super) fn v2_position_targets(
+    batch: &Batch,
+    examples: Range<usize>,
+) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let s = batch.v2_seq;
+    examples.flat_map(move |e| {
+        let n = batch.v2_lens.get(e).copied().unwrap_or(0);
+        (0..n.saturating_sub(1))
+            .filter(move |&t| batch.nal_seq.get(e * s + t).is_some_and(|&x| x != NO_ITEM))
+            .map(move |t| (e, t))
+    })
 }
 
 fn add(acc: &mut [f32], x: &[f32]) {
@@ -302,7 +321,8 @@ impl Net {
     }
 
     /// Backward of [`Net::encode_chunk_v2`] and the Next Action Loss on the
-    /// newest rows; `ws.da` holds the feature gradients.
+    /// newest rows (and, at every position, on the realtime tokens' rows of
+    /// [`v2_position_targets`]); `ws.da` holds the feature gradients.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn backward_sequence_v2(
         &self,
@@ -365,19 +385,40 @@ impl Net {
             .clone()
             .filter(|_| n_nal > 0 && opts.nal_weight != 0.0)
         {
-            let y = &ws.v2.xs[layers];
-            let u = sized(&mut ws.u, m * d);
-            for j in 0..m {
-                let t = ws.v2.lens[j].max(1) - 1;
-                u[j * d..(j + 1) * d].copy_from_slice(&y[(j * s + t) * d..(j * s + t + 1) * d]);
+            // The NAL rows, per example: its newest row, then (at every
+            // position) the rows of the realtime tokens with a target; as
+            // V1's packed rows, `offsets` delimit them and `positions` name
+            // their slots.
+            let every = self.cfg.nal_every_position;
+            ws.offsets.clear();
+            ws.offsets.push(0);
+            ws.positions.clear();
+            for (j, e) in chunk.clone().enumerate() {
+                ws.positions.push(ws.v2.lens[j].max(1) - 1);
+                if every {
+                    ws.positions
+                        .extend(v2_position_targets(batch, e..e + 1).map(|(_, t)| t));
+                }
+                ws.offsets.push(ws.positions.len());
             }
-            self.nal_terms(p, batch, chunk, opts, n_nal, proj, false, grads, ws, acc)?;
+            let rows = ws.positions.len();
+            let y = &ws.v2.xs[layers];
+            let u = sized(&mut ws.u, rows * d);
             for j in 0..m {
-                let t = ws.v2.lens[j].max(1) - 1;
-                add(
-                    &mut ws.v2.dy[(j * s + t) * d..(j * s + t + 1) * d],
-                    &ws.du[j * d..(j + 1) * d],
-                );
+                for r in ws.offsets[j]..ws.offsets[j + 1] {
+                    let t = ws.positions[r];
+                    u[r * d..(r + 1) * d].copy_from_slice(&y[(j * s + t) * d..(j * s + t + 1) * d]);
+                }
+            }
+            self.nal_terms(p, batch, chunk, opts, n_nal, proj, every, grads, ws, acc)?;
+            for j in 0..m {
+                for r in ws.offsets[j]..ws.offsets[j + 1] {
+                    let t = ws.positions[r];
+                    add(
+                        &mut ws.v2.dy[(j * s + t) * d..(j * s + t + 1) * d],
+                        &ws.du[r * d..(r + 1) * d],
+                    );
+                }
             }
         }
         let dims = Self::v2_dims(cfg);
