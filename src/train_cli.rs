@@ -199,6 +199,12 @@ pub struct TrainArgs {
     /// code width and token slots. See docs/feature-log.md.
     #[arg(long, value_name = "FILE", conflicts_with = "no_sequence")]
     feature_log: Option<PathBuf>,
+    /// After training, write the run's item table as pretrained embeddings
+    /// (safetensors `items.weight` + `items.ids`, the `--item-embeddings`
+    /// format): e.g. a V1 run on a log without embeddings gives a V2 run the
+    /// table its selection scores. Needs integer raw item ids.
+    #[arg(long, value_name = "FILE")]
+    save_item_embeddings: Option<PathBuf>,
 }
 
 /// `transact eval`.
@@ -553,6 +559,23 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         tokens,
     )?;
     print_report(&report);
+    if let Some(path) = &args.save_item_embeddings {
+        let weights = trainer
+            .params
+            .get("items.weight")
+            .ok_or("--save-item-embeddings: the network has no item table")?;
+        transact::train::data::import::save_embeddings(
+            path,
+            &loaded.data.items.raw_ids,
+            trainer.cfg.v1.item_emb_dim,
+            weights,
+        )?;
+        println!(
+            "item embeddings ({} items) written to {}",
+            loaded.data.items.raw_ids.len(),
+            path.display()
+        );
+    }
     let bundle_dir = args.out.join("bundle");
     if trainer.cfg.use_sequence {
         write_bundle(

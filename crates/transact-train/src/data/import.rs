@@ -512,6 +512,55 @@ pub fn load_embeddings(
     Ok((ItemEmbeddings { dim, data: out }, missing))
 }
 
+/// Writes item embeddings in the format [`load_embeddings`] reads:
+/// `items.weight` `[n × dim]` (the first `n = raw_ids.len()` rows of
+/// `weights`, in dataset item order) and `items.ids` `[n]` (the raw ids).
+/// Raw ids that are not integers cannot be written as `items.ids`: an error
+/// naming the first one.
+pub fn save_embeddings(
+    path: &Path,
+    raw_ids: &[String],
+    dim: usize,
+    weights: &[f32],
+) -> Result<(), ImportError> {
+    let shown = path.display().to_string();
+    let err = |what: String| ImportError::Embeddings {
+        path: shown.clone(),
+        what,
+    };
+    let n = raw_ids.len();
+    if dim == 0 || weights.len() < n * dim {
+        return Err(err(format!(
+            "{} values cannot hold {n} rows of width {dim}",
+            weights.len()
+        )));
+    }
+    let ids = raw_ids
+        .iter()
+        .map(|r| {
+            r.parse::<i64>()
+                .map_err(|_| err(format!("raw item id {r:?} is not an integer")))
+        })
+        .collect::<Result<Vec<i64>, _>>()?;
+    let w: Vec<u8> = weights[..n * dim]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let i: Vec<u8> = ids.iter().flat_map(|v| v.to_le_bytes()).collect();
+    use safetensors::{Dtype, tensor::TensorView};
+    let tensors = vec![
+        (
+            "items.weight",
+            TensorView::new(Dtype::F32, vec![n, dim], &w).map_err(|e| err(e.to_string()))?,
+        ),
+        (
+            "items.ids",
+            TensorView::new(Dtype::I64, vec![n], &i).map_err(|e| err(e.to_string()))?,
+        ),
+    ];
+    safetensors::serialize_to_file(tensors, None, path).map_err(|e| err(e.to_string()))
+}
+
 /// Training defaults fitted to an imported log (what `transact train` uses
 /// on a log file when no `--config` is given): the Next Action Loss at every
 /// position of the sequence with weight 0.5 (a log's own next-item signal is
@@ -755,6 +804,28 @@ mod tests {
         );
         std::fs::write(&emb, b"not safetensors").expect("write");
         assert!(import_path(&log, &opts).is_err());
+    }
+
+    #[test]
+    fn saved_embeddings_load_back_by_raw_id() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = write(dir.path(), "ratings.dat", "1::7::5::1\n1::3::5::2\n");
+        let emb = dir.path().join("saved.safetensors");
+        let raw = vec!["7".to_string(), "3".to_string()];
+        save_embeddings(&emb, &raw, 2, &[1.0, 2.0, 3.0, 4.0, 9.0, 9.0]).expect("save");
+        let opts = ImportOptions {
+            item_embeddings: Some(emb.clone()),
+            ..ImportOptions::default()
+        };
+        let (d, r) = import_path(&log, &opts).expect("import");
+        assert_eq!(r.items_without_embedding, 0);
+        assert_eq!(
+            d.items.embeddings.expect("e").data,
+            vec![1.0, 2.0, 3.0, 4.0]
+        );
+        let bad = save_embeddings(&emb, &["x1".to_string()], 2, &[0.0, 0.0]);
+        assert!(bad.expect_err("string id").to_string().contains("\"x1\""));
+        assert!(save_embeddings(&emb, &raw, 2, &[0.0; 3]).is_err());
     }
 
     #[test]
