@@ -15,6 +15,7 @@
 mod config;
 mod files;
 mod history;
+mod lock;
 mod log;
 mod recover;
 mod replay;
@@ -34,6 +35,7 @@ pub use replay::SequenceReplay;
 pub use report::{DamageReason, OpenReport, SkippedSnapshot, StoreStats, TailDamage};
 
 use self::files::io_err;
+use self::lock::DirLock;
 use self::log::LogWriter;
 use self::state::State;
 use crate::{Action, SeqError, SequenceBuf, SequenceLimits, SequenceStore, UserId, UserSequences};
@@ -66,7 +68,11 @@ struct Writer {
 ///
 /// A store directory holds `log-<g>.wal` (append-only, checksummed records)
 /// and `snapshot-<g>.msgpack` (the state after every log `< g`), see the
-/// crate README. One process at a time may open a directory.
+/// crate README, and `LOCK`: while a store is open it holds an exclusive
+/// OS lock on that file, so a second open of the directory — from another
+/// process or the same one — fails with [`SeqError::Locked`] instead of
+/// interleaving two writers in one log. The OS releases the lock when the
+/// process exits, even on a crash.
 ///
 /// # Durability
 ///
@@ -81,6 +87,9 @@ pub struct EmbeddedStore {
     writer: Mutex<Writer>,
     config: StoreConfig,
     dir: Option<PathBuf>,
+    /// The directory's lock (`None` in memory); dropped after the writer's
+    /// final sync, since fields drop after [`Drop::drop`].
+    lock: Option<DirLock>,
 }
 
 impl EmbeddedStore {
@@ -119,6 +128,7 @@ impl EmbeddedStore {
         config.validate()?;
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let lock = DirLock::acquire(dir)?;
         let state = State::new();
         let rec = recover::recover(dir, &config, &state)?;
         let store = EmbeddedStore {
@@ -133,6 +143,7 @@ impl EmbeddedStore {
             }),
             config,
             dir: Some(dir.to_path_buf()),
+            lock: Some(lock),
         };
         Ok((store, rec.report))
     }
@@ -167,6 +178,7 @@ impl EmbeddedStore {
             }),
             config: config.clamped(),
             dir: None,
+            lock: None,
         }
     }
 
@@ -229,6 +241,17 @@ impl EmbeddedStore {
             Some(log) if log.has_unsynced() => log.sync(),
             _ => Ok(()),
         }
+    }
+
+    /// Abandons the store as a crash would: nothing is synced or flushed,
+    /// memory is leaked, and only the directory lock is released (as the OS
+    /// releases it when a process dies), so the directory can be reopened
+    /// in this process to test recovery. For crash tests; a service never
+    /// needs it.
+    #[doc(hidden)]
+    pub fn simulate_crash(mut self) {
+        drop(self.lock.take());
+        std::mem::forget(self);
     }
 
     /// Every user with at least one action, sorted.

@@ -71,6 +71,16 @@ pub enum SeqError {
         /// What was wrong.
         detail: String,
     },
+    /// Another open store (in this process or another) holds the
+    /// directory's lock.
+    #[error(
+        "store directory {dir} is in use by another open store (its LOCK file is locked); \
+         close that store or stop the process holding it"
+    )]
+    Locked {
+        /// The store directory.
+        dir: PathBuf,
+    },
     /// The store was closed or poisoned by an earlier failed write.
     #[error("store is unavailable: {0}")]
     Unavailable(String),

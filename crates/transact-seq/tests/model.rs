@@ -450,7 +450,7 @@ impl Harness {
                 let len = self.store().stats().log_bytes;
                 // A crash: no close, no drop-time sync.
                 if let Some(store) = self.store.take() {
-                    std::mem::forget(store);
+                    store.simulate_crash();
                 }
                 let cut = (*cut).min(len - LOG_HEADER);
                 let new_len = len - cut;

@@ -891,3 +891,27 @@ fn explicit_types_above_63_need_the_lifelong_sequence_off() {
         .is_ok()
     );
 }
+
+#[test]
+fn a_second_open_of_a_directory_is_refused_until_the_first_store_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = EmbeddedStore::open(dir.path(), config()).unwrap();
+    store.append(1, &[act(1, 10)]).unwrap();
+    let err = EmbeddedStore::open(dir.path(), config()).unwrap_err();
+    assert!(matches!(&err, SeqError::Locked { dir: d } if d == dir.path()));
+    let msg = err.to_string();
+    assert!(msg.contains(&dir.path().display().to_string()) && msg.contains("in use"));
+    // The refused open changed nothing: the first store still appends.
+    store.append(1, &[act(2, 20)]).unwrap();
+    store.close().unwrap();
+    let (store, report) = EmbeddedStore::open(dir.path(), config()).unwrap();
+    assert_eq!(report.actions, 2);
+    drop(store);
+    // Dropping releases the lock too; so does a crash.
+    let (store, _) = EmbeddedStore::open(dir.path(), config()).unwrap();
+    store.simulate_crash();
+    let (store, report) = EmbeddedStore::open(dir.path(), config()).unwrap();
+    assert_eq!(report.actions, 2);
+    assert!(dir.path().join(lock::LOCK_FILE).exists());
+    drop(store);
+}
