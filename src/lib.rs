@@ -21,7 +21,7 @@
 //! This facade re-exports those crates, and holds the `transact` CLI, the
 //! demo world ([`world`]) and the benchmark cases ([`mod@bench`], [`bench_gpu`]).
 
-pub mod backend;
+pub use transact_serve::backend;
 pub mod bench;
 pub mod bench_gpu;
 pub mod bench_lifelong;
@@ -34,7 +34,9 @@ pub use transact_gpu as gpu;
 pub use transact_log as log;
 pub use transact_model as model;
 pub use transact_rank as rank;
+pub use transact_redis as redis;
 pub use transact_seq as seq;
+pub use transact_serve as serve;
 pub use transact_train as train;
 
 /// The README's code blocks, compiled (and run unless marked `no_run`) as

@@ -12,7 +12,9 @@ use transact::bench_v2::V2RankCase;
 use transact::model::parity;
 
 mod demo;
+mod loadtest_cli;
 mod serve_cli;
+mod server_cli;
 mod train_cli;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -52,6 +54,10 @@ enum Command {
     Ingest(serve_cli::IngestArgs),
     /// Rank candidates with a trained bundle over a store: a request from flags, or JSON lines on stdin.
     Rank(serve_cli::RankArgs),
+    /// The ranking server: POST /v1/rank and /v1/actions, health, readiness, metrics, hot reload (SIGHUP or POST /v1/admin/reload).
+    Serve(server_cli::ServeArgs),
+    /// Drive concurrent rank + append traffic against a server; latency percentiles, errors, a chart.
+    Loadtest(loadtest_cli::LoadtestArgs),
     /// Train a model (synthetic world or an imported log), evaluate it, keep a run directory.
     Train(train_cli::TrainArgs),
     /// Evaluate a checkpoint, or a bundle through the serving path: HIT@3 per head, optionally HR@10 / NDCG@10.
@@ -78,6 +84,9 @@ enum BenchWhat {
         /// Run only the named case.
         #[arg(long)]
         case: Option<String>,
+        /// Also write the median latency of every case as an SVG bar chart.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
     },
     /// The GPU paths on the chosen adapter (GEMM naive/tiled, V1 encode and score, V2 block variants, V2 nearest-neighbour selection fused/unfused), whole and per kernel, with CPU times.
     Kernels {
@@ -87,28 +96,50 @@ enum BenchWhat {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
-        /// Candidates per request (shrink it on a software adapter).
-        #[arg(long, default_value_t = bench::BATCH)]
-        batch: usize,
+        /// Candidates per request (shrink it on a software adapter); a
+        /// comma-separated list runs every case at each.
+        #[arg(long, value_delimiter = ',', default_value = "256")]
+        batch: Vec<usize>,
         /// Run only the case of this shape (gemm-qkv-s100-d96, v1-s100-d96, v2-s192-d64, nn-16k-d32-top96, v2-rank-b256-16k).
         #[arg(long)]
         shape: Option<String>,
+        /// Also write the whole-path latencies, GPU beside CPU, by case and batch size, as an SVG bar chart.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Structured logs on stderr; `RUST_LOG` filters them (default: info).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let result = match cli.command {
         Command::Demo(args) => demo::demo(args),
         Command::Ingest(args) => serve_cli::ingest_cmd(args),
         Command::Rank(args) => serve_cli::rank_cmd(args),
+        Command::Serve(args) => server_cli::serve_cmd(args),
+        Command::Loadtest(args) => loadtest_cli::loadtest_cmd(args),
         Command::Train(args) => train_cli::train(args),
         Command::Eval(args) => train_cli::eval(args),
         Command::Ablate(args) => train_cli::ablate_cmd(args),
         Command::Parity { files, tolerance } => run_parity(&files, tolerance),
         Command::Bench {
-            what: BenchWhat::Cpu { json, runs, case },
-        } => bench_cpu(json, runs, case.as_deref()),
+            what:
+                BenchWhat::Cpu {
+                    json,
+                    runs,
+                    case,
+                    svg,
+                },
+        } => bench_cpu(json, runs, case.as_deref(), svg.as_deref()),
         Command::Bench {
             what:
                 BenchWhat::Kernels {
@@ -116,8 +147,9 @@ fn main() -> ExitCode {
                     json,
                     batch,
                     shape,
+                    svg,
                 },
-        } => bench_kernels(json, runs, batch, shape.as_deref()),
+        } => bench_kernels(json, runs, &batch, shape.as_deref(), svg.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -171,19 +203,62 @@ fn round3(x: f64) -> f64 {
     (x * 1e3).round() / 1e3
 }
 
-fn bench_kernels(json: bool, runs: usize, batch: usize, shape: Option<&str>) -> Result<ExitCode> {
-    if batch == 0 {
+fn bench_kernels(
+    json: bool,
+    runs: usize,
+    batches: &[usize],
+    shape: Option<&str>,
+    svg: Option<&std::path::Path>,
+) -> Result<ExitCode> {
+    if batches.is_empty() || batches.contains(&0) {
         return Err("--batch must be at least 1".into());
     }
     let ctx = Arc::new(transact::gpu::GpuContext::new_from_env()?);
-    let results = transact::bench_gpu::run_kernels(&ctx, batch, runs, shape)
-        .map_err(|e| -> Box<dyn Error> { e })?;
-    if json {
-        for r in &results {
-            say!("{}", serde_json::to_string(r)?);
+    let mut all = Vec::new();
+    for &batch in batches {
+        let results = transact::bench_gpu::run_kernels(&ctx, batch, runs, shape)
+            .map_err(|e| -> Box<dyn Error> { e })?;
+        if json {
+            for r in &results {
+                say!("{}", serde_json::to_string(r)?);
+            }
+        } else {
+            print_kernels(&ctx, batch, runs, &results);
         }
-        return Ok(ExitCode::SUCCESS);
+        all.extend(results);
     }
+    if let Some(path) = svg {
+        let whole: Vec<_> = all.iter().filter(|r| r.kernel.is_empty()).collect();
+        let cats: Vec<String> = whole
+            .iter()
+            .map(|r| format!("{} {} B{}", r.shape, r.variant, r.batch))
+            .collect();
+        let gpu: Vec<f64> = whole.iter().map(|r| r.median_ms).collect();
+        let cpu: Vec<f64> = whole
+            .iter()
+            .map(|r| r.cpu_median_ms.unwrap_or(f64::NAN))
+            .collect();
+        let gpu_name = format!("gpu: {}", ctx.adapter_name());
+        transact::train::plot::write_bars_svg(
+            path,
+            "whole-path latency by case, batch size and backend",
+            "ms (median)",
+            &cats,
+            &[(gpu_name.as_str(), &gpu), ("cpu", &cpu)],
+        )?;
+        if !json {
+            say!("chart: {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_kernels(
+    ctx: &transact::gpu::GpuContext,
+    batch: usize,
+    runs: usize,
+    results: &[transact::bench_gpu::KernelResult],
+) {
     say!(
         "adapter: {} (f16 {}, timestamps {})",
         ctx.adapter_name(),
@@ -196,7 +271,7 @@ fn bench_kernels(json: bool, runs: usize, batch: usize, shape: Option<&str>) -> 
         runs.max(1)
     );
     let mut shape = "";
-    for r in &results {
+    for r in results {
         if r.shape != shape {
             shape = &r.shape;
             say!("");
@@ -262,10 +337,14 @@ fn bench_kernels(json: bool, runs: usize, batch: usize, shape: Option<&str>) -> 
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
-fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {
+fn bench_cpu(
+    json: bool,
+    runs: usize,
+    only: Option<&str>,
+    svg: Option<&std::path::Path>,
+) -> Result<ExitCode> {
     let threads = rayon::current_num_threads();
     let wanted = |name: &str| only.is_none_or(|o| o == name);
     // A model case: B candidates per run.
@@ -392,6 +471,20 @@ fn bench_cpu(json: bool, runs: usize, only: Option<&str>) -> Result<ExitCode> {
                     _ => String::new(),
                 }
             );
+        }
+    }
+    if let Some(path) = svg {
+        let cats: Vec<String> = results.iter().map(|r| r.case.clone()).collect();
+        let ms: Vec<f64> = results.iter().map(|r| r.median_ms).collect();
+        transact::train::plot::write_bars_svg(
+            path,
+            &format!("CPU cases, {threads} threads"),
+            "ms (median)",
+            &cats,
+            &[("cpu", &ms)],
+        )?;
+        if !json {
+            say!("chart: {}", path.display());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -9,13 +9,10 @@ use std::sync::Arc;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
 use transact::backend::auto_backend;
-use transact::features::raw_id_key;
-use transact::rank::{
-    Backend, Bundle, Candidate, CpuBackend, RankRequest, RankResponse, Ranker, RankerConfig,
-};
+use transact::rank::{Backend, Bundle, CpuBackend, RankResponse, Ranker, RankerConfig};
 use transact::seq::{EmbeddedStore, SequenceStore, StoreConfig, SyncPolicy};
+use transact::serve::wire::{self, RankAnswer, RankBody, RawId, WireCandidate};
 use transact::train::serving::ingest;
 
 use crate::train_cli::{DataArgs, FormatArg, load};
@@ -137,70 +134,6 @@ pub struct RankArgs {
     feature_log: Option<PathBuf>,
 }
 
-/// A raw id as a log writes it: a number or a string.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-enum RawId {
-    Number(u64),
-    Text(String),
-}
-
-impl RawId {
-    fn key(&self) -> u64 {
-        match self {
-            RawId::Number(n) => raw_id_key(&n.to_string()),
-            RawId::Text(s) => raw_id_key(s),
-        }
-    }
-}
-
-/// A candidate with its embedding given inline.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InlineCandidate {
-    id: RawId,
-    embedding: Vec<f32>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
-enum JsonCandidate {
-    Id(RawId),
-    Inline(InlineCandidate),
-}
-
-/// One request line.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonRequest {
-    user: RawId,
-    time_ms: i64,
-    candidates: Vec<JsonCandidate>,
-    #[serde(default)]
-    user_embedding: Option<Vec<f32>>,
-    #[serde(default)]
-    context: Option<Vec<f32>>,
-}
-
-#[derive(Serialize)]
-struct JsonRanked<'a> {
-    item: &'a RawId,
-    utility: f32,
-    probabilities: std::collections::BTreeMap<&'a str, f32>,
-}
-
-#[derive(Serialize)]
-struct JsonResponse<'a> {
-    user: &'a RawId,
-    time_ms: i64,
-    bundle: &'a str,
-    backend: &'a str,
-    sequence_len: usize,
-    unknown_actions: usize,
-    unknown_items: usize,
-    ranked: Vec<JsonRanked<'a>>,
-}
-
 type Logger = Option<Arc<transact::log::ParquetFeatureLogger>>;
 
 fn open_ranker(args: &RankArgs) -> Result<(Ranker<EmbeddedStore>, Logger)> {
@@ -260,61 +193,8 @@ fn finish_log(ranker: &Ranker<EmbeddedStore>, logger: &Logger) -> bool {
     failed
 }
 
-fn to_request(req: &JsonRequest) -> RankRequest {
-    RankRequest {
-        user: req.user.key(),
-        request_time_ms: req.time_ms,
-        candidates: req
-            .candidates
-            .iter()
-            .map(|c| match c {
-                JsonCandidate::Id(id) => Candidate::Item(id.key()),
-                JsonCandidate::Inline(c) => Candidate::Embedding {
-                    item_id: c.id.key(),
-                    embedding: c.embedding.clone(),
-                },
-            })
-            .collect(),
-        user_embedding: req.user_embedding.clone(),
-        context: req.context.clone(),
-    }
-}
-
-fn response_line(req: &JsonRequest, resp: &RankResponse, top: Option<usize>) -> Result<String> {
-    let ids: Vec<&RawId> = req
-        .candidates
-        .iter()
-        .map(|c| match c {
-            JsonCandidate::Id(id) => id,
-            JsonCandidate::Inline(c) => &c.id,
-        })
-        .collect();
-    let ranked = resp
-        .ranked
-        .iter()
-        .take(top.unwrap_or(usize::MAX))
-        .map(|r| JsonRanked {
-            item: ids[r.request_index],
-            utility: r.utility,
-            probabilities: resp
-                .heads
-                .iter()
-                .map(String::as_str)
-                .zip(resp.probabilities(r).iter().copied())
-                .collect(),
-        })
-        .collect();
-    let out = JsonResponse {
-        user: &req.user,
-        time_ms: req.time_ms,
-        bundle: &resp.bundle_version,
-        backend: &resp.backend,
-        sequence_len: resp.sequence_len,
-        unknown_actions: resp.unknown_actions,
-        unknown_items: resp.unknown_items,
-        ranked,
-    };
-    Ok(serde_json::to_string(&out)?)
+fn response_line(req: &RankBody, resp: &RankResponse, top: Option<usize>) -> Result<String> {
+    Ok(serde_json::to_string(&RankAnswer::new(req, resp, top))?)
 }
 
 /// `transact rank`.
@@ -341,19 +221,20 @@ fn serve(ranker: &Ranker<EmbeddedStore>, args: &RankArgs) -> Result<bool> {
                 .map_err(|e| e.to_string())?
                 .as_millis() as i64,
         };
-        let req = JsonRequest {
+        let req = RankBody {
             user: RawId::Text(user.clone()),
             time_ms,
             candidates: args
                 .candidates
                 .iter()
-                .map(|c| JsonCandidate::Id(RawId::Text(c.trim().to_string())))
+                .map(|c| WireCandidate::Id(RawId::Text(c.trim().to_string())))
                 .collect(),
             user_embedding: None,
             context: None,
+            top: None,
         };
         let resp = ranker
-            .rank(&to_request(&req))
+            .rank(&req.to_request())
             .map_err(|e| format!("--user {user}: {e}"))?;
         writeln!(stdout, "{}", response_line(&req, &resp, args.top)?)?;
         return Ok(false);
@@ -365,11 +246,11 @@ fn serve(ranker: &Ranker<EmbeddedStore>, args: &RankArgs) -> Result<bool> {
         if line.trim().is_empty() {
             continue;
         }
-        let outcome = serde_json::from_str::<JsonRequest>(&line)
+        let outcome = wire::parse::<RankBody>(line.as_bytes())
             .map_err(|e| e.to_string())
             .and_then(|req| {
                 ranker
-                    .rank_into(&to_request(&req), &mut resp)
+                    .rank_into(&req.to_request(), &mut resp)
                     .map_err(|e| e.to_string())?;
                 response_line(&req, &resp, args.top).map_err(|e| e.to_string())
             });

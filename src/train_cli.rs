@@ -790,11 +790,40 @@ pub fn ablate_cmd(args: AblateArgs) -> Result<ExitCode> {
         _ => serde_json::to_string_pretty(&ab)?,
     };
     std::fs::write(&json, json_text).map_err(|e| format!("{}: {e}", json.display()))?;
+    let svg = args.out.join("ablation.svg");
+    let rows: Vec<String> = ab.summary.iter().map(|r| r.name.clone()).collect();
+    let per_head: Vec<Vec<f64>> = (0..loaded.data.heads.len())
+        .map(|h| {
+            ab.summary
+                .iter()
+                .map(|r| r.mean.get(h).copied().unwrap_or(f64::NAN))
+                .collect()
+        })
+        .collect();
+    let bars: Vec<transact::train::plot::Bars<'_>> = loaded
+        .data
+        .heads
+        .iter()
+        .zip(&per_head)
+        .map(|(name, v)| (name.as_str(), v.as_slice()))
+        .collect();
+    transact::train::plot::write_bars_svg(
+        &svg,
+        &format!(
+            "HIT@3 per head on {} (mean over {} seed(s))",
+            loaded.data.name,
+            ab.seeds.len()
+        ),
+        "HIT@3",
+        &rows,
+        &bars,
+    )?;
     println!("{table}");
     println!(
-        "total {:.0} s; table saved to {}",
+        "total {:.0} s; table saved to {} (chart: {})",
         t0.elapsed().as_secs_f64(),
-        path.display()
+        path.display(),
+        svg.display()
     );
     Ok(ExitCode::SUCCESS)
 }

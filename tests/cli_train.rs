@@ -210,6 +210,11 @@ fn ablate_writes_its_table() {
         "{md}"
     );
     assert!(out.join("ablation.json").is_file());
+    let svg = std::fs::read_to_string(out.join("ablation.svg")).expect("ablation.svg");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<rect"),
+        "not a bar chart"
+    );
 }
 
 #[test]

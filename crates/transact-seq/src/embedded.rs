@@ -290,36 +290,6 @@ impl EmbeddedStore {
         i
     }
 
-    /// Checks a batch against the vocabulary and the clock.
-    fn validate(&self, user: UserId, actions: &[Action]) -> Result<(), SeqError> {
-        let now = (self.config.clock)();
-        let max_skew_ms = self.config.max_future_skew_ms;
-        for a in actions {
-            if !self.config.vocab.contains(a.action_type) {
-                return Err(SeqError::UnknownActionType {
-                    user,
-                    action_type: a.action_type,
-                });
-            }
-            if a.timestamp_ms < 0 {
-                return Err(SeqError::NegativeTimestamp {
-                    user,
-                    timestamp_ms: a.timestamp_ms,
-                });
-            }
-            let ahead_ms = a.timestamp_ms.saturating_sub(now);
-            if ahead_ms > max_skew_ms {
-                return Err(SeqError::FutureTimestamp {
-                    user,
-                    timestamp_ms: a.timestamp_ms,
-                    ahead_ms,
-                    max_skew_ms,
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// Injects a fault into the next log write (tests only).
     #[cfg(test)]
     fn inject_fault(&self, fault: log::Fault) {
@@ -330,11 +300,15 @@ impl EmbeddedStore {
 }
 
 impl SequenceStore for EmbeddedStore {
+    fn check_append(&self, user: UserId, actions: &[Action]) -> Result<(), SeqError> {
+        self.config.check_actions(user, actions)
+    }
+
     fn append(&self, user: UserId, actions: &[Action]) -> Result<(), SeqError> {
         if actions.is_empty() {
             return Ok(());
         }
-        self.validate(user, actions)?;
+        self.config.check_actions(user, actions)?;
         let mut guard = self.writer.lock();
         let w = &mut *guard;
         if let Some(why) = &w.poisoned {

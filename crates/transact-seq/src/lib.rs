@@ -14,6 +14,8 @@
 //!   actions, impressions) as [`SequenceStore::read_sequences`] reads them.
 //! - [`EmbeddedStore`]: an in-process store persisted to a directory
 //!   (append-only checksummed log plus periodic snapshots).
+//! - `testing` (cargo feature `testing`, for tests): the reference model
+//!   and proptest strategies every store's model test shares.
 //!
 //! It depends on no other crate of the workspace.
 
@@ -21,6 +23,8 @@ mod action;
 mod embedded;
 mod error;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use action::{Action, ActionType, ActionVocab, ItemId, Surface, UserId};
 pub use embedded::{

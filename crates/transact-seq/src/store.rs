@@ -179,6 +179,16 @@ pub trait SequenceStore: Send + Sync {
     /// On `Err` nothing of this call was applied.
     fn append(&self, user: UserId, actions: &[Action]) -> Result<(), SeqError>;
 
+    /// Checks `actions` for `user` as [`SequenceStore::append`] would,
+    /// without writing anything: `Ok` means `append` would not reject them
+    /// as input (it may still fail on I/O). A service validates a batch of
+    /// several users with it before appending any of them. The default
+    /// accepts everything.
+    fn check_append(&self, user: UserId, actions: &[Action]) -> Result<(), SeqError> {
+        let _ = (user, actions);
+        Ok(())
+    }
+
     /// Fills `out` with the user's newest actions, newest first: at most `n`,
     /// and only those with `timestamp_ms <= at_or_before_ms` when given.
     ///

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::{ActionType, ActionVocab, SeqError};
+use crate::{Action, ActionType, ActionVocab, SeqError, UserId};
 
 /// The clock a store validates timestamps against: milliseconds since the
 /// Unix epoch.
@@ -129,6 +129,40 @@ impl StoreConfig {
     pub fn with_multi_hot_window_ms(mut self, ms: i64) -> Self {
         self.multi_hot_window_ms = ms;
         self
+    }
+
+    /// Checks a batch for `user` as every store's `append` does before
+    /// writing anything: each type is in [`StoreConfig::vocab`], no
+    /// timestamp is negative or further ahead of [`StoreConfig::clock`]
+    /// than [`StoreConfig::max_future_skew_ms`]. The first bad action's
+    /// error names it.
+    pub fn check_actions(&self, user: UserId, actions: &[Action]) -> Result<(), SeqError> {
+        let now = (self.clock)();
+        let max_skew_ms = self.max_future_skew_ms;
+        for a in actions {
+            if !self.vocab.contains(a.action_type) {
+                return Err(SeqError::UnknownActionType {
+                    user,
+                    action_type: a.action_type,
+                });
+            }
+            if a.timestamp_ms < 0 {
+                return Err(SeqError::NegativeTimestamp {
+                    user,
+                    timestamp_ms: a.timestamp_ms,
+                });
+            }
+            let ahead_ms = a.timestamp_ms.saturating_sub(now);
+            if ahead_ms > max_skew_ms {
+                return Err(SeqError::FutureTimestamp {
+                    user,
+                    timestamp_ms: a.timestamp_ms,
+                    ahead_ms,
+                    max_skew_ms,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Whether actions of type `t` are impressions.

@@ -138,7 +138,7 @@ impl GpuBackend {
                     *state = None;
                 }
                 drop(state);
-                eprintln!("transact: GPU request failed ({e}); scoring this request on the CPU");
+                tracing::warn!(error = %e, "GPU request failed; scoring this request on the CPU");
                 *inner.last_fallback.lock() = Some(e.to_string());
                 cpu(logits)
             }
@@ -197,7 +197,7 @@ pub fn auto_backend(
                 "the only GPU adapter is a software one ({}); it is slower than the CPU path",
                 gpu.inner.adapter
             );
-            eprintln!("transact: ranking on the CPU: {reason}");
+            tracing::info!(%reason, "ranking on the CPU");
             (
                 Box::new(CpuBackend),
                 BackendChoice {
@@ -218,7 +218,7 @@ pub fn auto_backend(
         }
         Err(e) => {
             let reason = e.to_string();
-            eprintln!("transact: ranking on the CPU: {reason}");
+            tracing::info!(%reason, "ranking on the CPU");
             (
                 Box::new(CpuBackend),
                 BackendChoice {
