@@ -11,10 +11,11 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use transact::backend::auto_backend;
 use transact::rank::{Backend, Bundle, CpuBackend, RankResponse, Ranker, RankerConfig};
-use transact::seq::{EmbeddedStore, SequenceStore, StoreConfig, SyncPolicy};
+use transact::seq::{EmbeddedStore, StoreConfig};
 use transact::serve::wire::{self, RankAnswer, RankBody, RawId, WireCandidate};
 use transact::train::serving::ingest;
 
+use crate::server_cli::{is_redis_url, open_store};
 use crate::train_cli::{DataArgs, FormatArg, load};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -27,9 +28,10 @@ pub struct IngestArgs {
     /// `user,item,action,timestamp`, the whitespace next-item format), or
     /// `synthetic` for the seeded synthetic world.
     log: String,
-    /// The store directory (created if needed; appended to if it exists).
+    /// The store: a directory (created if needed; appended to if it
+    /// exists), or a Redis server or cluster URL as `transact serve` takes.
     #[arg(long)]
-    store: PathBuf,
+    store: String,
     /// Format of the log (default: from its name and first lines).
     #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
     format: FormatArg,
@@ -67,16 +69,16 @@ pub fn ingest_cmd(args: IngestArgs) -> Result<ExitCode> {
     let loaded = load(&data_args, false)?;
     let data = &loaded.data;
     let total: usize = data.users.iter().map(|u| u.actions.len()).sum();
-    let config = StoreConfig::default().with_sync(SyncPolicy::OnClose);
-    let (store, report) = EmbeddedStore::open(&args.store, config)
-        .map_err(|e| format!("--store {}: {e}", args.store.display()))?;
-    if report.users > 0 {
-        eprintln!(
-            "store {}: appending to {} users, {} actions already there",
-            args.store.display(),
-            report.users,
-            report.actions
-        );
+    // An embedded store syncs once at the end (a failed ingest is rerun);
+    // Redis is as durable as its `appendfsync`.
+    let store = if is_redis_url(&args.store) {
+        open_store(&args.store, "every")?
+    } else {
+        open_store(&args.store, "close")?
+    };
+    let before = store.user_count();
+    if before > 0 {
+        eprintln!("store {}: appending to {before} users", args.store);
     }
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
@@ -84,7 +86,7 @@ pub fn ingest_cmd(args: IngestArgs) -> Result<ExitCode> {
             .map_err(|e| e.to_string())?
             .progress_chars("=> "),
     );
-    let done = ingest(data, &store, 4096, |n| bar.set_position(n as u64))?;
+    let done = ingest(data, store.as_ref(), 4096, |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
     store.sync()?;
     println!(
@@ -92,7 +94,7 @@ pub fn ingest_cmd(args: IngestArgs) -> Result<ExitCode> {
         done.actions,
         done.users,
         args.log,
-        args.store.display(),
+        args.store,
         store.user_count()
     );
     Ok(ExitCode::SUCCESS)

@@ -75,7 +75,7 @@ fn sync_policy(s: &str) -> Result<SyncPolicy> {
 }
 
 /// Whether `--store` names a Redis server or cluster rather than a directory.
-fn is_redis_url(store: &str) -> bool {
+pub fn is_redis_url(store: &str) -> bool {
     ["redis://", "rediss://", "redis+cluster://"]
         .iter()
         .any(|p| store.starts_with(p))

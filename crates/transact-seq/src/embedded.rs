@@ -85,6 +85,9 @@ struct Writer {
 pub struct EmbeddedStore {
     state: State,
     writer: Mutex<Writer>,
+    /// Held while a snapshot is written (one at a time); appends do not
+    /// take it.
+    snapshotting: Mutex<()>,
     config: StoreConfig,
     dir: Option<PathBuf>,
     /// The directory's lock (`None` in memory); dropped after the writer's
@@ -133,6 +136,7 @@ impl EmbeddedStore {
         let rec = recover::recover(dir, &config, &state)?;
         let store = EmbeddedStore {
             state,
+            snapshotting: Mutex::new(()),
             writer: Mutex::new(Writer {
                 log: Some(rec.log),
                 poisoned: None,
@@ -168,6 +172,7 @@ impl EmbeddedStore {
     pub fn in_memory(config: StoreConfig) -> EmbeddedStore {
         EmbeddedStore {
             state: State::new(),
+            snapshotting: Mutex::new(()),
             writer: Mutex::new(Writer {
                 log: None,
                 poisoned: None,
@@ -194,16 +199,71 @@ impl EmbeddedStore {
 
     /// Starts a new log generation and writes the whole state to a snapshot,
     /// then deletes files no longer needed (the previous snapshot and the
-    /// logs since are kept as a fallback). Appends wait while it runs; reads
-    /// do not. Does nothing in memory.
+    /// logs since are kept as a fallback). Does nothing in memory.
+    ///
+    /// Appends wait only while the log is switched (a sync and a file
+    /// create), not while the snapshot is written: they go on into the new
+    /// log, and each user is encoded under its own read lock with the
+    /// position of the last log record it holds, so reopening replays each
+    /// user's records after that position only (see the crate README).
+    /// Reads never wait. Snapshots run one at a time.
     ///
     /// On a store refusing appends after a failed write, a successful
-    /// snapshot makes the state durable again and lifts the refusal.
+    /// snapshot makes the state durable again and lifts the refusal (that
+    /// snapshot is written with appends held, since they are refused anyway).
     pub fn snapshot(&self) -> Result<(), SeqError> {
-        let mut w = self.writer.lock();
-        self.snapshot_locked(&mut w)
+        let _one_at_a_time = self.snapshotting.lock();
+        self.snapshot_unlocked()
     }
 
+    /// [`EmbeddedStore::snapshot`] with the snapshot lock held.
+    fn snapshot_unlocked(&self) -> Result<(), SeqError> {
+        let Some(dir) = self.dir.as_deref() else {
+            return Ok(());
+        };
+        let generation = {
+            let mut w = self.writer.lock();
+            if w.poisoned.is_some() {
+                return self.snapshot_locked(&mut w);
+            }
+            match self.rotate_locked(&mut w)? {
+                Some(g) => g,
+                None => return Ok(()),
+            }
+        };
+        // The writer lock is released: appends continue into log
+        // `generation` while the state is written.
+        let users = self.state.sorted_users();
+        snapshot::write(dir, generation, &users)?;
+        let _ = recover::prune(dir, generation);
+        Ok(())
+    }
+
+    /// Syncs the current log and starts log generation `g + 1`, to which
+    /// appends go from now on; returns the new generation (`None` in
+    /// memory). If the snapshot of that generation is never written, the
+    /// chain (the older snapshot and both logs) still holds everything.
+    fn rotate_locked(&self, w: &mut Writer) -> Result<Option<u64>, SeqError> {
+        let Some(dir) = self.dir.as_deref() else {
+            return Ok(None);
+        };
+        let Some(log) = w.log.as_mut() else {
+            return Ok(None);
+        };
+        let generation = log.generation() + 1;
+        // The old log stays as the fallback behind the new snapshot: it
+        // must be complete on disk before a newer log exists.
+        if let Err(e) = log.sync() {
+            w.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        w.records_since_snapshot = 0;
+        w.log = Some(LogWriter::create(dir, generation, self.config.sync)?);
+        Ok(Some(generation))
+    }
+
+    /// A snapshot written with the writer lock held throughout (for a
+    /// poisoned log: appends are refused meanwhile anyway).
     fn snapshot_locked(&self, w: &mut Writer) -> Result<(), SeqError> {
         let Some(dir) = self.dir.as_deref() else {
             return Ok(());
@@ -212,14 +272,6 @@ impl EmbeddedStore {
             return Ok(());
         };
         let generation = log.generation() + 1;
-        if w.poisoned.is_none() {
-            // The old log stays as the fallback behind the new snapshot: it
-            // must be complete on disk before a newer log exists.
-            if let Err(e) = log.sync() {
-                w.poisoned = Some(e.to_string());
-                return Err(e);
-            }
-        }
         w.records_since_snapshot = 0;
         let new_log = LogWriter::create(dir, generation, self.config.sync)?;
         // From here on appends go to the new log; if the snapshot below fails,
@@ -320,9 +372,11 @@ impl SequenceStore for EmbeddedStore {
         if w.closed {
             return Err(SeqError::Unavailable("the store is closed".into()));
         }
+        let mut pos = (0, 0);
         if let Some(log) = w.log.as_mut() {
             log::encode_append(&mut w.frame, user, actions)?;
             let written = log.append(&w.frame);
+            pos = (log.generation(), log.len());
             if w.frame.capacity() > FRAME_KEEP_BYTES {
                 w.frame = Vec::new();
             }
@@ -334,13 +388,19 @@ impl SequenceStore for EmbeddedStore {
             }
         }
         // The log holds the record: now memory may have it too.
-        self.state.apply(user, actions, &self.config);
+        self.state.apply(user, actions, &self.config, pos);
         w.records_since_snapshot += 1;
         let every = self.config.snapshot_every;
-        if every > 0 && w.records_since_snapshot >= every && w.log.is_some() {
-            // The append itself succeeded; a failed snapshot is only recorded.
-            let outcome = self.snapshot_locked(&mut guard);
-            guard.last_snapshot_error = outcome.err().map(|e| e.to_string());
+        let due = every > 0 && w.records_since_snapshot >= every && w.log.is_some();
+        drop(guard);
+        if due {
+            // This call writes the snapshot (other appends go on meanwhile);
+            // when one is being written already, a later append tries again.
+            if let Some(_one_at_a_time) = self.snapshotting.try_lock() {
+                // The append itself succeeded; a failed snapshot is only recorded.
+                let outcome = self.snapshot_unlocked();
+                self.writer.lock().last_snapshot_error = outcome.err().map(|e| e.to_string());
+            }
         }
         Ok(())
     }

@@ -312,7 +312,8 @@ pub(crate) struct Scan {
 }
 
 /// Reads log `generation` at `path`, handing each good record to `on_record`
-/// in order, and stops at the first damaged record.
+/// in order with the offset just past it, and stops at the first damaged
+/// record.
 ///
 /// A bad header on a file long enough to hold one is an error (the file is
 /// not a log of this store); a file too short for a header reports
@@ -320,7 +321,7 @@ pub(crate) struct Scan {
 pub(crate) fn scan(
     path: &Path,
     generation: u64,
-    mut on_record: impl FnMut(Record),
+    mut on_record: impl FnMut(Record, u64),
 ) -> Result<Scan, SeqError> {
     let file = File::open(path).map_err(|e| io_err(path, e))?;
     let file_len = file.metadata().map_err(|e| io_err(path, e))?.len();
@@ -399,9 +400,9 @@ pub(crate) fn scan(
                 break;
             }
         };
-        on_record(record);
-        scan.records += 1;
         offset += RECORD_HEADER_LEN as u64 + u64::from(len);
+        on_record(record, offset);
+        scan.records += 1;
         scan.good_len = offset;
     }
     Ok(scan)

@@ -110,8 +110,8 @@ pub(crate) fn recover(
             writer = Some(LogWriter::create(dir, g, config.sync)?);
             continue;
         }
-        let scan = log::scan(&path, g, |Record::Append { user, actions }| {
-            state.apply(user, &actions, config);
+        let scan = log::scan(&path, g, |Record::Append { user, actions }, end| {
+            state.apply(user, &actions, config, (g, end));
         })?;
         records_replayed += scan.records;
         let mut good_len = scan.good_len;

@@ -1,12 +1,14 @@
 //! Snapshot files: the whole state at the end of a log generation.
 //!
 //! ```text
-//! header  = magic "TSEQSNAP" (8) | format version u32 LE (2) | generation u64 LE
+//! header  = magic "TSEQSNAP" (8) | format version u32 LE (3) | generation u64 LE
 //! body    = MessagePack (rmp-serde) values, one after another:
-//!           SnapHead { generation, users, actions }
-//!           then `users` × SnapUser { user, realtime, lifelong, impressions }
+//!           SnapHead { generation, users, actions = 0 }
+//!           then `users` × SnapUser { user, realtime, lifelong, impressions,
+//!                                     applied: (generation, end offset) }
 //!           each sequence { item_ids, action_types, timestamps_ms, surfaces }
 //!           (columns newest first; lifelong action_types are u64 multi-hot masks)
+//!           then SnapEnd { actions }
 //! trailer = body length u64 LE | crc32 of body u32 LE | magic "TSEQEND\0" (8)
 //! ```
 //!
@@ -14,8 +16,13 @@
 //! realtime columns, flat in SnapUser; it is still read: its actions are
 //! routed into the three sequences as appends would be.
 //!
+//! Version 2 had no `applied` and counted the actions in the head.
+//!
 //! `snapshot-<g>.msgpack` holds the state after every record of logs
-//! `< g`; log `g` continues from it.
+//! `< g`, and, per user, possibly some records of log `g` itself: it is
+//! written while appends go on into log `g`, each user under that user's
+//! read lock. `applied` is the end of the last record a user's entry
+//! holds; replaying log `g` skips each user's records up to it.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -29,11 +36,14 @@ use serde::{Deserialize, Serialize};
 use super::config::StoreConfig;
 use super::files::{io_err, read_full, remove_if_exists, snapshot_path, sync_dir, tmp_path};
 use super::history::{ColumnsRef, Ring};
-use super::state::UserState;
+use super::state::{LogPos, UserState};
 use crate::{Action, ActionType, ItemId, SeqError, Surface, UserId};
 
-/// Snapshot format version written (2: three sequences per user).
-const SNAPSHOT_VERSION: u32 = 2;
+/// Snapshot format version written (3: three sequences and the last
+/// applied log position per user).
+const SNAPSHOT_VERSION: u32 = 3;
+/// Three sequences per user, without log positions; still read.
+const SNAPSHOT_VERSION_2: u32 = 2;
 /// The first format (realtime sequence only), still read.
 const SNAPSHOT_VERSION_1: u32 = 1;
 
@@ -68,12 +78,20 @@ impl<'a, K> SeqRef<'a, K> {
     }
 }
 
+/// The end of a version-3 body: the actions its entries hold (counted
+/// while writing, since appends change them meanwhile).
+#[derive(Serialize, Deserialize)]
+struct SnapEnd {
+    actions: u64,
+}
+
 #[derive(Serialize)]
 struct SnapUserRef<'a> {
     user: UserId,
     realtime: SeqRef<'a, u16>,
     lifelong: SeqRef<'a, u64>,
     impressions: SeqRef<'a, u16>,
+    applied: LogPos,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +120,16 @@ struct SnapUser {
     realtime: Seq<u16>,
     lifelong: Seq<u64>,
     impressions: Seq<u16>,
+}
+
+/// A version-3 user entry: a version-2 one and its last applied record.
+#[derive(Deserialize)]
+struct SnapUserV3 {
+    user: UserId,
+    realtime: Seq<u16>,
+    lifelong: Seq<u64>,
+    impressions: Seq<u16>,
+    applied: LogPos,
 }
 
 /// A user entry of a version-1 snapshot: the realtime columns only.
@@ -187,23 +215,28 @@ fn write_tmp(
         hasher: crc32fast::Hasher::new(),
         count: 0,
     };
-    let actions: u64 = users.iter().map(|(_, h)| h.read().len() as u64).sum();
     let head = SnapHead {
         generation,
         users: users.len() as u64,
-        actions,
+        actions: 0,
     };
     rmp_serde::encode::write(&mut body, &head).map_err(encode)?;
+    let mut actions = 0u64;
     for (user, history) in users {
+        // Each user under its own read lock, only while it is encoded:
+        // appends to other users (and to this one, between entries) go on.
         let h = history.read();
+        actions += h.len() as u64;
         let rec = SnapUserRef {
             user: *user,
             realtime: SeqRef::new(h.realtime.columns()),
             lifelong: SeqRef::new(h.lifelong.columns()),
             impressions: SeqRef::new(h.impressions.columns()),
+            applied: h.applied,
         };
         rmp_serde::encode::write(&mut body, &rec).map_err(encode)?;
     }
+    rmp_serde::encode::write(&mut body, &SnapEnd { actions }).map_err(encode)?;
     let body_len = body.count;
     let crc = body.hasher.finalize();
 
@@ -244,10 +277,10 @@ pub(crate) fn read(
         return Err(corrupt("not a snapshot file (bad magic)".into()));
     }
     let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-    if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_1 {
+    if !(SNAPSHOT_VERSION_1..=SNAPSHOT_VERSION).contains(&version) {
         return Err(corrupt(format!(
             "unsupported snapshot format version {version} (this build reads \
-             {SNAPSHOT_VERSION_1} and {SNAPSHOT_VERSION})"
+             {SNAPSHOT_VERSION_1} to {SNAPSHOT_VERSION})"
         )));
     }
     let mut g = [0u8; 8];
@@ -318,7 +351,18 @@ fn decode_body(
             actions += u.item_ids.len() as u64;
             (u.user, migrate_v1(u, config)?)
         } else {
-            let u = SnapUser::deserialize(&mut de).map_err(entry)?;
+            let u = if version == SNAPSHOT_VERSION_2 {
+                let u = SnapUser::deserialize(&mut de).map_err(entry)?;
+                SnapUserV3 {
+                    user: u.user,
+                    realtime: u.realtime,
+                    lifelong: u.lifelong,
+                    impressions: u.impressions,
+                    applied: (0, 0),
+                }
+            } else {
+                SnapUserV3::deserialize(&mut de).map_err(entry)?
+            };
             actions += u.realtime.item_ids.len() as u64;
             let named = |what: &str, e: String| format!("user {} {what}: {e}", u.user);
             let realtime = u
@@ -334,6 +378,7 @@ fn decode_body(
                 .into_ring(config.impression_capacity)
                 .map_err(|e| named("impressions", e))?;
             let h = UserState {
+                applied: u.applied,
                 realtime,
                 lifelong,
                 impressions,
@@ -350,10 +395,16 @@ fn decode_body(
         }
         users.push((user, h));
     }
-    if actions != head.actions {
+    let counted = if version == SNAPSHOT_VERSION {
+        SnapEnd::deserialize(&mut de)
+            .map_err(|e| format!("end of body: {e}"))?
+            .actions
+    } else {
+        head.actions
+    };
+    if actions != counted {
         return Err(format!(
-            "head says {} actions, entries hold {actions}",
-            head.actions
+            "the snapshot says {counted} actions, its entries hold {actions}"
         ));
     }
     drop(de);
@@ -461,6 +512,63 @@ mod tests {
         let (items, types, _, _) = h.realtime.columns();
         assert_eq!(items.iter().copied().collect::<Vec<_>>(), [40, 30, 30, 20]);
         assert_eq!(types.iter().copied().collect::<Vec<_>>(), [4, 2, 1, 4]);
+    }
+
+    #[derive(Serialize)]
+    struct V2Seq {
+        item_ids: Vec<ItemId>,
+        action_types: Vec<u64>,
+        timestamps_ms: Vec<i64>,
+        surfaces: Vec<u16>,
+    }
+
+    #[derive(Serialize)]
+    struct V2User {
+        user: UserId,
+        realtime: V2Seq,
+        lifelong: V2Seq,
+        impressions: V2Seq,
+    }
+
+    #[test]
+    fn a_version_2_snapshot_is_read_with_no_applied_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot-2.msgpack");
+        let seq = |items: Vec<u64>, types: Vec<u64>, times: Vec<i64>| V2Seq {
+            surfaces: vec![0; items.len()],
+            item_ids: items,
+            action_types: types,
+            timestamps_ms: times,
+        };
+        let user = V2User {
+            user: 5,
+            realtime: seq(vec![2, 1], vec![2, 1], vec![20, 10]),
+            lifelong: seq(vec![2, 1], vec![0b100, 0b10], vec![20, 10]),
+            impressions: seq(vec![], vec![], vec![]),
+        };
+        let mut body = Vec::new();
+        let head = SnapHead {
+            generation: 2,
+            users: 1,
+            actions: 2,
+        };
+        rmp_serde::encode::write(&mut body, &head).unwrap();
+        rmp_serde::encode::write(&mut body, &user).unwrap();
+        let mut file = Vec::new();
+        file.extend_from_slice(&SNAP_MAGIC);
+        file.extend_from_slice(&SNAPSHOT_VERSION_2.to_le_bytes());
+        file.extend_from_slice(&2u64.to_le_bytes());
+        file.extend_from_slice(&body);
+        file.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        file.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        file.extend_from_slice(&END_MAGIC);
+        std::fs::write(&path, file).unwrap();
+        let users = read(&path, 2, &StoreConfig::default()).unwrap();
+        let [(id, h)] = users.as_slice() else {
+            panic!("one user")
+        };
+        assert_eq!((*id, h.realtime.len(), h.lifelong.len()), (5, 2, 2));
+        assert_eq!(h.applied, (0, 0));
     }
 
     #[test]

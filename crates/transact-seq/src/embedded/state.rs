@@ -18,9 +18,18 @@ use crate::{Action, SequenceLimits, UserId, UserSequences};
 const SHARD_BITS: u32 = 6;
 const SHARDS: usize = 1 << SHARD_BITS;
 
+/// Where in the logs a record ends: (generation, byte offset just past
+/// it). Ordered as the records were written; `(0, 0)` is before every record.
+pub(crate) type LogPos = (u64, u64);
+
 /// One user's three sequences.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct UserState {
+    /// The end of the last log record applied to this user (`(0, 0)` for
+    /// none, or in memory). A snapshot stores it, and replay skips the
+    /// records up to it: a snapshot written while appends continue may
+    /// already hold some records of its own log.
+    pub(crate) applied: LogPos,
     /// Every action, newest first (`capacity_per_user`).
     pub(crate) realtime: UserHistory,
     /// Explicit actions as multi-hot tokens (`lifelong_capacity`).
@@ -111,15 +120,28 @@ impl State {
         self.actions.load(Ordering::Acquire)
     }
 
-    /// Applies validated actions for one user. Callers serialise on the
-    /// store's writer lock, so a user missing here cannot appear meanwhile.
-    pub(crate) fn apply(&self, user: UserId, actions: &[Action], config: &StoreConfig) {
+    /// Applies validated actions for one user from the log record that
+    /// ends at `pos`, unless the user's state already holds that record
+    /// (`pos <= applied`: replaying the log of a snapshot that was written
+    /// while appends went on). Callers serialise on the store's writer
+    /// lock, so a user missing here cannot appear meanwhile.
+    pub(crate) fn apply(
+        &self,
+        user: UserId,
+        actions: &[Action],
+        config: &StoreConfig,
+        pos: LogPos,
+    ) {
         if actions.is_empty() {
             return;
         }
         let mut grew = 0u64;
         if let Some(h) = self.get(user) {
             let mut h = h.write();
+            if pos != (0, 0) && pos <= h.applied {
+                return;
+            }
+            h.applied = pos;
             for a in actions {
                 if h.insert(a, config) == Inserted::Grew {
                     grew += 1;
@@ -128,7 +150,10 @@ impl State {
         } else {
             // Build the history fully before publishing it, so readers never
             // see a user without actions.
-            let mut h = UserState::default();
+            let mut h = UserState {
+                applied: pos,
+                ..UserState::default()
+            };
             for a in actions {
                 h.insert(a, config);
             }
