@@ -608,3 +608,61 @@ fn shutdown_drains_requests_in_flight_and_syncs_the_store() {
         assert_eq!(store.history_len(raw_id_key("s")).expect("len"), 1);
     });
 }
+
+#[test]
+fn the_gpu_backend_serves_what_the_cpu_computes() {
+    runtime().block_on(async {
+        let config = ServerConfig {
+            backend: BackendPolicy::Auto {
+                allow_software: true,
+            },
+            ..ServerConfig::default()
+        };
+        let r = Running::start(config).await;
+        let model = r.server.current();
+        if !model.backend.starts_with("gpu") {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "CI=true needs a GPU adapter (install mesa-vulkan-drivers); served on {}",
+                model.backend
+            );
+            eprintln!("skipping: no GPU adapter");
+            r.shutdown().await;
+            return;
+        }
+        r.client
+            .append(&ActionsBody {
+                actions: vec![action("g", 3, NOW), action("g", 5, NOW + 1)],
+            })
+            .await
+            .expect("append");
+        let body = rank_body("g", &[1, 2, 3, 4, 5, 6]);
+        let served = r.client.rank(&body).await.expect("rank on the GPU");
+        assert!(served.backend.starts_with("gpu"), "{}", served.backend);
+        // The same request through a CPU ranker over the same store.
+        let cpu = transact_rank::Ranker::new(
+            r.server.store().clone(),
+            model.ranker.bundle().clone(),
+            transact_rank::RankerConfig::default(),
+        )
+        .expect("cpu ranker")
+        .rank(&body.to_request())
+        .expect("cpu rank");
+        for x in &served.ranked {
+            let want = cpu
+                .ranked
+                .iter()
+                .find(|c| c.item_id == x.item.key())
+                .expect("same candidates");
+            assert!(
+                (want.utility - x.utility).abs() < 1e-3,
+                "item {}: gpu {} cpu {}",
+                x.item,
+                x.utility,
+                want.utility
+            );
+        }
+        r.shutdown().await;
+    });
+}
