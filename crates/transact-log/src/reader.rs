@@ -165,7 +165,28 @@ impl FeatureLog {
     /// [`LogError::NewerVersion`], [`LogError::BadRow`] (a row breaking
     /// the schema's rules), [`LogError::Parquet`] (a corrupt page).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, LogError> {
-        let path = path.as_ref().to_path_buf();
+        let path = path.as_ref();
+        // The `parquet` crate (60.1) panics on some corrupt files instead of
+        // returning an error: a column chunk with a negative offset or
+        // length in the footer, a dictionary-encoded page without a
+        // dictionary page (fuzz/known-crashes/feature_log). A corrupt file
+        // must be an error naming it, not a crash of the trainer.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::open_checked(path)))
+            .unwrap_or_else(|panic| {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                Err(LogError::Parquet {
+                    path: path.to_path_buf(),
+                    detail: format!("the Parquet decoder failed on a corrupt page ({why})"),
+                })
+            })
+    }
+
+    fn open_checked(path: &Path) -> Result<Self, LogError> {
+        let path = path.to_path_buf();
         let io = |source| LogError::Io {
             path: path.clone(),
             source,

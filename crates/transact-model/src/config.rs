@@ -136,6 +136,20 @@ impl V1Config {
         if self.item_emb_dim == 0 || self.num_layer == 0 || self.dim_feedforward == 0 {
             return bad("item_emb_dim, num_layer and dim_feedforward must be positive".into());
         }
+        // d_model() and output_dim() must not overflow (a config read from
+        // a file may claim any width).
+        let d = self
+            .item_emb_dim
+            .checked_mul(if self.concat_candidate_emb { 2 } else { 1 })
+            .and_then(|w| w.checked_add(self.action_emb_dim));
+        let out = d.and_then(|d| {
+            self.kept_positions()
+                .checked_add(usize::from(self.concat_max_pool))?
+                .checked_mul(d)
+        });
+        if out.is_none() {
+            return bad("the model width or output width overflows".into());
+        }
         if self.nhead == 0 || !self.d_model().is_multiple_of(self.nhead) {
             return bad(format!(
                 "nhead {} must divide d_model {}",
@@ -216,6 +230,17 @@ impl V2Config {
         if self.dim_feedforward == 0 {
             return bad("dim_feedforward must be positive");
         }
+        // d_model() and output_dim() must not overflow (a config read from
+        // a file may claim any width).
+        let out = self.item_emb_dim.checked_mul(2).and_then(|d| {
+            self.latest_n_emb
+                .min(self.seq_len)
+                .checked_add(1)?
+                .checked_mul(d)
+        });
+        if out.is_none() {
+            return bad("the model width or output width overflows");
+        }
         if self.num_action_types == 0 || self.num_action_types > 32 {
             return bad("num_action_types must be in 1..=32 (multi-hot u32 mask)");
         }
@@ -261,9 +286,14 @@ impl Default for HeadsConfig {
 impl HeadsConfig {
     /// Width of the feature vector the head reads, given the sequence
     /// encoder's output width and the item embedding width:
-    /// `[seq_out ; e_c ; user ; context]`.
+    /// `[seq_out ; e_c ; user ; context]`. Saturates at `usize::MAX` (a
+    /// width no weight tensor's shape matches) rather than overflowing on
+    /// absurd widths read from a file.
     pub fn input_dim(&self, seq_out_dim: usize, item_emb_dim: usize) -> usize {
-        seq_out_dim + item_emb_dim + self.user_emb_dim + self.context_dim
+        seq_out_dim
+            .saturating_add(item_emb_dim)
+            .saturating_add(self.user_emb_dim)
+            .saturating_add(self.context_dim)
     }
 
     /// Checks every dimension for consistency.

@@ -480,6 +480,11 @@ pub fn load_embeddings(
     if dim == 0 {
         return Err(err("items.weight has width 0".into()));
     }
+    // Without rows the width is backed by no data: a file of a few bytes
+    // could claim any width and make the table below arbitrarily large.
+    if n == 0 {
+        return Err(err(format!("items.weight has no rows (width {dim})")));
+    }
     let data: Vec<f32> = w
         .data()
         .chunks_exact(4)
@@ -501,7 +506,11 @@ pub fn load_embeddings(
         Err(_) => (0..n as i64).collect(),
     };
     let row_of: HashMap<i64, usize> = ids.iter().enumerate().map(|(r, &i)| (i, r)).collect();
-    let mut out = vec![0.0f32; raw_ids.len() * dim];
+    let cells = raw_ids
+        .len()
+        .checked_mul(dim)
+        .ok_or_else(|| err(format!("{} items × width {dim} overflows", raw_ids.len())))?;
+    let mut out = vec![0.0f32; cells];
     let mut missing = 0;
     for (i, raw) in raw_ids.iter().enumerate() {
         match raw.parse::<i64>().ok().and_then(|k| row_of.get(&k)) {
