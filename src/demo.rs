@@ -15,6 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use transact::backend::auto_backend;
 use transact::rank::{Backend, Bundle, Candidate, CpuBackend, RankRequest, Ranker, RankerConfig};
 use transact::seq::{EmbeddedStore, SequenceStore, StoreConfig, SyncPolicy};
+use transact::serve::BackendPolicy;
 use transact::train::data::synthetic::{SyntheticConfig, fit_training, generate_with_truth};
 use transact::train::data::{Dataset, LoggedRequest};
 use transact::train::eval::{Scorer, hit_at_k};
@@ -277,6 +278,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
 
     // 5. Rank for a few users from the store.
     let mut shown = 0;
+    let mut followed = None;
     for r in test.iter().rev() {
         if shown == args.rank_users {
             break;
@@ -285,6 +287,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             continue;
         };
         shown += 1;
+        followed.get_or_insert(r);
         let user = user_key(&data, r.user).ok_or("user key")?;
         let candidates = r
             .candidates
@@ -323,8 +326,30 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
             );
         }
     }
+    say!("\n(* = the topic the user is browsing now.)");
+
+    // 6. and 7.: serve over HTTP, take an action, retrain, reload.
+    if let Some(request) = followed {
+        crate::demo_serve::serve_and_retrain(crate::demo_serve::ServeStep {
+            store: store.clone(),
+            data: &data,
+            requests: &data.requests,
+            test,
+            request,
+            config: cfg.clone(),
+            dir: &dir,
+            backend: if args.cpu {
+                BackendPolicy::Cpu
+            } else {
+                BackendPolicy::Auto {
+                    allow_software: args.software_gpu,
+                }
+            },
+            bars: &bars,
+        })?;
+    }
     say!(
-        "\n(* = the topic the user is browsing now.) demo finished in {:.0} s; try `transact rank --bundle {} --store {}`{}",
+        "\ndemo finished in {:.0} s; try `transact rank --bundle {} --store {}` or `transact serve` with the same flags{}",
         started.elapsed().as_secs_f64(),
         bundle_dir.display(),
         store_dir.display(),

@@ -12,6 +12,7 @@ use transact::bench_v2::V2RankCase;
 use transact::model::parity;
 
 mod demo;
+mod demo_serve;
 mod loadtest_cli;
 mod serve_cli;
 mod server_cli;

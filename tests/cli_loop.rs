@@ -244,6 +244,10 @@ fn the_quick_demo_runs_the_whole_loop() {
         "ceiling (the world's own probabilities)",
         "candidates of the session topic",
         "5. user",
+        "6. served on http://127.0.0.1:",
+        "POST /v1/actions of a repin",
+        "7. retrained from the checkpoint",
+        "POST /v1/admin/reload swapped it in",
     ] {
         assert!(
             out.stdout.contains(want),
@@ -253,7 +257,16 @@ fn the_quick_demo_runs_the_whole_loop() {
     }
     // What it leaves serves: the bundle loads, the store ranks.
     let bundle = d.join("runs/transact/bundle");
-    transact::rank::Bundle::load(&bundle).expect("the demo's bundle");
+    let first = transact::rank::Bundle::load(&bundle).expect("the demo's bundle");
+    let retrained = transact::rank::Bundle::load(d.join("runs/retrained/bundle"))
+        .expect("the retrained bundle");
+    assert_ne!(first.version(), retrained.version());
+    assert!(
+        out.stdout
+            .contains(&format!("now ranks with bundle {}", retrained.version())),
+        "{}",
+        out.stdout
+    );
     let again = transact(&["demo", "--quick", "--cpu", "--dir", d_s], None);
     assert!(!again.ok, "a second demo into the same store must refuse");
     assert!(again.stderr.contains("already holds"), "{}", again.stderr);
