@@ -60,16 +60,6 @@ pub struct DemoArgs {
     software_gpu: bool,
 }
 
-/// `println!` that exits quietly when stdout is closed.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        if writeln!(std::io::stdout(), $($arg)*).is_err() {
-            std::process::exit(0);
-        }
-    }};
-}
-
 fn per_head(heads: &[String], v: &[f64]) -> String {
     heads
         .iter()

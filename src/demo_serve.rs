@@ -42,13 +42,6 @@ pub struct ServeStep<'a> {
     pub bars: &'a Bars,
 }
 
-fn say(line: String) {
-    use std::io::Write as _;
-    if writeln!(std::io::stdout(), "{line}").is_err() {
-        std::process::exit(0);
-    }
-}
-
 fn top3(a: &RankAnswer) -> String {
     a.ranked
         .iter()
@@ -116,7 +109,7 @@ pub fn serve_and_retrain(step: ServeStep<'_>) -> Result<()> {
         }],
     }))?;
     let after = rt.block_on(client.rank(&body(r.time_ms + 2_000)))?;
-    say(format!(
+    say!(
         "\n6. served on {base} (bundle {}, {}): user {user} ranked over HTTP, top 3 {}; \
          POST /v1/actions of a repin of {best} ({} action durable); ranked again with it in \
          the sequence ({} positions read, {} before), top 3 {}",
@@ -127,7 +120,7 @@ pub fn serve_and_retrain(step: ServeStep<'_>) -> Result<()> {
         after.sequence_len,
         before.sequence_len,
         top3(&after),
-    ));
+    );
 
     // 7. Retrain from the checkpoint on every request up to now, reload.
     let t0 = Instant::now();
@@ -151,7 +144,7 @@ pub fn serve_and_retrain(step: ServeStep<'_>) -> Result<()> {
     let train_s = t0.elapsed().as_secs_f64();
     let reloaded = rt.block_on(server.reload(Some(new_dir.clone())))?;
     let served = rt.block_on(client.rank(&body(r.time_ms + 3_000)))?;
-    say(format!(
+    say!(
         "7. retrained from the checkpoint on all {} requests (1 epoch, {train_s:.0} s), \
          bundle {} in {}; POST /v1/admin/reload swapped it in (self-checked) while serving: \
          bundle {} → {}; the same user now ranks with bundle {}, top 3 {}",
@@ -162,7 +155,7 @@ pub fn serve_and_retrain(step: ServeStep<'_>) -> Result<()> {
         reloaded.bundle,
         served.bundle,
         top3(&served),
-    ));
+    );
     let _ = tx.send(());
     rt.block_on(serving)??;
     Ok(())

@@ -2,15 +2,13 @@
 //! (one at `--url`, or one started in this process over `--bundle` and
 //! `--store`), with a table, a JSON report and a latency-over-time chart.
 
-use std::collections::HashSet;
 use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use transact::seq::{SequenceBuf, SequenceStore};
-use transact::serve::loadtest::{self, LoadConfig, LoadReport};
+use transact::serve::loadtest::{self, LoadConfig};
 use transact::serve::{BackendPolicy, Server, ServerConfig};
 use transact::train::plot::write_svg;
 
@@ -69,23 +67,6 @@ pub struct LoadtestArgs {
     seed: u64,
 }
 
-/// Checks every acknowledged action can be read back from `store`;
-/// returns how many were found.
-fn count_acknowledged(store: &dyn SequenceStore, report: &LoadReport) -> Result<usize> {
-    let users: HashSet<u64> = report.acknowledged.iter().map(|a| a.0).collect();
-    let mut stored: HashSet<(u64, u64, i64)> = HashSet::new();
-    let mut buf = SequenceBuf::default();
-    for u in users {
-        store.read_newest(u, usize::MAX, None, &mut buf)?;
-        stored.extend(buf.iter().map(|a| (u, a.item_id, a.timestamp_ms)));
-    }
-    Ok(report
-        .acknowledged
-        .iter()
-        .filter(|a| stored.contains(a))
-        .count())
-}
-
 /// `transact loadtest`.
 pub fn loadtest_cmd(args: LoadtestArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -138,7 +119,7 @@ pub fn loadtest_cmd(args: LoadtestArgs) -> Result<ExitCode> {
                 serving.await??;
                 Ok::<_, Box<dyn Error>>(report)
             })?;
-            let found = count_acknowledged(store.as_ref(), &report)?;
+            let found = report.count_stored(store.as_ref())?;
             (report, Some(found))
         }
         (None, None) => {

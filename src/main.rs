@@ -11,15 +11,6 @@ use transact::bench_lifelong::{GatherI8Case, InlineI8Case, LifelongReadCase, NnC
 use transact::bench_v2::V2RankCase;
 use transact::model::parity;
 
-mod demo;
-mod demo_serve;
-mod loadtest_cli;
-mod serve_cli;
-mod server_cli;
-mod train_cli;
-
-type Result<T> = std::result::Result<T, Box<dyn Error>>;
-
 /// `println!` that exits quietly when stdout is closed (e.g. piped into `head`).
 macro_rules! say {
     ($($arg:tt)*) => {{
@@ -29,6 +20,15 @@ macro_rules! say {
         }
     }};
 }
+
+mod demo;
+mod demo_serve;
+mod loadtest_cli;
+mod serve_cli;
+mod server_cli;
+mod train_cli;
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
 /// TransAct: sequence-aware ranking — store, model, ranking API.
 #[derive(Parser)]

@@ -76,9 +76,13 @@ fn sync_policy(s: &str) -> Result<SyncPolicy> {
 
 /// Whether `--store` names a Redis server or cluster rather than a directory.
 pub fn is_redis_url(store: &str) -> bool {
-    ["redis://", "rediss://", "redis+cluster://"]
-        .iter()
-        .any(|p| store.starts_with(p))
+    [
+        "redis://",
+        "rediss://",
+        transact::redis::RedisTarget::CLUSTER_SCHEME,
+    ]
+    .iter()
+    .any(|p| store.starts_with(p))
 }
 
 /// Opens the store `--store` names: a Redis server or cluster by URL, or

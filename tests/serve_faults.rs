@@ -11,33 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ServeProcess, transact};
+use common::{ServeProcess, quick_demo, runtime, transact};
 use parking_lot::Mutex;
 use transact::features::raw_id_key;
 use transact::seq::{EmbeddedStore, StoreConfig, system_clock_ms};
 use transact::serve::client::Client;
 use transact::serve::wire::{ActionsBody, RankBody, RawId, WireAction, WireCandidate};
-
-/// `transact demo --quick --dir D`: a trained bundle and a filled store.
-fn demo(dir: &Path) -> (String, String) {
-    let out = transact(
-        &["demo", "--quick", "--dir", &dir.display().to_string()],
-        None,
-    );
-    assert!(out.ok, "demo failed: {}", out.stderr);
-    (
-        dir.join("runs/transact/bundle").display().to_string(),
-        dir.join("store").display().to_string(),
-    )
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 const CLIENTS: usize = 4;
 const BATCH: usize = 5;
@@ -45,7 +24,7 @@ const BATCH: usize = 5;
 #[test]
 fn kill_9_during_appends_loses_no_acknowledged_action() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (bundle, store) = demo(dir.path());
+    let (bundle, store) = quick_demo(dir.path());
     let log = dir.path().join("serve.log");
     let server = ServeProcess::start(&["--bundle", &bundle, "--store", &store, "--cpu"], &log);
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
@@ -173,7 +152,7 @@ fn kill_9_during_appends_loses_no_acknowledged_action() {
 #[test]
 fn sighup_with_a_truncated_bundle_keeps_the_old_one_and_sigterm_drains() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (bundle, store) = demo(dir.path());
+    let (bundle, store) = quick_demo(dir.path());
     // Serve a copy of the bundle, so it can be broken in place.
     let served = dir.path().join("served-bundle");
     std::fs::create_dir(&served).expect("mkdir");
@@ -234,7 +213,7 @@ fn sighup_with_a_truncated_bundle_keeps_the_old_one_and_sigterm_drains() {
 #[test]
 fn loadtest_drives_rank_and_append_traffic_and_every_acknowledged_action_is_stored() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (bundle, store) = demo(dir.path());
+    let (bundle, store) = quick_demo(dir.path());
     let out_dir = dir.path().join("load");
     let out = transact(
         &[

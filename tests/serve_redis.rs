@@ -9,23 +9,12 @@ mod common;
 #[path = "../crates/transact-redis/tests/harness/mod.rs"]
 mod harness;
 
-use std::collections::HashSet;
-use std::path::Path;
 use std::time::Duration;
 
-use common::{ServeProcess, transact};
+use common::{ServeProcess, quick_demo, runtime};
 use transact::redis::{RedisConfig, RedisStore};
-use transact::seq::{SequenceBuf, SequenceStore, StoreConfig};
-use transact::serve::loadtest::{self, LoadConfig, LoadReport};
-
-fn demo_bundle(dir: &Path) -> String {
-    let out = transact(
-        &["demo", "--quick", "--dir", &dir.display().to_string()],
-        None,
-    );
-    assert!(out.ok, "demo failed: {}", out.stderr);
-    dir.join("runs/transact/bundle").display().to_string()
-}
+use transact::seq::StoreConfig;
+use transact::serve::loadtest::{self, LoadConfig};
 
 fn load(url: &str, seconds: f64) -> LoadConfig {
     LoadConfig {
@@ -41,39 +30,13 @@ fn load(url: &str, seconds: f64) -> LoadConfig {
     }
 }
 
-/// How many of the report's acknowledged actions the store holds.
-fn found(store: &dyn SequenceStore, report: &LoadReport) -> usize {
-    let users: HashSet<u64> = report.acknowledged.iter().map(|a| a.0).collect();
-    let mut stored = HashSet::new();
-    let mut buf = SequenceBuf::default();
-    for u in users {
-        store
-            .read_newest(u, usize::MAX, None, &mut buf)
-            .expect("read back");
-        stored.extend(buf.iter().map(|a| (u, a.item_id, a.timestamp_ms)));
-    }
-    report
-        .acknowledged
-        .iter()
-        .filter(|a| stored.contains(*a))
-        .count()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 #[test]
 fn a_redis_restart_under_load_gives_clean_503s_and_the_server_recovers() {
     if !harness::redis_available() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let bundle = demo_bundle(dir.path());
+    let (bundle, _) = quick_demo(dir.path());
     let mut redis = harness::Server::start_aof(&dir.path().join("redis"));
     let url = redis.url();
     let server = ServeProcess::start(
@@ -108,7 +71,10 @@ fn a_redis_restart_under_load_gives_clean_503s_and_the_server_recovers() {
     // Every acknowledged action is in Redis.
     let store = RedisStore::connect(RedisConfig::new(&url).expect("url"), StoreConfig::default())
         .expect("connect");
-    assert_eq!(found(&store, &report), report.acknowledged.len());
+    assert_eq!(
+        report.count_stored(&store).expect("read back"),
+        report.acknowledged.len()
+    );
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
 }
@@ -119,7 +85,7 @@ fn serving_on_a_three_node_cluster_under_load_answers_everything() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let bundle = demo_bundle(dir.path());
+    let (bundle, _) = quick_demo(dir.path());
     let cluster = harness::Cluster::start();
     let url = cluster.url();
     let server = ServeProcess::start(
@@ -133,7 +99,10 @@ fn serving_on_a_three_node_cluster_under_load_answers_everything() {
     assert!(report.rank.ok > 0 && report.append.ok > 0);
     let store = RedisStore::connect(RedisConfig::new(&url).expect("url"), StoreConfig::default())
         .expect("connect");
-    assert_eq!(found(&store, &report), report.acknowledged.len());
+    assert_eq!(
+        report.count_stored(&store).expect("read back"),
+        report.acknowledged.len()
+    );
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
 }

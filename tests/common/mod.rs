@@ -138,3 +138,28 @@ impl ServeProcess {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 }
+
+/// `transact demo --quick --dir D`: the paths of its trained bundle and of
+/// its filled store.
+#[allow(dead_code)]
+pub fn quick_demo(dir: &std::path::Path) -> (String, String) {
+    let out = transact(
+        &["demo", "--quick", "--dir", &dir.display().to_string()],
+        None,
+    );
+    assert!(out.ok, "demo failed: {}", out.stderr);
+    (
+        dir.join("runs/transact/bundle").display().to_string(),
+        dir.join("store").display().to_string(),
+    )
+}
+
+/// A two-thread tokio runtime for the tests' HTTP clients.
+#[allow(dead_code)]
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

@@ -9,7 +9,7 @@
 //! not model an open arrival rate (a slow answer delays that client's next
 //! request rather than piling requests up).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use transact_seq::system_clock_ms;
+use transact_seq::{SeqError, SequenceBuf, SequenceStore, system_clock_ms};
 
 use crate::client::{Client, ClientError};
 use crate::wire::{ActionsBody, RankBody, RawId, WireAction, WireCandidate};
@@ -322,6 +322,24 @@ pub async fn run(config: &LoadConfig) -> LoadReport {
 }
 
 impl LoadReport {
+    /// How many of the [`LoadReport::acknowledged`] actions `store` holds
+    /// (matched by user, item and time; each user's realtime sequence is
+    /// read once). Equal to their number when nothing acknowledged was lost.
+    pub fn count_stored(&self, store: &dyn SequenceStore) -> Result<usize, SeqError> {
+        let users: HashSet<u64> = self.acknowledged.iter().map(|a| a.0).collect();
+        let mut stored: HashSet<(u64, u64, i64)> = HashSet::new();
+        let mut buf = SequenceBuf::default();
+        for u in users {
+            store.read_newest(u, usize::MAX, None, &mut buf)?;
+            stored.extend(buf.iter().map(|a| (u, a.item_id, a.timestamp_ms)));
+        }
+        Ok(self
+            .acknowledged
+            .iter()
+            .filter(|a| stored.contains(*a))
+            .count())
+    }
+
     /// A Markdown table of the run.
     pub fn markdown(&self) -> String {
         let mut s = String::from(
