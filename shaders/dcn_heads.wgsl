@@ -9,8 +9,9 @@
 //                `Linear` (the GEMM then accumulates x·Wᵀ on top) or a
 //                residual (src = the residual input).
 // - `assemble`:  the ranking features after the encoder columns:
-//                dst[b·n + od + j] = [e_c(b) ; user ; context][j] from the
-//                request's upload.
+//                dst[off + b·n + od + j] = [e_c(b) ; user ; context][j]
+//                from the request's upload (`off` places a request's rows
+//                in a batch of several).
 // - `cross`:     one DCN v2 step after t = W x_l + b: dst (= x_l) +=
 //                src (= x_0) ⊙ aux (= t), element-wise over `total`.
 
@@ -81,7 +82,7 @@ fn assemble(@builtin(local_invocation_id) lid: vec3<u32>,
     } else {
         word = src[p.ctx_off + j - p.di - p.ue];
     }
-    dst[b * p.n + p.od + j] = bitcast<f32>(word);
+    dst[p.off + b * p.n + p.od + j] = bitcast<f32>(word);
 }
 
 @compute @workgroup_size(64, 1, 1)

@@ -28,7 +28,9 @@ struct Params {
     ld_out: u32,
     max_pool: u32,
     off: u32,
-    _p0: u32,
+    // Element offset of candidate 0's output row (a request's place in a
+    // batch of several).
+    base: u32,
     _p1: u32,
 }
 
@@ -47,7 +49,7 @@ fn compress(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let base = b * p.y_per_cand * p.se;
-    let ob = b * p.ld_out;
+    let ob = p.base + b * p.ld_out;
     if (p.max_pool != 0u) {
         var m = -3.0e38;
         if (p.se < p.s) {

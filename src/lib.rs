@@ -23,6 +23,7 @@
 
 pub use transact_serve::backend;
 pub mod bench;
+pub mod bench_batch;
 pub mod bench_gpu;
 pub mod bench_lifelong;
 pub mod bench_v2;

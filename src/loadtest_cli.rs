@@ -56,9 +56,17 @@ pub struct LoadtestArgs {
     /// In-process server: rank on the CPU even when a GPU adapter exists.
     #[arg(long)]
     cpu: bool,
+    /// In-process server: also use a software GPU adapter (e.g. Mesa's
+    /// llvmpipe), which is slower than the CPU.
+    #[arg(long)]
+    software_gpu: bool,
     /// In-process server: compute slots (default: the number of cores).
     #[arg(long)]
     workers: Option<usize>,
+    /// In-process server: most queued ranking requests scored together in
+    /// one model call (1: each alone; default: 16 on a GPU, 1 on the CPU).
+    #[arg(long)]
+    max_batch: Option<usize>,
     /// Write `loadtest.json`, `loadtest.md` and `latency.svg` here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -95,11 +103,12 @@ pub fn loadtest_cmd(args: LoadtestArgs) -> Result<ExitCode> {
             let defaults = ServerConfig::default();
             let server_config = ServerConfig {
                 workers: args.workers.unwrap_or(defaults.workers),
+                max_batch: args.max_batch,
                 backend: if args.cpu {
                     BackendPolicy::Cpu
                 } else {
                     BackendPolicy::Auto {
-                        allow_software: false,
+                        allow_software: args.software_gpu,
                     }
                 },
                 ..defaults

@@ -108,6 +108,24 @@ enum BenchWhat {
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
     },
+    /// Batching across requests: k users' requests ranked one call each against one `rank_many` call, on the CPU and on the GPU adapter (software ones included).
+    Batch {
+        /// Timed runs per row (after one warm-up).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Requests per batch, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        requests: Vec<usize>,
+        /// Candidates per request, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "8,100")]
+        candidates: Vec<usize>,
+        /// Only the CPU backend.
+        #[arg(long)]
+        cpu: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -151,6 +169,16 @@ fn main() -> ExitCode {
                     svg,
                 },
         } => bench_kernels(json, runs, &batch, shape.as_deref(), svg.as_deref()),
+        Command::Bench {
+            what:
+                BenchWhat::Batch {
+                    runs,
+                    requests,
+                    candidates,
+                    cpu,
+                    json,
+                },
+        } => bench_batch(runs, &requests, &candidates, cpu, json),
     };
     match result {
         Ok(code) => code,
@@ -202,6 +230,51 @@ fn run_parity(files: &[PathBuf], tolerance: f32) -> Result<ExitCode> {
 
 fn round3(x: f64) -> f64 {
     (x * 1e3).round() / 1e3
+}
+
+fn bench_batch(
+    runs: usize,
+    requests: &[usize],
+    candidates: &[usize],
+    cpu_only: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    if requests.contains(&0) || candidates.contains(&0) {
+        return Err("--requests and --candidates must be at least 1".into());
+    }
+    let case = transact::bench_batch::BatchCase::new()?;
+    let mut backends: Vec<Box<dyn transact::rank::Backend>> =
+        vec![Box::new(transact::rank::CpuBackend)];
+    if !cpu_only {
+        match transact::backend::GpuBackend::new(case.model().clone()) {
+            Ok(gpu) => backends.push(Box::new(gpu)),
+            Err(e) => say!("no GPU backend ({e}); the CPU only"),
+        }
+    }
+    if !json {
+        say!(
+            "| backend | requests | candidates each | one call each, ms | one call for all, ms | speed-up |"
+        );
+        say!("|---|---|---|---|---|---|");
+    }
+    for backend in backends {
+        for row in case.measure(backend, requests, candidates, runs)? {
+            if json {
+                say!("{}", serde_json::to_string(&row)?);
+            } else {
+                say!(
+                    "| {} | {} | {} | {:.2} | {:.2} | {:.2}× |",
+                    row.backend,
+                    row.requests,
+                    row.candidates,
+                    row.alone_ms,
+                    row.batched_ms,
+                    row.alone_ms / row.batched_ms
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bench_kernels(

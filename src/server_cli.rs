@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Ranking requests scored at once (default: the number of cores).
     #[arg(long)]
     workers: Option<usize>,
+    /// Most queued ranking requests scored together in one model call
+    /// (1: each alone; default: 16 on a GPU, 1 on the CPU).
+    #[arg(long)]
+    max_batch: Option<usize>,
     /// Requests admitted at once, running plus waiting; beyond them the
     /// server answers 503 with Retry-After.
     #[arg(long, default_value_t = ServerConfig::default().queue)]
@@ -126,6 +130,7 @@ pub fn serve_cmd(args: ServeArgs) -> Result<ExitCode> {
         max_actions: args.max_actions,
         request_timeout: Duration::from_millis(args.timeout_ms),
         workers: args.workers.unwrap_or(defaults.workers),
+        max_batch: args.max_batch,
         queue: args.queue,
         backend: if args.cpu {
             BackendPolicy::Cpu

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use transact::features::{TokenEmbeddings, raw_id_key};
-use transact::rank::{Bundle, Candidate, Provenance, RankRequest, Ranker, RankerConfig};
-use transact::seq::{Action, ActionType, EmbeddedStore, StoreConfig, Surface};
+use transact::rank::{Bundle, Provenance, RankError, RankRequest, Ranker, RankerConfig};
+use transact::seq::{Action, ActionType, EmbeddedStore, SequenceStore, StoreConfig, Surface};
 use transact::train::batch::Batch;
 use transact::train::data::import::{
     ImportOptions, fit_log_training, import_path, requests_from_log,
@@ -23,7 +23,9 @@ use transact::train::data::{Dataset, LoggedRequest};
 use transact::train::eval::{SasrecTarget, hit_at_k, sasrec_eval_with, sasrec_split};
 use transact::train::features::Featurizer;
 use transact::train::run::{Quiet, RunSpec, Start, run};
-use transact::train::serving::{RankerScorer, export_bundle, ingest, item_key, user_key};
+use transact::train::serving::{
+    RankerScorer, export_bundle, ingest, item_key, rank_request, user_key,
+};
 use transact::train::trainer::{TrainConfig, Trainer};
 
 /// The item key no bundle of these tests has a row for.
@@ -134,14 +136,7 @@ fn assert_parity(
         trainer
             .predict(&batch, &mut logits)
             .expect("trainer predicts");
-        let req = RankRequest::new(
-            user_key(data, r.user).expect("user"),
-            r.time_ms,
-            r.candidates
-                .iter()
-                .map(|c| Candidate::Item(item_key(data, u64::from(c.item)).expect("item")))
-                .collect(),
-        );
+        let req = rank_request(data, r).expect("request");
         let resp = ranker.rank(&req).expect("served");
         for (k, (&z, &p)) in logits.iter().zip(&resp.probabilities).enumerate() {
             let want = 1.0 / (1.0 + (-z).exp());
@@ -161,6 +156,53 @@ fn assert_parity(
         seen.3 += resp.unknown_items;
     }
     seen
+}
+
+/// `rank_many` over groups of requests (with a request that has no
+/// candidates in each group) answers as `rank` answers each request alone:
+/// the bad request fails alone, the others agree within `tol`.
+fn assert_batched_like_alone<S: SequenceStore + ?Sized>(
+    data: &Dataset,
+    requests: &[LoggedRequest],
+    ranker: &Ranker<S>,
+    tol: f32,
+) {
+    let reqs: Vec<RankRequest> = requests
+        .iter()
+        .map(|r| rank_request(data, r).expect("request"))
+        .collect();
+    for group in reqs.chunks(5) {
+        let mut batch = group.to_vec();
+        let bad = batch.len() / 2;
+        batch.insert(bad, RankRequest::new(1, 0, Vec::new()));
+        let answers = ranker.rank_many(&batch);
+        assert_eq!(answers.len(), batch.len());
+        for (i, (req, got)) in batch.iter().zip(answers).enumerate() {
+            if i == bad {
+                assert!(
+                    matches!(got, Err(RankError::NoCandidates { .. })),
+                    "the empty request fails alone: {got:?}"
+                );
+                continue;
+            }
+            let got = got.expect("batched answer");
+            let alone = ranker.rank(req).expect("answer alone");
+            assert_eq!(got.probabilities.len(), alone.probabilities.len());
+            assert_eq!(got.sequence_len, alone.sequence_len);
+            for (k, (a, b)) in got
+                .probabilities
+                .iter()
+                .zip(&alone.probabilities)
+                .enumerate()
+            {
+                assert!(
+                    (a - b).abs() <= tol,
+                    "request {i} value {k}: batched {a} vs alone {b} on {}",
+                    got.backend
+                );
+            }
+        }
+    }
 }
 
 fn gpu_backend(bundle: &Bundle) -> Option<transact::backend::GpuBackend> {
@@ -213,6 +255,7 @@ fn contract(
         unknown_types >= 1 && unknown_items >= 1,
         "the injected actions were read"
     );
+    assert_batched_like_alone(&data, &check, &cpu, 0.0);
 
     // Offline HIT@3 through the serving path equals the trainer's.
     let trained = hit_at_k(&data, &check, 3, &trainer.scorer(&data).expect("scorer")).expect("hit");
@@ -237,6 +280,8 @@ fn contract(
         .expect("gpu ranker");
         let few = &check[check.len().saturating_sub(8)..];
         assert_parity(&data, few, &mut trainer, &gpu, 1e-5);
+        // Several users in one device submission score as each alone.
+        assert_batched_like_alone(&data, few, &gpu, 1e-5);
         // Every request ran on the device, none fell back to the CPU.
         assert_eq!(watch.last_fallback(), None);
         assert_eq!(watch.devices_opened(), 1);

@@ -21,13 +21,13 @@ use std::sync::Arc;
 
 use transact::features::TokenEmbeddings;
 use transact::log::{FeatureLog, LogError, ParquetFeatureLogger, WriterOptions};
-use transact::rank::{Candidate, OnLogError, Provenance, RankRequest, Ranker, RankerConfig};
+use transact::rank::{OnLogError, Provenance, Ranker, RankerConfig};
 use transact::seq::{EmbeddedStore, StoreConfig};
 use transact::train::batch::Batch;
 use transact::train::data::synthetic::{SyntheticConfig, fit_training, generate_with_truth};
 use transact::train::data::{Dataset, LoggedRequest};
 use transact::train::features::{Featurizer, LoggedTokens, V2TokenSource};
-use transact::train::serving::{export_bundle, ingest, item_key, user_key};
+use transact::train::serving::{export_bundle, ingest, rank_request};
 use transact::train::trainer::{TrainConfig, Trainer};
 
 /// A small V2 setup (the shapes of `tests/contract.rs`'s V2 test, smaller),
@@ -85,14 +85,7 @@ fn log_requests(data: &Dataset, trainer: &Trainer, requests: &[LoggedRequest], p
         .expect("ranker")
         .with_logger(logger.clone(), OnLogError::FailRank);
     for r in requests {
-        let req = RankRequest::new(
-            user_key(data, r.user).expect("user"),
-            r.time_ms,
-            r.candidates
-                .iter()
-                .map(|c| Candidate::Item(item_key(data, u64::from(c.item)).expect("item")))
-                .collect(),
-        );
+        let req = rank_request(data, r).expect("request");
         ranker.rank(&req).expect("ranked and logged");
     }
     let stats = ranker.feature_log_stats().expect("a logger");

@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use transact_model::{RankingModel, V1Request, V2Encoder, V2Request};
+use transact_model::{RankingModel, V1Job, V1Request, V2Encoder, V2Job, V2Request};
 
 use crate::kernels::attention::lens_u32;
 use crate::kernels::{CompressShape, flat_groups, record_compress};
@@ -192,51 +192,83 @@ impl GpuRankingModel {
         user_emb: Option<&[f32]>,
         context: Option<&[f32]>,
     ) -> Result<Vec<f32>, GpuError> {
+        self.score_batch(&[V1Job {
+            req: *req,
+            user_emb,
+            context,
+        }])
+    }
+
+    /// Head logits of several V1 requests (of different users, usually)
+    /// in one submission: each request's encoder writes its rows of one
+    /// feature matrix, the heads run once over all rows, and one readback
+    /// returns every job's `B × H` logits, in job order. Fails as a whole
+    /// when one job is malformed ([`GpuRankingModel::score`] names its field).
+    pub fn score_batch(&self, jobs: &[V1Job<'_>]) -> Result<Vec<f32>, GpuError> {
         let v1 = self.need_v1()?;
-        let user = optional_feature("user_embedding", user_emb, self.user_dim)?;
-        let cx = optional_feature("context", context, self.context_dim)?;
-        let mut plan = v1.plan(req)?;
-        let user_off = plan.push_f32(user);
-        let ctx_off = plan.push_f32(cx);
-        let batch = plan.batch;
         let n = self.heads.input_dim();
         let od = v1.output_dim();
         let di = v1.config().item_emb_dim;
-        if od + di + user.len() + cx.len() != n {
+        if od + di + self.user_dim + self.context_dim != n {
             return Err(GpuError::bad(
                 "model",
                 format!("heads read {n} features, the encoder and features give a different width"),
             ));
         }
-        let ctx = &*self.ctx;
-        let mut rq = ctx.request("v1 score");
-        let input = ctx.upload(&plan.words)?;
-        let feats = ctx.storage((batch * n * 4) as u64)?;
-        let mut held = Vec::new();
-        v1.record(
-            &mut rq,
-            &plan,
-            &input,
-            OutTarget { buf: &feats, ld: n },
-            &mut held,
-        )?;
         let to = crate::kernels::to_u32;
-        let total = batch * (n - od);
-        let p = DcnParams {
-            n: to("n", n)?,
-            od: to("od", od)?,
-            cand_off: to("cand_off", plan.cand_off)?,
-            user_off: to("user_off", user_off)?,
-            ctx_off: to("ctx_off", ctx_off)?,
-            di: to("di", di)?,
-            ue: to("user", user.len())?,
-            total: to("total", total)?,
-            ..DcnParams::default()
-        };
-        let k = ctx.kernel(&KernelSpec::new(DCN_HEADS, "assemble"))?;
-        rq.dispatch(&k, &p, &[&input, &feats], flat_groups(ctx, total)?)?;
-        let logits = self.heads.record(&mut rq, &feats, batch, &mut held)?;
-        let r = rq.finish_read::<f32>(&logits, batch * self.heads.num_heads())?;
+        let ctx = &*self.ctx;
+        // Host-side checks and uploads first: a bad job fails before the
+        // device is taken.
+        let mut plans = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let user = optional_feature("user_embedding", job.user_emb, self.user_dim)?;
+            let cx = optional_feature("context", job.context, self.context_dim)?;
+            let mut plan = v1.plan(&job.req)?;
+            let user_off = plan.push_f32(user);
+            let ctx_off = plan.push_f32(cx);
+            plans.push((plan, user_off, ctx_off));
+        }
+        let total: usize = plans.iter().map(|(p, ..)| p.batch).sum();
+        if total == 0 {
+            return Ok(Vec::new());
+        }
+        let mut rq = ctx.request("v1 score");
+        let feats = ctx.storage((total * n * 4) as u64)?;
+        let assemble = ctx.kernel(&KernelSpec::new(DCN_HEADS, "assemble"))?;
+        let mut held = Vec::new();
+        let mut row = 0;
+        for (plan, user_off, ctx_off) in &plans {
+            let input = ctx.upload(&plan.words)?;
+            v1.record(
+                &mut rq,
+                plan,
+                &input,
+                OutTarget {
+                    buf: &feats,
+                    ld: n,
+                    off: row * n,
+                },
+                &mut held,
+            )?;
+            let cells = plan.batch * (n - od);
+            let p = DcnParams {
+                off: to("off", row * n)?,
+                n: to("n", n)?,
+                od: to("od", od)?,
+                cand_off: to("cand_off", plan.cand_off)?,
+                user_off: to("user_off", *user_off)?,
+                ctx_off: to("ctx_off", *ctx_off)?,
+                di: to("di", di)?,
+                ue: to("user", self.user_dim)?,
+                total: to("total", cells)?,
+                ..DcnParams::default()
+            };
+            rq.dispatch(&assemble, &p, &[&input, &feats], flat_groups(ctx, cells)?)?;
+            held.push(input);
+            row += plan.batch;
+        }
+        let logits = self.heads.record(&mut rq, &feats, total, &mut held)?;
+        let r = rq.finish_read::<f32>(&logits, total * self.heads.num_heads())?;
         Ok(r.data)
     }
 
@@ -254,6 +286,21 @@ impl GpuRankingModel {
         user_emb: Option<&[f32]>,
         context: Option<&[f32]>,
     ) -> Result<Vec<f32>, GpuError> {
+        self.score_batch_v2(&[V2Job {
+            req: *req,
+            head_candidates,
+            user_emb,
+            context,
+        }])
+    }
+
+    /// Head logits of several V2 requests in one forward: every job's
+    /// candidate rows are stacked into one block input (rows padded to the
+    /// longest job's slots; a row reads only its own `lens` tokens), so the
+    /// blocks, the compression and the heads each run once over all rows.
+    /// Returns every job's `B × H` logits, in job order; fails as a whole
+    /// when one job is malformed.
+    pub fn score_batch_v2(&self, jobs: &[V2Job<'_>]) -> Result<Vec<f32>, GpuError> {
         let GpuEncoder::V2 {
             encoder,
             blocks,
@@ -266,38 +313,67 @@ impl GpuRankingModel {
                 "a TransAct V2 request was given to a TransAct V1 model",
             ));
         };
-        let user = optional_feature("user_embedding", user_emb, self.user_dim)?;
-        let cx = optional_feature("context", context, self.context_dim)?;
-        let (batch, seq, di) = (req.batch, req.seq, self.item_dim);
-        if head_candidates.len() != batch * di {
-            return Err(GpuError::len(
-                "head_candidates",
-                batch * di,
-                head_candidates.len(),
-            ));
-        }
-        check_finite("head_candidates", head_candidates)?;
+        let di = self.item_dim;
         let cfg = encoder.config();
         let (d, od) = (cfg.d_model(), encoder.output_dim());
         let n = self.heads.input_dim();
-        if od + di + user.len() + cx.len() != n {
+        if od + di + self.user_dim + self.context_dim != n {
             return Err(GpuError::bad(
                 "model",
                 format!("heads read {n} features, the encoder and features give a different width"),
             ));
         }
-        let x = encoder.block_input(req).map_err(model_err)?;
+        // Host side: each job's tokens, stacked at the longest slot count.
+        let batch: usize = jobs.iter().map(|j| j.req.batch).sum();
+        let seq = jobs.iter().map(|j| j.req.seq).max().unwrap_or(0);
+        let mut x = vec![0.0f32; batch * seq * d];
+        let mut lens = Vec::with_capacity(batch);
+        let mut aux =
+            Vec::with_capacity(batch * di + jobs.len() * (self.user_dim + self.context_dim));
+        let mut features = Vec::with_capacity(jobs.len());
+        let mut row = 0;
+        for job in jobs {
+            let req = &job.req;
+            let user = optional_feature("user_embedding", job.user_emb, self.user_dim)?;
+            let cx = optional_feature("context", job.context, self.context_dim)?;
+            if job.head_candidates.len() != req.batch * di {
+                return Err(GpuError::len(
+                    "head_candidates",
+                    req.batch * di,
+                    job.head_candidates.len(),
+                ));
+            }
+            check_finite("head_candidates", job.head_candidates)?;
+            let xj = encoder.block_input(req).map_err(model_err)?;
+            if req.seq > 0 {
+                for (b, src) in xj.chunks_exact(req.seq * d).enumerate() {
+                    let at = (row + b) * seq * d;
+                    x[at..at + src.len()].copy_from_slice(src);
+                }
+            }
+            lens.extend_from_slice(&lens_u32(req.lens, req.batch, req.seq)?);
+            features.push((row, user, cx));
+            row += req.batch;
+        }
         if batch == 0 {
             return Ok(Vec::new());
         }
+        if seq == 0 {
+            return Err(GpuError::bad("seq", "must be at least 1"));
+        }
+        for job in jobs {
+            aux.extend_from_slice(job.head_candidates);
+        }
+        let mut feature_offsets = Vec::with_capacity(jobs.len());
+        for (row, user, cx) in &features {
+            let user_off = aux.len();
+            aux.extend_from_slice(user);
+            let ctx_off = aux.len();
+            aux.extend_from_slice(cx);
+            feature_offsets.push((*row, user_off, ctx_off));
+        }
         let ctx = &*self.ctx;
         let to = crate::kernels::to_u32;
-        let lens = lens_u32(req.lens, batch, seq)?;
-        let mut aux = Vec::with_capacity(head_candidates.len() + user.len() + cx.len());
-        aux.extend_from_slice(head_candidates);
-        aux.extend_from_slice(user);
-        aux.extend_from_slice(cx);
-
         let mut rq = ctx.request("v2 score");
         let xa = blocks.upload(&x)?;
         let lb = ctx.upload(&lens)?;
@@ -338,20 +414,23 @@ impl GpuRankingModel {
             false,
             Storage::F32,
         )?;
-        let total = batch * (n - od);
-        let p = DcnParams {
-            n: to("n", n)?,
-            od: to("od", od)?,
-            cand_off: 0,
-            user_off: to("user_off", batch * di)?,
-            ctx_off: to("ctx_off", batch * di + user.len())?,
-            di: to("di", di)?,
-            ue: to("user", user.len())?,
-            total: to("total", total)?,
-            ..DcnParams::default()
-        };
-        let k = ctx.kernel(&KernelSpec::new(DCN_HEADS, "assemble"))?;
-        rq.dispatch(&k, &p, &[&ab, &feats], flat_groups(ctx, total)?)?;
+        let assemble = ctx.kernel(&KernelSpec::new(DCN_HEADS, "assemble"))?;
+        for (job, (row, user_off, ctx_off)) in jobs.iter().zip(feature_offsets) {
+            let cells = job.req.batch * (n - od);
+            let p = DcnParams {
+                off: to("off", row * n)?,
+                n: to("n", n)?,
+                od: to("od", od)?,
+                cand_off: to("cand_off", row * di)?,
+                user_off: to("user_off", user_off)?,
+                ctx_off: to("ctx_off", ctx_off)?,
+                di: to("di", di)?,
+                ue: to("user", self.user_dim)?,
+                total: to("total", cells)?,
+                ..DcnParams::default()
+            };
+            rq.dispatch(&assemble, &p, &[&ab, &feats], flat_groups(ctx, cells)?)?;
+        }
         let logits = self.heads.record(&mut rq, &feats, batch, &mut held)?;
         let r = rq.finish_read::<f32>(&logits, batch * self.heads.num_heads())?;
         Ok(r.data)

@@ -28,7 +28,7 @@ pub mod weights;
 pub use config::{HeadsConfig, V1Config, V2Config, VocabMode};
 pub use error::ModelError;
 pub use heads::RankingHeads;
-pub use ranking::{Encoder, RankingModel};
+pub use ranking::{Encoder, RankingModel, V1Job, V2Job};
 pub use v1::{TransActV1, V1Request};
 pub use v2::{V2Encoder, V2Request};
 pub use weights::TensorMap;

@@ -31,6 +31,31 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
+/// One V1 request with the heads' other inputs: what a backend scores for
+/// one request, alone or in a batch of several.
+#[derive(Clone, Copy, Debug)]
+pub struct V1Job<'a> {
+    /// The user's sequence and the candidates.
+    pub req: V1Request<'a>,
+    /// The user feature, when the heads read one.
+    pub user_emb: Option<&'a [f32]>,
+    /// The context feature, when the heads read one.
+    pub context: Option<&'a [f32]>,
+}
+
+/// One V2 request with the heads' other inputs (see [`V1Job`]).
+#[derive(Clone, Copy, Debug)]
+pub struct V2Job<'a> {
+    /// Each candidate's selected tokens.
+    pub req: V2Request<'a>,
+    /// `B × d_item`: the candidates' embeddings the heads read.
+    pub head_candidates: &'a [f32],
+    /// The user feature, when the heads read one.
+    pub user_emb: Option<&'a [f32]>,
+    /// The context feature, when the heads read one.
+    pub context: Option<&'a [f32]>,
+}
+
 /// The sequence encoder of a [`RankingModel`].
 // One per model, held once: the size difference between the variants costs nothing.
 #[allow(clippy::large_enum_variant)]

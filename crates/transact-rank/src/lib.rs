@@ -47,7 +47,7 @@ mod error;
 pub mod log;
 mod ranker;
 
-pub use backend::{Backend, CpuBackend};
+pub use backend::{Backend, CpuBackend, ScoreJob, job_offsets, score_each};
 pub use bundle::{BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, Bundle, BundleError, Manifest, Provenance};
 pub use error::RankError;
 pub use log::{FeatureLogEntry, FeatureLogError, FeatureLogStats, FeatureLogger, OnLogError};

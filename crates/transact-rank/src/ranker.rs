@@ -6,13 +6,13 @@ use serde::{Deserialize, Serialize};
 use transact_features::{
     FeatureBuilder, SelectScratch, SelectedTokens, SequenceFeatures, TokenEmbeddings, UserFeature,
 };
-use transact_model::{RankingModel, V1Request, V2Request};
+use transact_model::{RankingModel, V1Job, V1Request, V2Job, V2Request};
 use transact_seq::{ItemId, SequenceBuf, SequenceLimits, SequenceStore, UserId, UserSequences};
 
 use crate::log::LogHook;
 use crate::{
     Backend, Bundle, CpuBackend, FeatureLogEntry, FeatureLogStats, FeatureLogger, OnLogError,
-    RankError,
+    RankError, ScoreJob,
 };
 
 /// Weights `v_h` of the utility `Σ_h v_h · p_h`, by head name.
@@ -178,6 +178,36 @@ struct V2Scratch {
     surfaces: Vec<u16>,
 }
 
+/// What preparing a request found, for its response.
+struct Prepared {
+    /// Sequence positions the model reads (V2: the longest candidate row).
+    len: usize,
+    unknown_actions: usize,
+    unknown_items: usize,
+    user: UserSource,
+}
+
+/// Where a request's user feature comes from.
+#[derive(Clone, Copy, Debug)]
+enum UserSource {
+    /// The model reads none.
+    Absent,
+    /// The request's own `user_embedding`.
+    Given,
+    /// Derived from the history into the scratch's `user`.
+    Derived,
+}
+
+impl UserSource {
+    fn slice<'a>(self, req: &'a RankRequest, derived: &'a [f32]) -> Option<&'a [f32]> {
+        match self {
+            UserSource::Absent => None,
+            UserSource::Given => req.user_embedding.as_deref(),
+            UserSource::Derived => Some(derived),
+        }
+    }
+}
+
 /// Ranks candidates for a user: store → features → embeddings → model →
 /// utility, by the contract of a [`Bundle`].
 pub struct Ranker<S: SequenceStore + ?Sized> {
@@ -284,10 +314,129 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
 
     /// [`Ranker::rank`] into a reused response.
     pub fn rank_into(&self, req: &RankRequest, resp: &mut RankResponse) -> Result<(), RankError> {
-        let mut scratch = self.take_scratch();
-        let result = self.rank_with(req, &mut scratch, resp);
-        self.return_scratch(scratch);
+        let mut s = self.take_scratch();
+        let result = self.rank_one(req, &mut s, resp);
+        self.return_scratch(s);
         result
+    }
+
+    /// One request: the same steps as [`Ranker::rank_many`] without its
+    /// per-batch vectors (a steady-state request allocates nothing here).
+    fn rank_one(
+        &self,
+        req: &RankRequest,
+        s: &mut Scratch,
+        resp: &mut RankResponse,
+    ) -> Result<(), RankError> {
+        let prepared = self.prepare(req, s)?;
+        let mut logits = std::mem::take(&mut s.logits);
+        logits.clear();
+        logits.resize(req.candidates.len() * self.heads.len(), 0.0);
+        let scored = self.job(req, s, &prepared).score_alone(
+            self.backend.as_ref(),
+            &self.bundle.model,
+            &mut logits,
+        );
+        let result = scored
+            .map_err(RankError::from)
+            .and_then(|()| self.finish(req, s, &prepared, &logits, resp));
+        s.logits = logits;
+        result
+    }
+
+    /// Ranks several requests (of different users, usually) with one call
+    /// of the backend ([`Backend::score_batch`]): each request's sequence
+    /// is read and built as [`Ranker::rank`] builds it, then every
+    /// request's candidates are scored together. Answers come in request
+    /// order; a bad request fails alone.
+    pub fn rank_many(&self, reqs: &[RankRequest]) -> Vec<Result<RankResponse, RankError>> {
+        let refs: Vec<&RankRequest> = reqs.iter().collect();
+        let mut scratch: Vec<Scratch> = reqs.iter().map(|_| self.take_scratch()).collect();
+        let mut resps: Vec<RankResponse> = vec![RankResponse::default(); reqs.len()];
+        let results = self.rank_batch(&refs, &mut scratch, &mut resps);
+        for s in scratch {
+            self.return_scratch(s);
+        }
+        results
+            .into_iter()
+            .zip(resps)
+            .map(|(r, resp)| r.map(|()| resp))
+            .collect()
+    }
+
+    /// Prepares every request, scores the prepared ones in one backend
+    /// call, and finishes their responses.
+    fn rank_batch(
+        &self,
+        reqs: &[&RankRequest],
+        scratch: &mut [Scratch],
+        resps: &mut [RankResponse],
+    ) -> Vec<Result<(), RankError>> {
+        let results: Vec<Result<Prepared, RankError>> = reqs
+            .iter()
+            .zip(scratch.iter_mut())
+            .map(|(req, s)| self.prepare(req, s))
+            .collect();
+        let h = self.heads.len();
+        // The batch's logits live in the first scratch's buffer (taken out
+        // while the jobs borrow the scratch).
+        let mut logits = scratch
+            .first_mut()
+            .map(|s| std::mem::take(&mut s.logits))
+            .unwrap_or_default();
+        let mut scored: Vec<Option<Result<(), transact_model::ModelError>>> =
+            reqs.iter().map(|_| None).collect();
+        {
+            let mut jobs = Vec::with_capacity(reqs.len());
+            let mut index = Vec::with_capacity(reqs.len());
+            let mut total = 0;
+            for (i, prepared) in results.iter().enumerate() {
+                if let Ok(p) = prepared {
+                    jobs.push(self.job(reqs[i], &scratch[i], p));
+                    index.push(i);
+                    total += reqs[i].candidates.len();
+                }
+            }
+            logits.clear();
+            logits.resize(total * h, 0.0);
+            if !jobs.is_empty() {
+                let outcome = self
+                    .backend
+                    .score_batch(&self.bundle.model, &jobs, &mut logits);
+                for (i, r) in index.into_iter().zip(outcome) {
+                    scored[i] = Some(r);
+                }
+            }
+        }
+        let mut at = 0;
+        let mut out: Vec<Result<(), RankError>> = Vec::with_capacity(reqs.len());
+        for (i, prepared) in results.into_iter().enumerate() {
+            let prepared = match prepared {
+                Ok(p) => p,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            let n = reqs[i].candidates.len() * h;
+            let part = logits.get(at..at + n).unwrap_or(&[]);
+            at += n;
+            let outcome = scored[i].take().unwrap_or_else(|| {
+                Err(transact_model::ModelError::BadInput {
+                    name: "backend".into(),
+                    detail: "the backend returned no result for this request".into(),
+                })
+            });
+            out.push(
+                outcome.map_err(RankError::from).and_then(|()| {
+                    self.finish(reqs[i], &scratch[i], &prepared, part, &mut resps[i])
+                }),
+            );
+        }
+        if let Some(s) = scratch.first_mut() {
+            s.logits = logits;
+        }
+        out
     }
 
     fn take_scratch(&self) -> Scratch {
@@ -336,12 +485,8 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
         }
     }
 
-    fn rank_with(
-        &self,
-        req: &RankRequest,
-        s: &mut Scratch,
-        resp: &mut RankResponse,
-    ) -> Result<(), RankError> {
+    /// Checks a request and builds everything the model reads into `s`.
+    fn prepare(&self, req: &RankRequest, s: &mut Scratch) -> Result<Prepared, RankError> {
         let n = req.candidates.len();
         if n == 0 {
             return Err(RankError::NoCandidates { user: req.user });
@@ -353,22 +498,84 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
                 max: self.config.max_candidates,
             });
         }
-        let model = &self.bundle.model;
-        let d = model.item_emb_dim();
+        let d = self.bundle.model.item_emb_dim();
         self.candidate_embeddings(req, d, &mut s.candidates)?;
-        let h = self.heads.len();
-        s.logits.clear();
-        s.logits.resize(n * h, 0.0);
-        resp.feature_log_error = None;
-        let (len, unknown_actions, unknown_items) = if model.v2().is_some() {
-            self.score_v2(req, s, &mut resp.feature_log_error)?
+        if self.bundle.model.v2().is_some() {
+            self.prepare_v2(req, s)
         } else {
-            self.score_v1(req, s)?
-        };
+            self.prepare_v1(req, s)
+        }
+    }
 
+    /// The model's inputs for a prepared request, borrowed from its scratch.
+    fn job<'a>(&self, req: &'a RankRequest, s: &'a Scratch, p: &Prepared) -> ScoreJob<'a> {
+        let user_emb = p.user.slice(req, &s.user);
+        let context = req.context.as_deref();
+        if self.bundle.model.v2().is_some() {
+            let v = &s.v2;
+            ScoreJob::V2(V2Job {
+                req: V2Request {
+                    batch: req.candidates.len(),
+                    seq: v.tokens.slots,
+                    lens: &v.tokens.lens,
+                    item_embeddings: &s.item_embeddings,
+                    action_masks: &v.masks,
+                    surfaces: &v.surfaces,
+                    candidates: &v.token_candidates,
+                },
+                head_candidates: &s.candidates,
+                user_emb,
+                context,
+            })
+        } else {
+            ScoreJob::V1(V1Job {
+                req: V1Request {
+                    action_types: &s.seq.action_types,
+                    item_embeddings: &s.item_embeddings,
+                    action_times_ms: &s.seq.times_ms,
+                    request_time_ms: req.request_time_ms,
+                    candidates: &s.candidates,
+                },
+                user_emb,
+                context,
+            })
+        }
+    }
+
+    /// After scoring: the feature log (V2), probabilities, utilities and
+    /// the ranking.
+    fn finish(
+        &self,
+        req: &RankRequest,
+        s: &Scratch,
+        p: &Prepared,
+        logits: &[f32],
+        resp: &mut RankResponse,
+    ) -> Result<(), RankError> {
+        let h = self.heads.len();
+        resp.feature_log_error = None;
+        if self.bundle.model.v2().is_some()
+            && let Some(hook) = &self.logger
+        {
+            let v = &s.v2;
+            let entry = FeatureLogEntry {
+                request: req,
+                tokens: &v.tokens,
+                candidate_codes: &v.codes,
+                candidate_scales: &v.scales,
+                user_feature: p.user.slice(req, &s.user),
+                bundle_version: &self.version,
+            };
+            if let Err(e) = hook.log(&entry) {
+                match hook.on_error {
+                    OnLogError::Continue => resp.feature_log_error = Some(e.into()),
+                    OnLogError::FailRank => return Err(RankError::FeatureLog(e)),
+                }
+            }
+        }
         resp.probabilities.clear();
         resp.probabilities
-            .extend(s.logits.iter().map(|&z| sigmoid(z)));
+            .extend(logits.iter().map(|&z| sigmoid(z)));
         resp.ranked.clear();
         resp.ranked.extend(
             req.candidates
@@ -389,22 +596,22 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
                 .then(a.request_index.cmp(&b.request_index))
         });
         resp.heads = self.heads.clone();
-        resp.sequence_len = len;
-        resp.unknown_actions = unknown_actions;
-        resp.unknown_items = unknown_items;
+        resp.sequence_len = p.len;
+        resp.unknown_actions = p.unknown_actions;
+        resp.unknown_items = p.unknown_items;
         resp.backend = self.backend_name.clone();
         resp.bundle_version = self.version.clone();
         Ok(())
     }
 
-    /// The user feature of a request from the visible history `history`
-    /// (newest first), or the request's own.
-    fn user_embedding<'a>(
+    /// The user feature of a request: derived into `user` from the
+    /// visible history `history` (newest first), or the request's own.
+    fn user_embedding(
         &self,
-        req: &'a RankRequest,
+        req: &RankRequest,
         history: &SequenceBuf,
-        user: &'a mut Vec<f32>,
-    ) -> Result<Option<&'a [f32]>, RankError> {
+        user: &mut Vec<f32>,
+    ) -> Result<UserSource, RankError> {
         match (&self.bundle.user_items, &req.user_embedding) {
             (Some(_), Some(_)) => Err(RankError::UserFeatureGiven { user: req.user }),
             (Some(table), None) => {
@@ -416,21 +623,16 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
                     |id| table.row_f32(id),
                     user,
                 );
-                Ok(Some(user.as_slice()))
+                Ok(UserSource::Derived)
             }
-            (None, given) => Ok(given.as_deref()),
+            (None, Some(_)) => Ok(UserSource::Given),
+            (None, None) => Ok(UserSource::Absent),
         }
     }
 
-    /// TransAct V1: the realtime sequence, its embeddings, the model.
-    /// Returns (positions, unknown actions, unknown items).
-    fn score_v1(
-        &self,
-        req: &RankRequest,
-        s: &mut Scratch,
-    ) -> Result<(usize, usize, usize), RankError> {
-        let model = &self.bundle.model;
-        let d = model.item_emb_dim();
+    /// TransAct V1: the realtime sequence and its embeddings.
+    fn prepare_v1(&self, req: &RankRequest, s: &mut Scratch) -> Result<Prepared, RankError> {
+        let d = self.bundle.model.item_emb_dim();
         self.read_sequence(req, s)?;
         let len = s.seq.len();
         s.item_embeddings.clear();
@@ -445,37 +647,19 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
                 self.bundle.items.get_into(id, row)?;
             }
         }
-        let user_embedding = self.user_embedding(req, &s.history, &mut s.user)?;
-        let v1_req = V1Request {
-            action_types: &s.seq.action_types,
-            item_embeddings: &s.item_embeddings,
-            action_times_ms: &s.seq.times_ms,
-            request_time_ms: req.request_time_ms,
-            candidates: &s.candidates,
-        };
-        self.backend.score(
-            model,
-            &v1_req,
-            user_embedding,
-            req.context.as_deref(),
-            &mut s.logits,
-        )?;
-        Ok((len, s.seq.unknown_actions, s.seq.unknown_items))
+        let user = self.user_embedding(req, &s.history, &mut s.user)?;
+        Ok(Prepared {
+            len,
+            unknown_actions: s.seq.unknown_actions,
+            unknown_items: s.seq.unknown_items,
+            user,
+        })
     }
 
-    /// TransAct V2: the three sequences, each candidate's selected tokens
-    /// (scored by the bundle's int8 token table), the model. Returns (the
-    /// longest candidate row, unknown actions, unknown items).
-    /// A failure of the feature logger goes to `log_error` (or fails the
-    /// request, by the logger's [`OnLogError`]).
-    fn score_v2(
-        &self,
-        req: &RankRequest,
-        s: &mut Scratch,
-        log_error: &mut Option<Arc<str>>,
-    ) -> Result<(usize, usize, usize), RankError> {
-        let model = &self.bundle.model;
-        let d = model.item_emb_dim();
+    /// TransAct V2: the three sequences and each candidate's selected
+    /// tokens (scored by the bundle's int8 token table).
+    fn prepare_v2(&self, req: &RankRequest, s: &mut Scratch) -> Result<Prepared, RankError> {
+        let d = self.bundle.model.item_emb_dim();
         let table =
             self.bundle.tokens.as_ref().ok_or_else(|| {
                 RankError::Config("the bundle's V2 model has no token table".into())
@@ -566,42 +750,13 @@ impl<S: SequenceStore + ?Sized> Ranker<S> {
             v.tokens
                 .expand(&mut s.item_embeddings, &mut v.masks, &mut v.surfaces);
         }
-        let user_embedding = self.user_embedding(req, &v.seqs.realtime, &mut s.user)?;
-        let v2_req = V2Request {
-            batch: req.candidates.len(),
-            seq: v.tokens.slots,
-            lens: &v.tokens.lens,
-            item_embeddings: &s.item_embeddings,
-            action_masks: &v.masks,
-            surfaces: &v.surfaces,
-            candidates: &v.token_candidates,
-        };
-        self.backend.score_v2(
-            model,
-            &v2_req,
-            &s.candidates,
-            user_embedding,
-            req.context.as_deref(),
-            &mut s.logits,
-        )?;
-        if let Some(hook) = &self.logger {
-            let entry = FeatureLogEntry {
-                request: req,
-                tokens: &v.tokens,
-                candidate_codes: &v.codes,
-                candidate_scales: &v.scales,
-                user_feature: user_embedding,
-                bundle_version: &self.version,
-            };
-            if let Err(e) = hook.log(&entry) {
-                match hook.on_error {
-                    OnLogError::Continue => *log_error = Some(e.into()),
-                    OnLogError::FailRank => return Err(RankError::FeatureLog(e)),
-                }
-            }
-        }
-        let len = v.tokens.lens.iter().copied().max().unwrap_or(0);
-        Ok((len, v.tokens.unknown_actions, v.tokens.unknown_items))
+        let user = self.user_embedding(req, &v.seqs.realtime, &mut s.user)?;
+        Ok(Prepared {
+            len: v.tokens.lens.iter().copied().max().unwrap_or(0),
+            unknown_actions: v.tokens.unknown_actions,
+            unknown_items: v.tokens.unknown_items,
+            user,
+        })
     }
 
     fn candidate_embeddings(

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use transact_gpu::{GpuContext, GpuError, GpuRankingModel};
-use transact_model::{ModelError, RankingModel, V1Request, V2Request};
-use transact_rank::{Backend, CpuBackend};
+use transact_model::{ModelError, RankingModel, V1Job, V1Request, V2Job, V2Request};
+use transact_rank::{Backend, CpuBackend, ScoreJob, score_each};
 
 /// Which backend [`auto_backend`] chose, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,6 +180,56 @@ impl Backend for GpuBackend {
             |g| g.score_v2(req, head_candidates, user_emb, context),
             |l| CpuBackend.score_v2(model, req, head_candidates, user_emb, context, l),
         )
+    }
+
+    /// All jobs in one device submission ([`GpuRankingModel::score_batch`],
+    /// [`GpuRankingModel::score_batch_v2`]). When the batch is refused for
+    /// a bad input, each job is scored alone, so that only the bad one
+    /// fails; when the device fails, the batch is scored on the CPU.
+    fn score_batch(
+        &self,
+        model: &RankingModel,
+        jobs: &[ScoreJob<'_>],
+        logits: &mut [f32],
+    ) -> Vec<Result<(), ModelError>> {
+        if jobs.len() <= 1 {
+            return score_each(self, model, jobs, logits);
+        }
+        let v1: Option<Vec<V1Job<'_>>> = jobs
+            .iter()
+            .map(|j| match j {
+                ScoreJob::V1(j) => Some(*j),
+                ScoreJob::V2(_) => None,
+            })
+            .collect();
+        let v2: Option<Vec<V2Job<'_>>> = jobs
+            .iter()
+            .map(|j| match j {
+                ScoreJob::V2(j) => Some(*j),
+                ScoreJob::V1(_) => None,
+            })
+            .collect();
+        let mut on_cpu = None;
+        let outcome = self.run(
+            logits,
+            |g| match (&v1, &v2) {
+                (Some(v1), _) => g.score_batch(v1),
+                (_, Some(v2)) => g.score_batch_v2(v2),
+                _ => Err(GpuError::BadInput {
+                    name: "request".into(),
+                    detail: "a batch mixes V1 and V2 requests".into(),
+                }),
+            },
+            |l| {
+                on_cpu = Some(score_each(&CpuBackend, model, jobs, l));
+                Ok(())
+            },
+        );
+        match (outcome, on_cpu) {
+            (Ok(()), Some(results)) => results,
+            (Ok(()), None) => jobs.iter().map(|_| Ok(())).collect(),
+            (Err(_), _) => score_each(self, model, jobs, logits),
+        }
     }
 }
 

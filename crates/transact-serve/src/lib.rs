@@ -48,4 +48,4 @@ pub mod wire;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use metrics::{Metrics, TimedStore};
 pub use served::{BackendPolicy, LoadedModel};
-pub use server::{BUNDLE_HEADER, ReloadAnswer, Server, ServerConfig, signals};
+pub use server::{BUNDLE_HEADER, GPU_MAX_BATCH, ReloadAnswer, Server, ServerConfig, signals};

@@ -81,6 +81,11 @@ impl LoadedModel {
         Ok(model)
     }
 
+    /// Whether the model scores on the CPU backend.
+    pub fn on_cpu(&self) -> bool {
+        self.backend == CpuBackend.name()
+    }
+
     /// Ranks a probe request (a user without history, up to 8 of the
     /// bundle's items, now): every candidate must come back once with
     /// probabilities in [0, 1]; on a device backend the utilities must

@@ -16,13 +16,17 @@
 //! without bound. A ranking request then waits (within
 //! [`ServerConfig::request_timeout`]) for one of [`ServerConfig::workers`]
 //! compute slots and runs the model on tokio's blocking pool, never on
-//! the async runtime's threads.
+//! the async runtime's threads. Requests that queue while every slot is
+//! busy are scored together: the next free slot takes up to
+//! [`ServerConfig::max_batch`] of them into one model call
+//! ([`transact_rank::Ranker::rank_many`]; on a GPU backend, one device
+//! submission).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -36,7 +40,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore, oneshot};
 use transact_rank::RankerConfig;
 use transact_seq::{Action, SequenceStore, UserId, system_clock_ms};
 
@@ -46,6 +50,10 @@ use crate::served::{BackendPolicy, LoadedModel};
 use crate::wire::{
     self, ActionsAnswer, ActionsBody, RankAnswer, RankBody, WireCandidate, first_non_finite,
 };
+
+/// Most ranking requests a GPU backend scores in one submission, unless
+/// [`ServerConfig::max_batch`] says otherwise.
+pub const GPU_MAX_BATCH: usize = 16;
 
 /// Response header naming the bundle version that scored a request.
 pub const BUNDLE_HEADER: &str = "x-transact-bundle";
@@ -64,6 +72,12 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Ranking requests scored at once (compute slots).
     pub workers: usize,
+    /// Most ranking requests one model call scores together (requests
+    /// that queued while the compute slots were busy; see the
+    /// [module docs](self)). `Some(1)` scores every request alone; `None`
+    /// chooses by backend: [`GPU_MAX_BATCH`] on a GPU, 1 on the CPU (where
+    /// batching was measured to add tail latency and no throughput).
+    pub max_batch: Option<usize>,
     /// Requests admitted at once, all routes together (running plus
     /// waiting); beyond them a request is answered 503 `overloaded`.
     pub queue: usize,
@@ -85,6 +99,7 @@ impl Default for ServerConfig {
             max_actions: 1_000,
             request_timeout: Duration::from_secs(2),
             workers: cores,
+            max_batch: None,
             queue: 256,
             max_future_ms: 24 * 3_600 * 1_000,
             backend: BackendPolicy::Auto {
@@ -103,6 +118,7 @@ impl ServerConfig {
             ("max_candidates", self.max_candidates),
             ("max_actions", self.max_actions),
             ("workers", self.workers),
+            ("max_batch", self.max_batch.unwrap_or(1)),
             ("queue", self.queue),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
@@ -149,6 +165,9 @@ struct AppState {
     compute: Arc<Semaphore>,
     reload_lock: AsyncMutex<()>,
     shutting_down: AtomicBool,
+    /// Ranking requests waiting for a model call, oldest first.
+    pending: parking_lot::Mutex<VecDeque<Pending>>,
+    next_id: AtomicU64,
 }
 
 /// A ranking server over one store and one bundle at a time.
@@ -192,6 +211,8 @@ impl Server {
                 metrics,
                 reload_lock: AsyncMutex::new(()),
                 shutting_down: AtomicBool::new(false),
+                pending: parking_lot::Mutex::new(VecDeque::new()),
+                next_id: AtomicU64::new(0),
             }),
         })
     }
@@ -437,6 +458,55 @@ impl AppState {
     }
 }
 
+/// A ranking request waiting for a model call.
+struct Pending {
+    id: u64,
+    body: RankBody,
+    _admitted: OwnedSemaphorePermit,
+    answer: oneshot::Sender<Result<RankAnswer, ApiError>>,
+}
+
+impl AppState {
+    /// Takes up to [`ServerConfig::max_batch`] waiting requests, oldest
+    /// first, leaving out those whose caller has gone (timed out).
+    fn take_batch(&self, model: &LoadedModel) -> Vec<Pending> {
+        let max = self
+            .config
+            .max_batch
+            .unwrap_or(if model.on_cpu() { 1 } else { GPU_MAX_BATCH });
+        let mut queue = self.pending.lock();
+        let mut batch = Vec::new();
+        while batch.len() < max {
+            match queue.pop_front() {
+                Some(p) if p.answer.is_closed() => {}
+                Some(p) => batch.push(p),
+                None => break,
+            }
+        }
+        batch
+    }
+
+    /// Scores `batch` in one model call on `model` and answers each request.
+    fn run_batch(&self, model: &LoadedModel, batch: Vec<Pending>) {
+        let reqs: Vec<_> = batch.iter().map(|p| p.body.to_request()).collect();
+        self.metrics.batch_requests.observe(batch.len() as f64);
+        let answers = model.ranker.rank_many(&reqs);
+        for (p, answer) in batch.into_iter().zip(answers) {
+            let answer = answer
+                .map(|resp| RankAnswer::new(&p.body, &resp, None))
+                .map_err(|e| ApiError::from_rank(&e));
+            // A caller that has gone (timed out) no longer listens.
+            let _ = p.answer.send(answer);
+        }
+    }
+}
+
+/// Ranks a request: it joins the queue of waiting requests, and whichever
+/// request takes a free compute slot scores a batch of the waiting ones
+/// (its own or others') in one model call on the blocking pool. So a
+/// request never waits for a batch to fill: under light load every batch
+/// is one request; when the slots are busy, requests queue and the next
+/// free slot takes up to [`ServerConfig::max_batch`] of them at once.
 async fn rank(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
@@ -445,38 +515,49 @@ async fn rank(
     let body: RankBody = wire::parse(&bytes)?;
     state.check_rank_body(&body)?;
     let admitted = state.admit()?;
-    let model = state.current.load_full();
     state
         .metrics
         .candidates
         .observe(body.candidates.len() as f64);
-    let compute = state.compute.clone();
     let timeout = state.config.request_timeout;
-    let work = async move {
-        let slot = compute.acquire_owned().await.map_err(|_| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "compute pool closed",
-            )
-        })?;
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            let _admitted = admitted;
-            let resp = model
-                .ranker
-                .rank(&body.to_request())
-                .map_err(|e| ApiError::from_rank(&e))?;
-            Ok::<_, ApiError>(RankAnswer::new(&body, &resp, None))
-        })
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("the ranking task failed: {e}"),
-            )
-        })?
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = oneshot::channel();
+    state.pending.lock().push_back(Pending {
+        id,
+        body,
+        _admitted: admitted,
+        answer: tx,
+    });
+    let work = async {
+        loop {
+            tokio::select! {
+                answer = &mut rx => return answer.map_err(|_| internal("the ranking task failed")),
+                slot = state.compute.clone().acquire_owned() => {
+                    let slot = slot.map_err(|_| {
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "shutting_down",
+                            "compute pool closed",
+                        )
+                    })?;
+                    let model = state.current.load_full();
+                    let batch = state.take_batch(&model);
+                    let mine = batch.iter().any(|p| p.id == id);
+                    let empty = batch.is_empty();
+                    if !empty {
+                        let run = state.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let _slot = slot;
+                            run.run_batch(&model, batch);
+                        });
+                    }
+                    if mine || empty {
+                        // Ours is scoring (here or in another batch): wait for it.
+                        return (&mut rx).await.map_err(|_| internal("the ranking task failed"));
+                    }
+                }
+            }
+        }
     };
     let answer = tokio::time::timeout(timeout, work).await.map_err(|_| {
         ApiError::new(
@@ -485,13 +566,17 @@ async fn rank(
             format!("not ranked within {} ms", timeout.as_millis()),
         )
         .retry_after(1)
-    })??;
-    state.metrics.batch_requests.observe(1.0);
+    })???;
     let mut resp = Json(&answer).into_response();
     if let Ok(v) = HeaderValue::from_str(&answer.bundle) {
         resp.headers_mut().insert(BUNDLE_HEADER, v);
     }
     Ok(resp)
+}
+
+/// A 500 naming what failed.
+fn internal(what: &str) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", what)
 }
 
 /// The actions of a body grouped by user, each user's in body order, with

@@ -470,6 +470,93 @@ fn a_full_server_answers_503_with_retry_after_and_slow_requests_time_out() {
 }
 
 #[test]
+fn requests_queued_behind_a_busy_slot_are_scored_in_one_call() {
+    runtime().block_on(async {
+        let config = ServerConfig {
+            workers: 1,
+            max_batch: Some(8),
+            ..cpu()
+        };
+        let r = Running::start(config).await;
+        // Histories of different lengths, so the batch mixes sequences.
+        let mut actions = Vec::new();
+        for (u, n) in [("h1", 1), ("h2", 5), ("h3", 12), ("h4", 30)] {
+            for i in 0..n {
+                actions.push(action(u, (i * 7 % ITEMS as usize) as u64, NOW + i as i64));
+            }
+        }
+        r.client
+            .append(&ActionsBody { actions })
+            .await
+            .expect("append");
+        // The first request holds the only compute slot in a slow read...
+        r.store.read_delay_ms.store(400, Ordering::SeqCst);
+        let first = {
+            let c = r.client.clone();
+            tokio::spawn(async move { c.rank(&rank_body("h1", &[1, 2])).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r.store.read_delay_ms.store(0, Ordering::SeqCst);
+        // ...while these queue: the next free slot scores them together.
+        let bodies = [
+            rank_body("h1", &[3, 4, 5]),
+            rank_body("h2", &[1, 2, 3, 4, 5, 6]),
+            rank_body("h3", &[7]),
+            rank_body("h4", &[8, 9, 10, 11]),
+            rank_body("nobody", &[12, 13]),
+            rank_body("h2", &[1, 9_999]),
+        ];
+        let queued: Vec<_> = bodies
+            .iter()
+            .cloned()
+            .map(|b| {
+                let c = r.client.clone();
+                tokio::spawn(async move { c.rank(&b).await })
+            })
+            .collect();
+        first.await.expect("join").expect("first answer");
+        let ranker = &r.server.current().ranker;
+        for (body, answer) in bodies.iter().zip(queued) {
+            let answer = answer.await.expect("join");
+            if body.candidates.len() == 2 && body.user == RawId::Text("h2".into()) {
+                // The unknown candidate fails its own request only.
+                match answer {
+                    Err(ClientError::Status { status, body, .. }) => {
+                        assert_eq!(status, 400);
+                        assert_eq!(
+                            body.expect("json").error.field.as_deref(),
+                            Some("candidates[1]")
+                        );
+                    }
+                    other => panic!("expected a 422, got {other:?}"),
+                }
+                continue;
+            }
+            let answer = answer.expect("answer");
+            let alone = ranker.rank(&body.to_request()).expect("alone");
+            assert_eq!(answer.sequence_len, alone.sequence_len);
+            let served: Vec<u64> = answer.ranked.iter().map(|x| x.item.key()).collect();
+            let direct: Vec<u64> = alone.ranked.iter().map(|x| x.item_id).collect();
+            assert_eq!(served, direct);
+            for (a, b) in answer.ranked.iter().zip(&alone.ranked) {
+                assert!((a.utility - b.utility).abs() <= 1e-6);
+            }
+        }
+        let metrics = r.client.get("/metrics").await.expect("metrics").text();
+        // Two model calls: the first request alone, then the six together.
+        assert!(
+            metrics.contains("transact_rank_batch_requests_count 2"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("transact_rank_batch_requests_sum 7"),
+            "{metrics}"
+        );
+        r.shutdown().await;
+    });
+}
+
+#[test]
 fn reload_swaps_the_bundle_refuses_a_truncated_one_and_in_flight_requests_finish_on_the_old() {
     runtime().block_on(async {
         let r = Running::start(cpu()).await;

@@ -17,7 +17,7 @@ use transact_rank::{
 };
 use transact_seq::{Action, SequenceStore};
 
-use crate::data::Dataset;
+use crate::data::{Dataset, LoggedRequest};
 use crate::trainer::{RunError, Trainer};
 
 /// The store key of user index `user` (its raw id's key).
@@ -31,6 +31,21 @@ pub fn item_key(data: &Dataset, item: u64) -> Option<u64> {
         .ok()
         .and_then(|i| data.items.raw_ids.get(i))
         .map(|r| raw_id_key(r))
+}
+
+/// A logged request as the ranker takes it: the user's and the candidates'
+/// keys, the request time. `None` when an index is outside the data.
+pub fn rank_request(data: &Dataset, r: &LoggedRequest) -> Option<transact_rank::RankRequest> {
+    let candidates = r
+        .candidates
+        .iter()
+        .map(|c| item_key(data, u64::from(c.item)).map(transact_rank::Candidate::Item))
+        .collect::<Option<Vec<_>>>()?;
+    Some(transact_rank::RankRequest::new(
+        user_key(data, r.user)?,
+        r.time_ms,
+        candidates,
+    ))
 }
 
 fn invalid(e: impl std::fmt::Display) -> RunError {

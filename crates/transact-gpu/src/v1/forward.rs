@@ -280,7 +280,8 @@ impl GpuTransActV1 {
             ld_out: u("ld_out", out.ld)?,
             max_pool: u32::from(self.out_linear.is_some()),
             off: u("off", if self.out_linear.is_some() { d } else { 0 })?,
-            pad: [0; 2],
+            base: u("base", out.off)?,
+            pad: 0,
         };
         let bias: &wgpu::Buffer = match &self.out_linear {
             Some((_, b)) => b,
@@ -301,7 +302,7 @@ impl GpuTransActV1 {
                 (&pooled, d, 0),
                 (w, d, 0),
                 None,
-                (out.buf, out.ld, 0),
+                (out.buf, out.ld, out.off),
                 false,
                 true,
                 Storage::F32,
@@ -363,5 +364,6 @@ struct CompressParams {
     ld_out: u32,
     max_pool: u32,
     off: u32,
-    pad: [u32; 2],
+    base: u32,
+    pad: u32,
 }

@@ -222,7 +222,11 @@ impl GpuTransActV1 {
             &mut rq,
             &plan,
             &input,
-            OutTarget { buf: &out, ld: od },
+            OutTarget {
+                buf: &out,
+                ld: od,
+                off: 0,
+            },
             &mut held,
         )?;
         rq.finish_read::<f32>(&out, plan.batch * od)

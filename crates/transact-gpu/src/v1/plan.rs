@@ -54,10 +54,12 @@ impl Plan {
     }
 }
 
-/// Where the encoder output goes: `B` rows of stride `ld` in `buf`.
+/// Where the encoder output goes: `B` rows of stride `ld` in `buf`, the
+/// first at element `off` (a request's place in a batch of several).
 pub(crate) struct OutTarget<'a> {
     pub(crate) buf: &'a wgpu::Buffer,
     pub(crate) ld: usize,
+    pub(crate) off: usize,
 }
 
 impl GpuTransActV1 {

@@ -610,7 +610,11 @@ fn dispatches(ctx: &Arc<GpuContext>, m: &RankingModel, case: &Case, variant: Var
         &mut rq,
         &plan,
         &input,
-        super::OutTarget { buf: &out, ld: od },
+        super::OutTarget {
+            buf: &out,
+            ld: od,
+            off: 0,
+        },
         &mut held,
     )
     .unwrap();
