@@ -18,7 +18,7 @@ use transact::train::data::synthetic::{
 };
 use transact::train::data::{Dataset, LoggedRequest};
 use transact::train::eval::{SasrecSplit, hit_at_k, sasrec_split};
-use transact::train::run::{Progress, RunReport, RunSpec, Start, evaluate, run_with_tokens};
+use transact::train::run::{Progress, RunReport, RunSpec, Start, evaluate_with, run_with_tokens};
 use transact::train::serving::export_bundle;
 use transact::train::trainer::{StepRecord, TrainConfig, Trainer};
 
@@ -659,7 +659,19 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
         return Err("give --checkpoint or --bundle".into());
     };
     let trainer = Trainer::resume(checkpoint)?;
-    let e = evaluate(&trainer, &loaded.data, &loaded.test, sasrec.as_ref())?;
+    let served = match &sasrec {
+        Some(_) if trainer.cfg.use_sequence => {
+            Some(transact::train::serving::memory_store(&loaded.data)?)
+        }
+        _ => None,
+    };
+    let e = evaluate_with(
+        &trainer,
+        &loaded.data,
+        &loaded.test,
+        sasrec.as_ref(),
+        served.as_ref(),
+    )?;
     print_eval(&loaded.data.heads, &e);
     Ok(ExitCode::SUCCESS)
 }
@@ -672,10 +684,10 @@ fn eval_bundle(
     sasrec: Option<&(SasrecSplit, u64)>,
 ) -> Result<ExitCode> {
     use std::sync::Arc;
-    use transact::rank::{Ranker, RankerConfig, UtilityWeights};
+    use transact::rank::{Ranker, RankerConfig};
     use transact::seq::{EmbeddedStore, StoreConfig};
-    use transact::train::eval::sasrec_eval;
-    use transact::train::serving::{RankerScorer, ingest};
+    use transact::train::eval::SasrecTarget;
+    use transact::train::serving::{RankerScorer, memory_store, sasrec_served};
 
     let bundle = Arc::new(transact::rank::Bundle::load(dir)?);
     let data = &loaded.data;
@@ -684,15 +696,10 @@ fn eval_bundle(
             if !d.is_dir() {
                 return Err(format!("--store {}: no such store directory", d.display()).into());
             }
-            EmbeddedStore::open(d, StoreConfig::default())?.0
+            Arc::new(EmbeddedStore::open(d, StoreConfig::default())?.0)
         }
-        None => {
-            let store = EmbeddedStore::in_memory(StoreConfig::default());
-            ingest(data, &store, 4096, |_| {})?;
-            store
-        }
+        None => memory_store(data)?,
     };
-    let store = Arc::new(store);
     eprintln!(
         "evaluating bundle {} through the serving path ({} users in the store)",
         bundle.version(),
@@ -708,11 +715,7 @@ fn eval_bundle(
         sasrec: None,
     };
     if let Some((split, seed)) = sasrec {
-        // The protocol's target is any interaction: every head weighs 1.
-        let ones = UtilityWeights(data.heads.iter().map(|h| (h.clone(), 1.0)).collect());
-        let any = Arc::new((*bundle).clone().with_utility(ones)?);
-        let ranker = Ranker::new(store, any, RankerConfig::default())?;
-        let m = sasrec_eval(data, split, 100, *seed, &RankerScorer::new(&ranker, data)?)?;
+        let m = sasrec_served(&bundle, store, data, split, SasrecTarget::Test, *seed)?;
         record.sasrec = Some((m.hr, m.ndcg));
     }
     print_eval(&data.heads, &record);

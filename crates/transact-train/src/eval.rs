@@ -29,6 +29,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use std::collections::HashSet;
 use transact_seq::{Action, ActionType};
 
@@ -352,7 +353,7 @@ pub struct SasrecMetrics {
 
 /// HR@10 and NDCG@10 of the test items, each ranked among `negatives`
 /// (the protocol's 100) seeded random items the user never touched.
-pub fn sasrec_eval<S: Scorer + ?Sized>(
+pub fn sasrec_eval<S: Scorer + Sync + ?Sized>(
     data: &Dataset,
     split: &SasrecSplit,
     negatives: usize,
@@ -404,7 +405,7 @@ fn sample_untouched(
 /// HR@k and NDCG@k of the validation or test items (see the module docs).
 /// The negatives of user `u` come from a generator seeded with `seed` and
 /// `u` alone, so they do not depend on which other users are evaluated.
-pub fn sasrec_eval_with<S: Scorer + ?Sized>(
+pub fn sasrec_eval_with<S: Scorer + Sync + ?Sized>(
     data: &Dataset,
     split: &SasrecSplit,
     target: SasrecTarget,
@@ -419,62 +420,21 @@ pub fn sasrec_eval_with<S: Scorer + ?Sized>(
     if negatives == 0 {
         return Err(EvalError::Zero("negatives"));
     }
+    // Users in parallel (each is independent: its own negatives, its own
+    // query), summed in split order so the result does not depend on the
+    // thread count.
+    let per_user = split
+        .users
+        .par_iter()
+        .map(|su| sasrec_user(data, su, target, negatives, k, seed, scorer))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut hr = 0.0f64;
     let mut ndcg = 0.0f64;
     let mut short = 0usize;
-    let mut cands = Vec::with_capacity(negatives + 1);
-    let mut scores = Vec::with_capacity(negatives + 1);
-    for su in &split.users {
-        let Some(h) = data.users.get(su.user as usize) else {
-            return Err(EvalError::UserOutOfRange {
-                user: su.user,
-                users: data.users.len(),
-            });
-        };
-        let pos = match target {
-            SasrecTarget::Validation => su.valid,
-            SasrecTarget::Test => su.test,
-        };
-        let Some(act) = h.actions.get(pos) else {
-            return Err(EvalError::BadSplit {
-                user: su.user,
-                what: format!("position {pos} beyond {} actions", h.actions.len()),
-            });
-        };
-        if act.item_id >= data.items.count as u64 {
-            return Err(EvalError::ItemOutOfRange {
-                item: act.item_id,
-                items: data.items.count,
-            });
-        }
-        let touched: HashSet<u32> = h
-            .actions
-            .iter()
-            .filter(|a| a.item_id < data.items.count as u64)
-            .map(|a| a.item_id as u32)
-            .collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(mix64(seed ^ mix64(u64::from(su.user) + 1)));
-        let negs = sample_untouched(&mut rng, data.items.count, &touched, negatives);
-        if negs.len() < negatives {
-            short += 1;
-        }
-        cands.clear();
-        cands.push(act.item_id as u32);
-        cands.extend_from_slice(&negs);
-        scores.clear();
-        scores.resize(cands.len(), 0.0f32);
-        let query = Query {
-            user: su.user,
-            time_ms: act.timestamp_ms,
-            history: &h.actions[..pos],
-        };
-        scorer.score(data, &query, &cands, &mut scores)?;
-        let t = key(scores[0]);
-        let above = scores[1..].iter().filter(|&&s| key(s) > t).count();
-        let ties = scores[1..].iter().filter(|&&s| key(s) == t).count();
-        let (h_u, n_u) = expected_hit_ndcg(above, ties, k);
+    for (h_u, n_u, is_short) in per_user {
         hr += h_u;
         ndcg += n_u;
+        short += usize::from(is_short);
     }
     let n = split.users.len();
     let div = |x: f64| if n == 0 { 0.0 } else { x / n as f64 };
@@ -485,6 +445,63 @@ pub fn sasrec_eval_with<S: Scorer + ?Sized>(
         short_of_negatives: short,
         k,
     })
+}
+
+/// One user's (HR@k, NDCG@k, short of negatives) under the protocol.
+fn sasrec_user<S: Scorer + ?Sized>(
+    data: &Dataset,
+    su: &SasrecUser,
+    target: SasrecTarget,
+    negatives: usize,
+    k: usize,
+    seed: u64,
+    scorer: &S,
+) -> Result<(f64, f64, bool), EvalError> {
+    let Some(h) = data.users.get(su.user as usize) else {
+        return Err(EvalError::UserOutOfRange {
+            user: su.user,
+            users: data.users.len(),
+        });
+    };
+    let pos = match target {
+        SasrecTarget::Validation => su.valid,
+        SasrecTarget::Test => su.test,
+    };
+    let Some(act) = h.actions.get(pos) else {
+        return Err(EvalError::BadSplit {
+            user: su.user,
+            what: format!("position {pos} beyond {} actions", h.actions.len()),
+        });
+    };
+    if act.item_id >= data.items.count as u64 {
+        return Err(EvalError::ItemOutOfRange {
+            item: act.item_id,
+            items: data.items.count,
+        });
+    }
+    let touched: HashSet<u32> = h
+        .actions
+        .iter()
+        .filter(|a| a.item_id < data.items.count as u64)
+        .map(|a| a.item_id as u32)
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(mix64(seed ^ mix64(u64::from(su.user) + 1)));
+    let negs = sample_untouched(&mut rng, data.items.count, &touched, negatives);
+    let mut cands = Vec::with_capacity(negs.len() + 1);
+    cands.push(act.item_id as u32);
+    cands.extend_from_slice(&negs);
+    let mut scores = vec![0.0f32; cands.len()];
+    let query = Query {
+        user: su.user,
+        time_ms: act.timestamp_ms,
+        history: &h.actions[..pos],
+    };
+    scorer.score(data, &query, &cands, &mut scores)?;
+    let t = key(scores[0]);
+    let above = scores[1..].iter().filter(|&&s| key(s) > t).count();
+    let ties = scores[1..].iter().filter(|&&s| key(s) == t).count();
+    let (h_u, n_u) = expected_hit_ndcg(above, ties, k);
+    Ok((h_u, n_u, negs.len() < negatives))
 }
 
 /// HR@k and NDCG@k of an item with `above` strictly better candidates and
@@ -832,8 +849,8 @@ mod tests {
         assert!((m.ndcg - want).abs() < 1e-12);
     }
 
-    /// Records the candidates it was asked about.
-    struct Record(std::cell::RefCell<Vec<Vec<u32>>>);
+    /// Records the candidates it was asked about, by user.
+    struct Record(std::sync::Mutex<Vec<(u32, Vec<u32>)>>);
     impl Scorer for Record {
         fn score(
             &self,
@@ -844,7 +861,10 @@ mod tests {
         ) -> Result<(), EvalError> {
             // The history never holds the target or anything after it.
             assert!(q.history.len() <= 2);
-            self.0.borrow_mut().push(c.to_vec());
+            self.0
+                .lock()
+                .expect("record")
+                .push((q.user, c.to_vec()));
             Ok(())
         }
     }
@@ -856,7 +876,9 @@ mod tests {
         let run = |seed| {
             let r = Record(Default::default());
             sasrec_eval(&d, &s, 100, seed, &r).unwrap();
-            r.0.into_inner()
+            let mut asked = r.0.into_inner().expect("record");
+            asked.sort_by_key(|(u, _)| *u);
+            asked.into_iter().map(|(_, c)| c).collect::<Vec<_>>()
         };
         let a = run(3);
         assert_eq!(a, run(3));

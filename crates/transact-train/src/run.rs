@@ -11,14 +11,18 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, LoggedRequest};
-use crate::eval::{HitAtK, SasrecSplit, hit_at_k, sasrec_eval};
+use crate::eval::{HitAtK, SasrecSplit, SasrecTarget, hit_at_k, sasrec_eval};
 use crate::features::Featurizer;
+use crate::serving::{export_bundle, memory_store, sasrec_served};
 use crate::trainer::{RunError, StepRecord, TrainConfig, Trainer};
+use transact_rank::Provenance;
+use transact_seq::EmbeddedStore;
 
 /// Where a run's model comes from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -198,6 +202,13 @@ pub fn run_with_tokens(
         }
         None => None,
     };
+    // The SASRec protocol ranks through the serving path (see
+    // [`evaluate`]): a store with the whole log, built once.
+    let served = match &spec.sasrec {
+        Some(_) if trainer.cfg.use_sequence => Some(memory_store(data)?),
+        _ => None,
+    };
+    let served = served.as_ref();
     progress.start(&spec.name, total.saturating_sub(trainer.step));
     let mut evals = Vec::new();
     let mut train_seconds = 0.0;
@@ -212,11 +223,23 @@ pub fn run_with_tokens(
         }
         if spec.eval_every_epoch || trainer.epoch == epochs {
             progress.note(&format!("evaluating after epoch {}", trainer.epoch));
-            evals.push(evaluate(&trainer, data, test, spec.sasrec.as_ref())?);
+            evals.push(evaluate_with(
+                &trainer,
+                data,
+                test,
+                spec.sasrec.as_ref(),
+                served,
+            )?);
         }
     }
     if evals.is_empty() {
-        evals.push(evaluate(&trainer, data, test, spec.sasrec.as_ref())?);
+        evals.push(evaluate_with(
+            &trainer,
+            data,
+            test,
+            spec.sasrec.as_ref(),
+            served,
+        )?);
     }
     progress.finish();
     let steps = trainer.history.clone();
@@ -246,24 +269,53 @@ pub fn run_with_tokens(
 }
 
 /// HIT@3 on `test` (and SASRec metrics when asked) with the current
-/// parameters.
+/// parameters, all through the trainer's forward.
 pub fn evaluate(
     trainer: &Trainer,
     data: &Dataset,
     test: &[LoggedRequest],
     sasrec: Option<&(SasrecSplit, u64)>,
 ) -> Result<EvalRecord, RunError> {
+    evaluate_with(trainer, data, test, sasrec, None)
+}
+
+/// [`evaluate`]; with `served` (a [`memory_store`] of `data`), the SASRec
+/// metrics are computed through the serving path instead: the current
+/// parameters exported as a bundle, ranked by a [`Ranker`] over the store,
+/// scored by P(any interaction). That is the model a service runs (the
+/// contract tests hold the two paths equal), and it scores a user's 101
+/// candidates with the request-level forward (a user's part of the first
+/// layer once for all of them) instead of 101 independent examples.
+pub fn evaluate_with(
+    trainer: &Trainer,
+    data: &Dataset,
+    test: &[LoggedRequest],
+    sasrec: Option<&(SasrecSplit, u64)>,
+    served: Option<&Arc<EmbeddedStore>>,
+) -> Result<EvalRecord, RunError> {
     let scorer = trainer.scorer(data)?;
     let hit: HitAtK = hit_at_k(data, test, 3, &scorer)?;
-    let sas = match sasrec {
-        Some((split, seed)) => {
+    let sas = match (sasrec, served) {
+        (Some((split, seed)), Some(store)) => {
+            let bundle = export_bundle(trainer, data, "evaluation", Provenance::default())?;
+            let m = sasrec_served(
+                &bundle,
+                store.clone(),
+                data,
+                split,
+                SasrecTarget::Test,
+                *seed,
+            )?;
+            Some((m.hr, m.ndcg))
+        }
+        (Some((split, seed)), None) => {
             // The protocol's target is the next interaction of any kind:
             // score by the summed head probabilities.
             let any = trainer.scorer_with(data, vec![1.0; data.heads.len()])?;
             let m = sasrec_eval(data, split, 100, *seed, &any)?;
             Some((m.hr, m.ndcg))
         }
-        None => None,
+        (None, _) => None,
     };
     Ok(EvalRecord {
         epoch: trainer.epoch,

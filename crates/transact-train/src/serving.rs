@@ -15,9 +15,10 @@ use transact_features::{RawIdKeys, UserFeature, raw_id_key};
 use transact_rank::{
     BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, Bundle, Manifest, Provenance, UtilityWeights,
 };
-use transact_seq::{Action, SequenceStore};
+use transact_seq::{Action, EmbeddedStore, SequenceStore, StoreConfig};
 
 use crate::data::{Dataset, LoggedRequest};
+use crate::eval::{SasrecMetrics, SasrecSplit, SasrecTarget, sasrec_eval_with};
 use crate::trainer::{RunError, Trainer};
 
 /// The store key of user index `user` (its raw id's key).
@@ -198,6 +199,43 @@ pub fn ingest<S: SequenceStore + ?Sized>(
         report.users += 1;
     }
     Ok(report)
+}
+
+/// An in-memory store holding every action of `data`, keyed as serving
+/// keys them ([`ingest`]): the store an offline evaluation through the
+/// serving path reads.
+pub fn memory_store(data: &Dataset) -> Result<Arc<EmbeddedStore>, RunError> {
+    let store = EmbeddedStore::in_memory(StoreConfig::default());
+    ingest(data, &store, 4_096, |_| {})?;
+    Ok(Arc::new(store))
+}
+
+/// HR@10 / NDCG@10 of `bundle` under the SASRec protocol (`target`, 100
+/// negatives, `seed`) through the serving path: a ranker over `store`
+/// scores each candidate by P(any interaction) (every head weighs 1; the
+/// protocol's target is an interaction of any kind).
+pub fn sasrec_served<S: SequenceStore + ?Sized>(
+    bundle: &Bundle,
+    store: Arc<S>,
+    data: &Dataset,
+    split: &SasrecSplit,
+    target: SasrecTarget,
+    seed: u64,
+) -> Result<SasrecMetrics, RunError> {
+    let ones = UtilityWeights(data.heads.iter().map(|h| (h.clone(), 1.0)).collect());
+    let any = bundle.clone().with_utility(ones).map_err(invalid)?;
+    let ranker =
+        transact_rank::Ranker::new(store, Arc::new(any), transact_rank::RankerConfig::default())
+            .map_err(invalid)?;
+    Ok(sasrec_eval_with(
+        data,
+        split,
+        target,
+        100,
+        10,
+        seed,
+        &RankerScorer::new(&ranker, data)?,
+    )?)
 }
 
 /// Offline evaluation through the serving path: scores a query by asking a
