@@ -19,7 +19,7 @@ use transact::serve::BackendPolicy;
 use transact::train::data::synthetic::{SyntheticConfig, fit_training, generate_with_truth};
 use transact::train::data::{Dataset, LoggedRequest};
 use transact::train::eval::{Scorer, hit_at_k};
-use transact::train::run::{RunSpec, Start, run};
+use transact::train::run::{RunSpec, Start, StopRule, run};
 use transact::train::serving::{RankerScorer, ingest, item_key, user_key};
 use transact::train::trainer::TrainConfig;
 
@@ -196,6 +196,7 @@ pub fn demo(args: DemoArgs) -> Result<ExitCode> {
         dir: Some(dir.join("runs").join(name)),
         sasrec: None,
         eval_every_epoch: false,
+        stop: StopRule::default(),
     };
     let (report, trainer) = run(
         &spec("transact", cfg.clone()),

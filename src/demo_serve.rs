@@ -12,7 +12,7 @@ use transact::serve::client::Client;
 use transact::serve::wire::{ActionsBody, RankAnswer, RankBody, RawId, WireAction, WireCandidate};
 use transact::serve::{BackendPolicy, Server, ServerConfig};
 use transact::train::data::{Dataset, LoggedRequest};
-use transact::train::run::{RunSpec, Start, run};
+use transact::train::run::{RunSpec, Start, StopRule, run};
 use transact::train::trainer::TrainConfig;
 
 use crate::train_cli::{Bars, write_bundle};
@@ -137,6 +137,7 @@ pub fn serve_and_retrain(step: ServeStep<'_>) -> Result<()> {
         dir: Some(step.dir.join("runs/retrained")),
         sasrec: None,
         eval_every_epoch: false,
+        stop: StopRule::default(),
     };
     let (report, trainer) = run(&spec, data, step.requests, step.test, step.bars)?;
     let new_dir = step.dir.join("runs/retrained/bundle");

@@ -18,7 +18,9 @@ use transact::train::data::synthetic::{
 };
 use transact::train::data::{Dataset, LoggedRequest};
 use transact::train::eval::{SasrecSplit, hit_at_k, sasrec_split};
-use transact::train::run::{Progress, RunReport, RunSpec, Start, evaluate_with, run_with_tokens};
+use transact::train::run::{
+    Progress, RunReport, RunSpec, Start, StopRule, evaluate_with, run_with_tokens,
+};
 use transact::train::serving::export_bundle;
 use transact::train::trainer::{StepRecord, TrainConfig, Trainer};
 
@@ -169,6 +171,9 @@ pub enum Negatives {
     Both,
 }
 
+/// Epochs of a run bounded by `--minutes` alone.
+const UNBOUNDED_EPOCHS: usize = 10_000;
+
 /// `transact train`.
 #[derive(Args, Clone, Debug)]
 pub struct TrainArgs {
@@ -189,9 +194,21 @@ pub struct TrainArgs {
     /// Continue an interrupted run from its checkpoint.
     #[arg(long)]
     resume: Option<PathBuf>,
-    /// Also report HR@10 / NDCG@10 under the SASRec protocol.
+    /// Also report HR@10 / NDCG@10 under the SASRec protocol; the run
+    /// then evaluates the validation items after every epoch and keeps the
+    /// epoch with the best validation NDCG@10 (its test figures are the
+    /// ones reported, its parameters the bundle's).
     #[arg(long)]
     sasrec: bool,
+    /// With `--sasrec`: stop after this many epochs without a better
+    /// validation NDCG@10.
+    #[arg(long, default_value_t = 3)]
+    patience: usize,
+    /// Train for at most this many minutes (evaluation excluded), stopping
+    /// mid-epoch if need be; the learning-rate schedule ends at the budget.
+    /// Without `--epochs`, epochs are then bounded by the budget alone.
+    #[arg(long)]
+    minutes: Option<f64>,
     /// A TransAct V2 model (`--model v2`): take the training requests'
     /// selected tokens and user features from this Parquet feature log
     /// (written by `transact rank --feature-log`) instead of replaying the
@@ -482,6 +499,15 @@ fn print_report(r: &RunReport) {
         "{}: {} training examples, {:.0} examples/s, {:.1} s training, {:.1} s total",
         r.name, r.train_examples, r.examples_per_s, r.train_seconds, r.total_seconds
     );
+    if let (Some(e), Some(_)) = (r.last(), r.kept) {
+        if let Some((hr, ndcg)) = e.validation {
+            println!(
+                "kept the model after epoch {} of {} (best validation NDCG@10: HR@10 {hr:.4}, NDCG@10 {ndcg:.4})",
+                e.epoch,
+                r.evals.last().map_or(e.epoch, |l| l.epoch)
+            );
+        }
+    }
     if let Some(e) = r.last() {
         print_eval(&r.heads, e);
     }
@@ -520,6 +546,18 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
     if args.no_sequence {
         cfg.use_sequence = false;
     }
+    let budget = match args.minutes {
+        Some(m) if !(m.is_finite() && m > 0.0) => {
+            return Err(format!("--minutes {m}: must be a positive number").into());
+        }
+        Some(m) => {
+            if args.model.epochs.is_none() {
+                cfg.epochs = UNBOUNDED_EPOCHS;
+            }
+            Some(std::time::Duration::from_secs_f64(m * 60.0))
+        }
+        None => None,
+    };
     let start = match (&args.resume, &args.from) {
         (Some(p), _) => Start::Resume(p.clone()),
         (None, Some(p)) => Start::WarmStart(p.clone()),
@@ -532,6 +570,10 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         dir: Some(args.out.clone()),
         sasrec: loaded.sasrec.clone().map(|s| (s, args.data.seed)),
         eval_every_epoch: true,
+        stop: StopRule {
+            budget,
+            patience: args.sasrec.then_some(args.patience),
+        },
     };
     let log = match &args.feature_log {
         Some(_) if spec.config.v2.is_none() && !matches!(spec.start, Start::Resume(_)) => {
@@ -713,6 +755,7 @@ fn eval_bundle(
         hit3: hit.per_head.clone(),
         requests: loaded.test.len(),
         sasrec: None,
+        validation: None,
     };
     if let Some((split, seed)) = sasrec {
         let m = sasrec_served(&bundle, store, data, split, SasrecTarget::Test, *seed)?;

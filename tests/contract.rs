@@ -22,7 +22,7 @@ use transact::train::data::synthetic::{SyntheticConfig, fit_training, generate_w
 use transact::train::data::{Dataset, LoggedRequest};
 use transact::train::eval::{SasrecTarget, hit_at_k, sasrec_eval_with, sasrec_split};
 use transact::train::features::Featurizer;
-use transact::train::run::{Quiet, RunSpec, Start, run};
+use transact::train::run::{Quiet, RunSpec, Start, StopRule, run};
 use transact::train::serving::{
     RankerScorer, export_bundle, ingest, item_key, rank_request, user_key,
 };
@@ -53,6 +53,7 @@ fn train(cfg: TrainConfig, data: &Dataset, train: &[LoggedRequest]) -> Trainer {
         dir: None,
         sasrec: None,
         eval_every_epoch: false,
+        stop: StopRule::default(),
     };
     run(&spec, data, train, &train[..1], &Quiet)
         .expect("training run")

@@ -8,7 +8,7 @@ use std::time::Instant;
 use transact_train::ablate::{markdown, variants};
 use transact_train::data::synthetic::{SyntheticConfig, fit_training, generate_with_truth};
 use transact_train::eval::hit_at_k;
-use transact_train::run::{Quiet, RunSpec, Start, run};
+use transact_train::run::{Quiet, RunSpec, Start, StopRule, run};
 use transact_train::trainer::TrainConfig;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -80,6 +80,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             dir: None,
             sasrec: None,
             eval_every_epoch: true,
+            stop: StopRule::default(),
         };
         let (r, _) = run(&spec, &data, train, test, &Quiet)?;
         for e in &r.evals {

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, LoggedRequest};
-use crate::run::{Progress, RunSpec, Start, run};
+use crate::run::{Progress, RunSpec, Start, StopRule, run};
 use crate::trainer::{RunError, TrainConfig};
 
 /// One model of the ablation.
@@ -135,6 +135,7 @@ pub fn ablate(
             dir: dir.map(|d| d.join(format!("{i}-{slug}"))),
             sasrec: None,
             eval_every_epoch: false,
+            stop: StopRule::default(),
         };
         let (report, _) = run(&spec, data, train, test, progress)?;
         let hit3 = report.last().map(|e| e.hit3.clone()).unwrap_or_default();

@@ -861,10 +861,7 @@ mod tests {
         ) -> Result<(), EvalError> {
             // The history never holds the target or anything after it.
             assert!(q.history.len() <= 2);
-            self.0
-                .lock()
-                .expect("record")
-                .push((q.user, c.to_vec()));
+            self.0.lock().expect("record").push((q.user, c.to_vec()));
             Ok(())
         }
     }

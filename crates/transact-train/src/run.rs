@@ -66,6 +66,10 @@ pub struct EvalRecord {
     pub requests: usize,
     /// HR@10 / NDCG@10 under the SASRec protocol, when asked for.
     pub sasrec: Option<(f64, f64)>,
+    /// HR@10 / NDCG@10 of the validation items (the protocol's model
+    /// selection), when a run selects on them.
+    #[serde(default)]
+    pub validation: Option<(f64, f64)>,
 }
 
 /// Everything a run measured (`metrics.json`).
@@ -87,16 +91,23 @@ pub struct RunReport {
     pub train_seconds: f64,
     /// Wall time of the whole run (s).
     pub total_seconds: f64,
-    /// Evaluation after each epoch; the last is the final result.
+    /// Evaluation after each epoch.
     pub evals: Vec<EvalRecord>,
+    /// Index in `evals` of the epoch whose model the run kept (the best
+    /// validation NDCG@10 under a [`StopRule::patience`]); `None`: the last.
+    #[serde(default)]
+    pub kept: Option<usize>,
     /// Every step's losses.
     pub steps: Vec<StepRecord>,
 }
 
 impl RunReport {
-    /// The final evaluation.
+    /// The final result: the evaluation of the model the run kept.
     pub fn last(&self) -> Option<&EvalRecord> {
-        self.evals.last()
+        match self.kept {
+            Some(i) => self.evals.get(i),
+            None => self.evals.last(),
+        }
     }
 }
 
@@ -115,7 +126,27 @@ pub struct RunSpec {
     pub sasrec: Option<(SasrecSplit, u64)>,
     /// Evaluate after every epoch (otherwise only at the end).
     pub eval_every_epoch: bool,
+    /// When to stop before the config's epochs are done, and which
+    /// epoch's model to keep.
+    pub stop: StopRule,
 }
+
+/// When a run stops early, and which epoch's model it keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StopRule {
+    /// Training time (evaluation excluded) after which the run stops,
+    /// mid-epoch if need be. Once the first steps are timed, the learning
+    /// rate schedule is stretched to end at the budget.
+    pub budget: Option<std::time::Duration>,
+    /// With the SASRec protocol: keep the epoch with the best validation
+    /// NDCG@10 (its parameters are restored at the end and its test
+    /// figures reported), and stop after this many evaluations without a
+    /// better one. `None`: keep the last epoch, never stop early.
+    pub patience: Option<usize>,
+}
+
+/// Steps timed before a budget's schedule length is estimated.
+const BUDGET_PROBE_STEPS: u64 = 20;
 
 fn io_err(path: &Path, source: std::io::Error) -> RunError {
     RunError::Io {
@@ -210,26 +241,72 @@ pub fn run_with_tokens(
     };
     let served = served.as_ref();
     progress.start(&spec.name, total.saturating_sub(trainer.step));
-    let mut evals = Vec::new();
+    let mut evals: Vec<EvalRecord> = Vec::new();
     let mut train_seconds = 0.0;
+    let rule = spec.stop;
+    let select = rule.patience.is_some() && spec.sasrec.is_some() && served.is_some();
+    // (index in `evals`, its validation NDCG@10, its parameters).
+    let mut best: Option<(usize, f64, Vec<f32>)> = None;
+    let mut since_best = 0usize;
+    let mut schedule_total = total;
+    let first_step = trainer.step;
     while trainer.epoch < epochs {
         let t0 = Instant::now();
-        trainer.train_epoch(&feat, total, &mut |r| progress.step(r))?;
+        let before = train_seconds;
+        let completed = trainer.train_epoch_with(&feat, &mut schedule_total, &mut |r, total| {
+            progress.step(r);
+            let Some(budget) = rule.budget else {
+                return true;
+            };
+            let spent = before + t0.elapsed().as_secs_f64();
+            let done = r.step - first_step;
+            if done == BUDGET_PROBE_STEPS {
+                // Stretch the schedule to the steps the budget holds.
+                let per_step = spent / done as f64;
+                let left = ((budget.as_secs_f64() - spent) / per_step).max(0.0) as u64;
+                *total = (r.step + left).min(*total).max(r.step + 1);
+            }
+            spent < budget.as_secs_f64()
+        })?;
         train_seconds += t0.elapsed().as_secs_f64();
         if let Some(c) = &ckpt_dir {
             let p = c.join(format!("epoch-{}.safetensors", trainer.epoch));
             trainer.save_checkpoint(&p)?;
             std::fs::copy(&p, c.join("last.safetensors")).map_err(|e| io_err(&p, e))?;
         }
-        if spec.eval_every_epoch || trainer.epoch == epochs {
+        let last = trainer.epoch == epochs || !completed;
+        if spec.eval_every_epoch || last || select {
             progress.note(&format!("evaluating after epoch {}", trainer.epoch));
-            evals.push(evaluate_with(
-                &trainer,
-                data,
-                test,
-                spec.sasrec.as_ref(),
-                served,
-            )?);
+            let mut record = evaluate_with(&trainer, data, test, spec.sasrec.as_ref(), served)?;
+            if select && let (Some((split, seed)), Some(store)) = (&spec.sasrec, served) {
+                let bundle = export_bundle(&trainer, data, "evaluation", Provenance::default())?;
+                let v = sasrec_served(
+                    &bundle,
+                    store.clone(),
+                    data,
+                    split,
+                    SasrecTarget::Validation,
+                    *seed,
+                )?;
+                record.validation = Some((v.hr, v.ndcg));
+                if best.as_ref().is_none_or(|b| v.ndcg > b.1) {
+                    best = Some((evals.len(), v.ndcg, trainer.params.data().to_vec()));
+                    since_best = 0;
+                } else {
+                    since_best += 1;
+                }
+            }
+            evals.push(record);
+        }
+        if !completed {
+            progress.note("time budget spent");
+            break;
+        }
+        if select && rule.patience.is_some_and(|p| since_best >= p) {
+            progress.note(&format!(
+                "no better validation NDCG@10 in {since_best} epochs: stopping"
+            ));
+            break;
         }
     }
     if evals.is_empty() {
@@ -240,6 +317,15 @@ pub fn run_with_tokens(
             spec.sasrec.as_ref(),
             served,
         )?);
+    }
+    let mut kept = None;
+    if let Some((index, _, params)) = best {
+        // The kept epoch's parameters, for the caller's export.
+        trainer.params.data_mut().copy_from_slice(&params);
+        if let Some(c) = &ckpt_dir {
+            trainer.save_checkpoint(&c.join("best.safetensors"))?;
+        }
+        kept = Some(index);
     }
     progress.finish();
     let steps = trainer.history.clone();
@@ -259,6 +345,7 @@ pub fn run_with_tokens(
         train_seconds,
         total_seconds: t_all.elapsed().as_secs_f64(),
         evals,
+        kept,
         steps,
     };
     if let Some(d) = &spec.dir {
@@ -323,6 +410,7 @@ pub fn evaluate_with(
         hit3: hit.per_head.clone(),
         requests: test.len(),
         sasrec: sas,
+        validation: None,
     })
 }
 
@@ -406,6 +494,7 @@ mod tests {
             dir: None,
             sasrec: None,
             eval_every_epoch: false,
+            stop: StopRule::default(),
         };
         // At the newest position the slate's unengaged candidates are the
         // negatives: that trains.
@@ -425,5 +514,80 @@ mod tests {
         config.features.nal_impressions = false;
         config.features.nal_in_batch_too = false;
         assert!(run(&spec(config), &data, train, test, &Quiet).is_ok());
+    }
+
+    fn small_run(
+        epochs: usize,
+        stop: StopRule,
+    ) -> (RunReport, Trainer, Dataset, Vec<LoggedRequest>, SasrecSplit) {
+        let world = SyntheticConfig {
+            users: 30,
+            items: 120,
+            sessions: 3,
+            ..SyntheticConfig::default()
+        };
+        let data = generate_with_truth(&world, 3).expect("world").0;
+        let split = crate::eval::sasrec_split(&data);
+        let (train, test) = data.split_requests_by_time(0.2);
+        let mut config = TrainConfig::new(&data.heads, world.dim);
+        config.epochs = epochs;
+        config.v1.seq_len = 4;
+        config.v1.latest_n_emb = 2;
+        config.v1.dim_feedforward = 16;
+        config.heads.mlp_hidden = vec![16];
+        config.threads = 2;
+        let spec = RunSpec {
+            name: "t".into(),
+            config,
+            start: Start::Fresh,
+            dir: None,
+            sasrec: Some((split.clone(), 1)),
+            eval_every_epoch: true,
+            stop,
+        };
+        let test = test.to_vec();
+        let (report, trainer) = run(&spec, &data, train, &test, &Quiet).expect("run");
+        (report, trainer, data, test, split)
+    }
+
+    #[test]
+    fn the_best_validation_epoch_is_kept_and_patience_stops_the_run() {
+        let stop = StopRule {
+            budget: None,
+            patience: Some(1),
+        };
+        let (report, trainer, data, test, split) = small_run(6, stop);
+        let ndcg: Vec<f64> = report
+            .evals
+            .iter()
+            .map(|e| e.validation.expect("validation figures").1)
+            .collect();
+        let kept = report.kept.expect("a kept epoch");
+        let best = ndcg.iter().copied().fold(f64::MIN, f64::max);
+        assert_eq!(ndcg[kept], best, "{ndcg:?}");
+        assert_eq!(ndcg.iter().position(|&v| v == best), Some(kept));
+        // Patience 1: at most one evaluation after the best.
+        assert!(report.evals.len() <= kept + 2, "{ndcg:?}");
+        assert_eq!(report.last(), report.evals.get(kept));
+        // The returned model is the kept epoch's: it scores its test figures.
+        let store = memory_store(&data).expect("store");
+        let again =
+            evaluate_with(&trainer, &data, &test, Some(&(split, 1)), Some(&store)).expect("eval");
+        assert_eq!(again.sasrec, report.evals[kept].sasrec);
+    }
+
+    #[test]
+    fn a_time_budget_stops_training() {
+        let stop = StopRule {
+            budget: Some(std::time::Duration::from_millis(50)),
+            patience: None,
+        };
+        let (report, trainer, ..) = small_run(100_000, stop);
+        assert!(trainer.epoch < 100_000, "the budget stopped nothing");
+        assert_eq!(report.kept, None);
+        // Training stops within a few steps of the budget (a step here is
+        // a few ms), not at the epochs' end.
+        assert!(report.train_seconds < 5.0, "{}", report.train_seconds);
+        assert!(report.last().is_some_and(|e| e.sasrec.is_some()));
     }
 }

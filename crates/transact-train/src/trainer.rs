@@ -371,16 +371,36 @@ impl Trainer {
         total_steps: u64,
         on_step: &mut dyn FnMut(&StepRecord),
     ) -> Result<(), RunError> {
+        let mut total = total_steps;
+        self.train_epoch_with(feat, &mut total, &mut |r, _| {
+            on_step(r);
+            true
+        })?;
+        Ok(())
+    }
+
+    /// [`Trainer::train_epoch`] under the caller's control: after every
+    /// step `on_step` may change `total` (the learning-rate schedule's
+    /// length, e.g. once a time budget's step count is known) and returns
+    /// whether to go on. Returns whether the epoch ran to its end; a
+    /// stopped epoch still counts as trained.
+    pub fn train_epoch_with(
+        &mut self,
+        feat: &Featurizer<'_>,
+        total: &mut u64,
+        on_step: &mut dyn FnMut(&StepRecord, &mut u64) -> bool,
+    ) -> Result<bool, RunError> {
         let mut examples: Vec<ExampleRef> = feat.examples();
         let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ (self.epoch as u64 + 1) << 32);
         examples.shuffle(&mut rng);
-        let schedule = Schedule {
+        let mut schedule = Schedule {
             peak: self.cfg.lr,
             warmup: self.cfg.warmup_steps,
-            total: total_steps,
+            total: *total,
             final_ratio: self.cfg.final_lr_ratio,
         };
         let bs = self.cfg.batch_size.max(1);
+        let mut completed = true;
         for chunk in examples.chunks(bs) {
             let t0 = Instant::now();
             let mut wrng = ChaCha8Rng::seed_from_u64(self.cfg.seed.wrapping_add(self.step * 7919));
@@ -418,10 +438,15 @@ impl Trainer {
                 examples_per_s: chunk.len() as f32 / t0.elapsed().as_secs_f32().max(1e-9),
             };
             self.history.push(rec);
-            on_step(&rec);
+            let go_on = on_step(&rec, total);
+            schedule.total = *total;
+            if !go_on {
+                completed = false;
+                break;
+            }
         }
         self.epoch += 1;
-        Ok(())
+        Ok(completed)
     }
 
     /// Gradients of the loss over `batch` into `self.grads[0]` (the other
