@@ -499,14 +499,14 @@ fn print_report(r: &RunReport) {
         "{}: {} training examples, {:.0} examples/s, {:.1} s training, {:.1} s total",
         r.name, r.train_examples, r.examples_per_s, r.train_seconds, r.total_seconds
     );
-    if let (Some(e), Some(_)) = (r.last(), r.kept) {
-        if let Some((hr, ndcg)) = e.validation {
-            println!(
-                "kept the model after epoch {} of {} (best validation NDCG@10: HR@10 {hr:.4}, NDCG@10 {ndcg:.4})",
-                e.epoch,
-                r.evals.last().map_or(e.epoch, |l| l.epoch)
-            );
-        }
+    if let (Some(e), Some(_)) = (r.last(), r.kept)
+        && let Some((hr, ndcg)) = e.validation
+    {
+        println!(
+            "kept the model after epoch {} of {} (best validation NDCG@10: HR@10 {hr:.4}, NDCG@10 {ndcg:.4})",
+            e.epoch,
+            r.evals.last().map_or(e.epoch, |l| l.epoch)
+        );
     }
     if let Some(e) = r.last() {
         print_eval(&r.heads, e);
