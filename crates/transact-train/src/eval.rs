@@ -298,6 +298,45 @@ impl SasrecSplit {
     }
 }
 
+impl SasrecSplit {
+    /// What training may see of `data` under this split: every split
+    /// user's actions before the validation item (the held-out items and
+    /// everything after them cut), other users whole. `None` when a
+    /// request of `train` falls after its user's validation item (a logged
+    /// world whose slates run past it): there the training requests
+    /// themselves hold the held-out items, and no cut helps. (A request
+    /// in the validation item's own second is one a log importer built
+    /// from the interactions before it.)
+    ///
+    /// Without the cut, the Next Action Loss of a user's newest training
+    /// request would take its positives from the actions after it, the
+    /// validation and test items among them.
+    pub fn training_view(&self, data: &Dataset, train: &[LoggedRequest]) -> Option<Dataset> {
+        let mut cut: Vec<Option<(usize, i64)>> = vec![None; data.users.len()];
+        for su in &self.users {
+            let h = data.users.get(su.user as usize)?;
+            let t = h.actions.get(su.valid)?.timestamp_ms;
+            *cut.get_mut(su.user as usize)? = Some((su.valid, t));
+        }
+        let past = train.iter().any(|r| {
+            cut.get(r.user as usize)
+                .copied()
+                .flatten()
+                .is_some_and(|(_, t)| r.time_ms > t)
+        });
+        if past {
+            return None;
+        }
+        let mut view = data.clone();
+        for (h, c) in view.users.iter_mut().zip(&cut) {
+            if let Some((valid, _)) = c {
+                h.actions.truncate(*valid);
+            }
+        }
+        Some(view)
+    }
+}
+
 /// Leave-last-out split (see the module docs): per user, the last
 /// interaction is the test item, the one before it validation, the rest
 /// training; users with fewer than 3 interactions are skipped.
@@ -727,6 +766,36 @@ mod tests {
             })
             .collect();
         d
+    }
+
+    #[test]
+    fn the_training_view_cuts_each_user_at_the_validation_item() {
+        let mut d = sasrec_dataset(3, 200);
+        d.users[1].actions.remove(0); // too short: not split, kept whole
+        let s = sasrec_split(&d);
+        let before = |u: u32, t: i64| LoggedRequest {
+            user: u,
+            time_ms: t,
+            candidates: Vec::new(),
+        };
+        let view = s
+            .training_view(&d, &[before(0, 0), before(2, 0)])
+            .expect("view");
+        for su in &s.users {
+            let h = &view.users[su.user as usize].actions;
+            assert_eq!(h.len(), su.valid);
+            assert!(
+                h.iter()
+                    .all(|a| a.timestamp_ms
+                        < d.users[su.user as usize].actions[su.valid].timestamp_ms),
+                "nothing from the validation item on"
+            );
+        }
+        assert_eq!(view.users[1].actions, d.users[1].actions);
+        // A training request after the validation item: no view helps.
+        let t_valid = d.users[0].actions[s.users[0].valid].timestamp_ms;
+        assert!(s.training_view(&d, &[before(0, t_valid)]).is_some());
+        assert!(s.training_view(&d, &[before(0, t_valid + 1)]).is_none());
     }
 
     #[test]

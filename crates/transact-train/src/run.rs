@@ -205,9 +205,16 @@ pub fn run_with_tokens(
             data.name
         )));
     }
+    // Under the SASRec protocol training sees nothing from a user's
+    // validation item on (the evaluation below reads the whole log).
+    let view = spec
+        .sasrec
+        .as_ref()
+        .and_then(|(split, _)| split.training_view(data, train));
+    let seen = view.as_ref().unwrap_or(data);
     let feat = match tokens {
-        None => Featurizer::new(data, train, trainer.cfg.feature_config()),
-        Some(t) => Featurizer::with_token_source(data, train, trainer.cfg.feature_config(), t),
+        None => Featurizer::new(seen, train, trainer.cfg.feature_config()),
+        Some(t) => Featurizer::with_token_source(seen, train, trainer.cfg.feature_config(), t),
     }
     .map_err(RunError::Invalid)?;
     if feat.item_rows() != trainer.net().config().item_rows {
@@ -320,10 +327,16 @@ pub fn run_with_tokens(
     }
     let mut kept = None;
     if let Some((index, _, params)) = best {
-        // The kept epoch's parameters, for the caller's export.
+        // The kept epoch's parameters (and its epoch and step, which name
+        // the caller's export); its checkpoint, optimiser state included,
+        // is `best.safetensors`.
         trainer.params.data_mut().copy_from_slice(&params);
+        let record = &evals[index];
+        trainer.epoch = record.epoch;
+        trainer.step = record.step;
         if let Some(c) = &ckpt_dir {
-            trainer.save_checkpoint(&c.join("best.safetensors"))?;
+            let p = c.join(format!("epoch-{}.safetensors", record.epoch));
+            std::fs::copy(&p, c.join("best.safetensors")).map_err(|e| io_err(&p, e))?;
         }
         kept = Some(index);
     }
@@ -368,7 +381,7 @@ pub fn evaluate(
 
 /// [`evaluate`]; with `served` (a [`memory_store`] of `data`), the SASRec
 /// metrics are computed through the serving path instead: the current
-/// parameters exported as a bundle, ranked by a [`Ranker`] over the store,
+/// parameters exported as a bundle, ranked by a [`transact_rank::Ranker`] over the store,
 /// scored by P(any interaction). That is the model a service runs (the
 /// contract tests hold the two paths equal), and it scores a user's 101
 /// candidates with the request-level forward (a user's part of the first
