@@ -713,6 +713,7 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
         &loaded.test,
         sasrec.as_ref(),
         served.as_ref(),
+        false,
     )?;
     print_eval(&loaded.data.heads, &e);
     Ok(ExitCode::SUCCESS)
@@ -758,8 +759,8 @@ fn eval_bundle(
         validation: None,
     };
     if let Some((split, seed)) = sasrec {
-        let m = sasrec_served(&bundle, store, data, split, SasrecTarget::Test, *seed)?;
-        record.sasrec = Some((m.hr, m.ndcg));
+        let m = sasrec_served(&bundle, store, data, split, &[SasrecTarget::Test], *seed)?;
+        record.sasrec = m.first().map(|m| (m.hr, m.ndcg));
     }
     print_eval(&data.heads, &record);
     Ok(ExitCode::SUCCESS)

@@ -284,20 +284,10 @@ pub fn run_with_tokens(
         let last = trainer.epoch == epochs || !completed;
         if spec.eval_every_epoch || last || select {
             progress.note(&format!("evaluating after epoch {}", trainer.epoch));
-            let mut record = evaluate_with(&trainer, data, test, spec.sasrec.as_ref(), served)?;
-            if select && let (Some((split, seed)), Some(store)) = (&spec.sasrec, served) {
-                let bundle = export_bundle(&trainer, data, "evaluation", Provenance::default())?;
-                let v = sasrec_served(
-                    &bundle,
-                    store.clone(),
-                    data,
-                    split,
-                    SasrecTarget::Validation,
-                    *seed,
-                )?;
-                record.validation = Some((v.hr, v.ndcg));
-                if best.as_ref().is_none_or(|b| v.ndcg > b.1) {
-                    best = Some((evals.len(), v.ndcg, trainer.params.data().to_vec()));
+            let record = evaluate_with(&trainer, data, test, spec.sasrec.as_ref(), served, select)?;
+            if let Some((_, ndcg)) = record.validation {
+                if best.as_ref().is_none_or(|b| ndcg > b.1) {
+                    best = Some((evals.len(), ndcg, trainer.params.data().to_vec()));
                     since_best = 0;
                 } else {
                     since_best += 1;
@@ -323,6 +313,7 @@ pub fn run_with_tokens(
             test,
             spec.sasrec.as_ref(),
             served,
+            false,
         )?);
     }
     let mut kept = None;
@@ -376,7 +367,7 @@ pub fn evaluate(
     test: &[LoggedRequest],
     sasrec: Option<&(SasrecSplit, u64)>,
 ) -> Result<EvalRecord, RunError> {
-    evaluate_with(trainer, data, test, sasrec, None)
+    evaluate_with(trainer, data, test, sasrec, None, false)
 }
 
 /// [`evaluate`]; with `served` (a [`memory_store`] of `data`), the SASRec
@@ -386,27 +377,30 @@ pub fn evaluate(
 /// contract tests hold the two paths equal), and it scores a user's 101
 /// candidates with the request-level forward (a user's part of the first
 /// layer once for all of them) instead of 101 independent examples.
+/// `validation` also ranks the validation items there (one export, one
+/// ranker for both targets), into [`EvalRecord::validation`].
 pub fn evaluate_with(
     trainer: &Trainer,
     data: &Dataset,
     test: &[LoggedRequest],
     sasrec: Option<&(SasrecSplit, u64)>,
     served: Option<&Arc<EmbeddedStore>>,
+    validation: bool,
 ) -> Result<EvalRecord, RunError> {
     let scorer = trainer.scorer(data)?;
     let hit: HitAtK = hit_at_k(data, test, 3, &scorer)?;
+    let mut valid = None;
     let sas = match (sasrec, served) {
         (Some((split, seed)), Some(store)) => {
             let bundle = export_bundle(trainer, data, "evaluation", Provenance::default())?;
-            let m = sasrec_served(
-                &bundle,
-                store.clone(),
-                data,
-                split,
-                SasrecTarget::Test,
-                *seed,
-            )?;
-            Some((m.hr, m.ndcg))
+            let targets: &[SasrecTarget] = if validation {
+                &[SasrecTarget::Test, SasrecTarget::Validation]
+            } else {
+                &[SasrecTarget::Test]
+            };
+            let m = sasrec_served(&bundle, store.clone(), data, split, targets, *seed)?;
+            valid = m.get(1).map(|v| (v.hr, v.ndcg));
+            m.first().map(|m| (m.hr, m.ndcg))
         }
         (Some((split, seed)), None) => {
             // The protocol's target is the next interaction of any kind:
@@ -423,7 +417,7 @@ pub fn evaluate_with(
         hit3: hit.per_head.clone(),
         requests: test.len(),
         sasrec: sas,
-        validation: None,
+        validation: valid,
     })
 }
 
@@ -584,8 +578,15 @@ mod tests {
         assert_eq!(report.last(), report.evals.get(kept));
         // The returned model is the kept epoch's: it scores its test figures.
         let store = memory_store(&data).expect("store");
-        let again =
-            evaluate_with(&trainer, &data, &test, Some(&(split, 1)), Some(&store)).expect("eval");
+        let again = evaluate_with(
+            &trainer,
+            &data,
+            &test,
+            Some(&(split, 1)),
+            Some(&store),
+            false,
+        )
+        .expect("eval");
         assert_eq!(again.sasrec, report.evals[kept].sasrec);
     }
 

@@ -210,32 +210,29 @@ pub fn memory_store(data: &Dataset) -> Result<Arc<EmbeddedStore>, RunError> {
     Ok(Arc::new(store))
 }
 
-/// HR@10 / NDCG@10 of `bundle` under the SASRec protocol (`target`, 100
-/// negatives, `seed`) through the serving path: a ranker over `store`
-/// scores each candidate by P(any interaction) (every head weighs 1; the
-/// protocol's target is an interaction of any kind).
+/// HR@10 / NDCG@10 of `bundle` under the SASRec protocol (100 negatives,
+/// `seed`) through the serving path, one result per target in `targets`:
+/// one ranker over `store` scores each candidate by P(any interaction)
+/// (every head weighs 1; the protocol's target is an interaction of any
+/// kind).
 pub fn sasrec_served<S: SequenceStore + ?Sized>(
     bundle: &Bundle,
     store: Arc<S>,
     data: &Dataset,
     split: &SasrecSplit,
-    target: SasrecTarget,
+    targets: &[SasrecTarget],
     seed: u64,
-) -> Result<SasrecMetrics, RunError> {
+) -> Result<Vec<SasrecMetrics>, RunError> {
     let ones = UtilityWeights(data.heads.iter().map(|h| (h.clone(), 1.0)).collect());
     let any = bundle.clone().with_utility(ones).map_err(invalid)?;
     let ranker =
         transact_rank::Ranker::new(store, Arc::new(any), transact_rank::RankerConfig::default())
             .map_err(invalid)?;
-    Ok(sasrec_eval_with(
-        data,
-        split,
-        target,
-        100,
-        10,
-        seed,
-        &RankerScorer::new(&ranker, data)?,
-    )?)
+    let scorer = RankerScorer::new(&ranker, data)?;
+    targets
+        .iter()
+        .map(|&t| Ok(sasrec_eval_with(data, split, t, 100, 10, seed, &scorer)?))
+        .collect()
 }
 
 /// Offline evaluation through the serving path: scores a query by asking a
